@@ -1,0 +1,117 @@
+"""The library's one audio loader: any file or array -> 16 kHz mono float32."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["SAMPLE_RATE", "load_audio", "resample", "to_mono_float"]
+
+#: Sample rate of every waveform the models see.
+SAMPLE_RATE = 16000
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Band-limited polyphase resampling along the last axis."""
+    orig_sr, target_sr = int(orig_sr), int(target_sr)
+    if orig_sr == target_sr:
+        return audio.astype(np.float32, copy=False)
+    from scipy.signal import resample_poly
+
+    g = gcd(orig_sr, target_sr)
+    return resample_poly(audio, target_sr // g, orig_sr // g, axis=-1).astype(np.float32)
+
+
+def to_mono_float(audio: np.ndarray, name: str = "audio") -> np.ndarray:
+    """Integer or float PCM of shape (N,), (N, C) or (C, N) -> float32 mono (N,) in [-1, 1]."""
+    audio = np.asarray(audio)
+    if audio.dtype.kind not in "iuf":
+        raise InputError(f"{name} has dtype {audio.dtype}, not PCM samples", "pass integer or float samples")
+    if audio.dtype.kind == "u":  # unsigned PCM (8-bit wav) is centred on half its range
+        bits = audio.dtype.itemsize * 8
+        audio = (audio.astype(np.float64) - 2 ** (bits - 1)) / 2 ** (bits - 1)
+    elif audio.dtype.kind == "i":
+        audio = audio.astype(np.float64) / float(-np.iinfo(audio.dtype).min)
+    if audio.ndim == 2:
+        # channels are the short axis: (N, C) as written by soundfile, or (C, N) as in torchaudio
+        channel_axis = 1 if audio.shape[1] <= audio.shape[0] else 0
+        audio = audio.mean(axis=channel_axis)
+    elif audio.ndim != 1:
+        raise InputError(
+            f"{name} has shape {audio.shape}; expected (samples,), (samples, channels) or (channels, samples)",
+            "pass a 1-D or 2-D array",
+        )
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _read_with_soundfile(path: Path):
+    import soundfile as sf
+
+    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    return data, sr
+
+
+def _read_with_ffmpeg(path: Path):
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(path),
+           "-f", "f32le", "-acodec", "pcm_f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0 or not proc.stdout:
+        raise RuntimeError(proc.stderr.decode(errors="replace").strip() or "ffmpeg decoded no samples")
+    return np.frombuffer(proc.stdout, dtype="<f4").reshape(-1, 1), SAMPLE_RATE
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, int]:
+    if not path.exists():
+        raise InputError(f"audio file '{path}' does not exist", "check the path")
+    if path.is_dir():
+        raise InputError(f"'{path}' is a folder, not an audio file", "pass a .wav, .flac, .mp3 or .ogg file")
+    errors = []
+    for reader in (_read_with_soundfile, _read_with_ffmpeg):
+        try:
+            return reader(path)
+        except Exception as exc:  # noqa: BLE001 - every decoder failure is reported together below
+            errors.append(f"{reader.__name__[10:]}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    raise InputError(
+        f"'{path}' could not be read as audio ({'; '.join(errors)})",
+        "pass a .wav, .flac, .mp3 or .ogg file with speech",
+    )
+
+
+def load_audio(audio, sample_rate: int | None = None, *, name: str | None = None) -> np.ndarray:
+    """Load speech as 16 kHz mono float32.
+
+    Args:
+        audio: a path (wav, flac, mp3, ogg, or anything ffmpeg reads) or an array / tensor of
+            shape (N,), (N, C) or (C, N), integer or float PCM.
+        sample_rate: the sampling rate of an array (required for arrays, ignored for files).
+    Returns:
+        float32 array (N,) at :data:`SAMPLE_RATE`.
+    """
+    if isinstance(audio, (str, os.PathLike)):
+        path = Path(audio)
+        label = name or f"audio file '{path}'"
+        data, sr = _read_file(path)
+    else:
+        label = name or "audio array"
+        if hasattr(audio, "detach"):
+            audio = audio.detach().cpu().numpy()
+        if sample_rate is None:
+            raise InputError(f"{label} was given without its sampling rate", "pass sample_rate=... (e.g. 16000)")
+        data, sr = np.asarray(audio), sample_rate
+    if not isinstance(sr, (int, np.integer)) and not float(sr).is_integer() or sr <= 0:
+        raise InputError(f"{label}: sampling rate {sr!r} is not a positive whole number", "pass e.g. sample_rate=16000")
+    mono = to_mono_float(data, label)
+    if mono.size == 0:
+        raise InputError(f"{label} is empty (0 samples)", "pass a recording with speech (silence is fine)")
+    if not np.isfinite(mono).all():
+        bad = int((~np.isfinite(mono)).sum())
+        raise InputError(f"{label} has {bad} non-finite samples (NaN or inf)", "clean or re-export the recording")
+    return resample(mono, int(sr), SAMPLE_RATE)

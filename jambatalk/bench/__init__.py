@@ -1,0 +1,89 @@
+"""Benchmarks: ``jambatalk bench [NAME] [--json PATH]``.
+
+Each benchmark is a function ``run(quick: bool) -> list[Record]`` in a module of this package,
+registered in :data:`BENCHMARKS`. Figures that have a natural baseline are measured against it
+in the same run and reported as ratios (value / baseline_value).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..errors import InputError
+
+__all__ = ["Record", "BENCHMARKS", "run_benchmarks", "format_table", "cli_bench", "peak_rss_mb"]
+
+#: name -> "module:function"
+BENCHMARKS = {
+    "scan": "jambatalk.bench.scan:run",
+    "render": "jambatalk.bench.render:run",
+    "preprocess": "jambatalk.bench.preprocess:run",
+    "long": "jambatalk.bench.long:run",
+    "stream": "jambatalk.bench.stream:run",
+    "rtf": "jambatalk.bench.rtf:run",
+    "train": "jambatalk.bench.train:run",
+}
+
+
+@dataclass
+class Record:
+    name: str
+    value: float
+    unit: str
+    baseline: Optional[str] = None
+    baseline_value: Optional[float] = None
+    ratio: Optional[float] = None
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.ratio is None and self.baseline_value not in (None, 0):
+            self.ratio = self.value / self.baseline_value
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux ru_maxrss is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def format_table(records: list[Record]) -> str:
+    rows = [("benchmark", "value", "unit", "baseline", "baseline value", "ratio", "params")]
+    for r in records:
+        params = ", ".join(f"{k}={v}" for k, v in r.params.items())
+        rows.append((r.name, f"{r.value:.4g}", r.unit, r.baseline or "",
+                     "" if r.baseline_value is None else f"{r.baseline_value:.4g}",
+                     "" if r.ratio is None else f"{r.ratio:.3f}", params))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run_benchmarks(names: list[str] | None = None, quick: bool = False) -> list[Record]:
+    names = names or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise InputError(f"unknown benchmark(s) {unknown}", f"choose from: {', '.join(BENCHMARKS)}")
+    records: list[Record] = []
+    for name in names:
+        module_name, func = BENCHMARKS[name].split(":")
+        records.extend(getattr(importlib.import_module(module_name), func)(quick=quick))
+    return records
+
+
+def cli_bench(args) -> int:
+    from ..fileio import atomic_path, check_output_path
+
+    if args.json:
+        check_output_path(args.json)
+    records = run_benchmarks([args.name] if args.name else None, quick=args.quick)
+    print(format_table(records))
+    if args.json:
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps([dataclasses.asdict(r) for r in records], indent=2))
+    return 0

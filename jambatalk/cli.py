@@ -1,0 +1,158 @@
+"""The ``jambatalk`` command line: thin subcommands over the library API.
+
+Argument definitions live here; each subcommand's work lives in the module that owns the
+capability, imported only when that subcommand runs (so ``--help`` is instant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import JambaTalkError, NotAvailableError
+
+# subcommand -> "module:function" taking the parsed arguments and returning an exit status
+HANDLERS = {
+    "animate": "jambatalk.api:cli_animate",
+    "demo": "jambatalk.demo:cli_demo",
+    "render": "jambatalk.render.cli:cli_render",
+    "preprocess": "jambatalk.data.preprocess:cli_preprocess",
+    "synth": "jambatalk.synth.corpus:cli_synth",
+    "train": "jambatalk.train:cli_train",
+    "test": "jambatalk.evaluate:cli_test",
+    "bench": "jambatalk.bench:cli_bench",
+}
+
+
+def _add_animate(sub):
+    p = sub.add_parser("animate", help="animate a face from speech",
+                       description="Animate a face from a speech recording and save the motion or a video.")
+    p.add_argument("audio", help="speech file (wav, flac, mp3, ogg)")
+    p.add_argument("--template", help="neutral face mesh (.ply/.obj/.npy or templates.pkl:SUBJECT); "
+                                      "default: the model's own template")
+    p.add_argument("--checkpoint", help="model folder (config.json + model.safetensors); default: the built-in model")
+    p.add_argument("--out", required=True, help="output: .npy, .npz, .mp4, or a folder for per-frame meshes")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when available)")
+    p.add_argument("--stream", action="store_true", help="read the file as if it were live audio and report latency")
+    p.add_argument("--chunk-ms", type=float, default=100.0, help="chunk size for --stream (default 100 ms)")
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="animate the built-in head and write an MP4",
+                       description="Synthesise a sentence (or use --audio), animate the built-in head, write an MP4.")
+    p.add_argument("--audio", help="speech file to animate instead of a synthesised sentence")
+    p.add_argument("--text", help="sentence to synthesise with espeak-ng (default: a built-in sentence)")
+    p.add_argument("--out", default="demo.mp4", help="output video (default: demo.mp4)")
+    p.add_argument("--size", type=int, default=512, help="video width and height in pixels (default 512)")
+
+
+def _add_render(sub):
+    p = sub.add_parser("render", help="render a vertex sequence to an MP4",
+                       description="Render a (T, V, 3) or (T, 3V) vertex sequence to an H.264 MP4.")
+    p.add_argument("seq", help="vertex sequence (.npy, or .npz with a 'vertices' array)")
+    p.add_argument("--template", required=True, help="mesh with the faces (.ply/.obj), or a dataset spec name")
+    p.add_argument("--audio", help="speech to mux into the video")
+    p.add_argument("--fps", type=float, default=None, help="frames per second (default: from the sequence or 30)")
+    p.add_argument("--out", required=True, help="output .mp4")
+    p.add_argument("--size", type=int, default=800, help="width and height in pixels (default 800)")
+    p.add_argument("--backend", default="auto", help="renderer: auto, moderngl or pyrender")
+    p.add_argument("--camera", default="auto", help="camera preset: a dataset spec name, or 'fit' (default: auto)")
+
+
+def _add_preprocess(sub):
+    p = sub.add_parser("preprocess", help="convert raw VOCASET or BIWI into the processed layout",
+                       description="Convert a raw dataset into vertices_npy/, wav/ and templates.pkl.")
+    p.add_argument("dataset", help="vocaset or biwi")
+    p.add_argument("--src", required=True, help="folder with the raw dataset files")
+    p.add_argument("--dst", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="redo sequences already written")
+
+
+def _add_synth(sub):
+    p = sub.add_parser("synth", help="generate the built-in speech-to-face corpus",
+                       description="Generate the built-in synthetic corpus in the processed VOCASET layout.")
+    p.add_argument("--dst", required=True, help="output folder")
+    p.add_argument("--sentences", type=int, default=300, help="number of sentences (default 300)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--template", default=None, help="template mesh with regions (default: the procedural head)")
+    p.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU count)")
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a model from a config file",
+                       description="Train a model. Runs on one CPU, one GPU, or many under torchrun.")
+    p.add_argument("--config", required=True, help="experiment config (configs/*.yaml)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("overrides", nargs="*", help="config overrides as section.key=value")
+
+
+def _add_test(sub):
+    p = sub.add_parser("test", help="evaluate a checkpoint on a test split",
+                       description="Predict a split, write per-sequence .npy files, metrics (JSON) and plots.")
+    p.add_argument("--config", required=True, help="experiment config (configs/*.yaml)")
+    p.add_argument("--checkpoint", required=True, help="model folder, or a run folder (its best checkpoint)")
+    p.add_argument("--out", default=None, help="output folder (default: <checkpoint>/eval)")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("overrides", nargs="*", help="config overrides as section.key=value")
+
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="run benchmarks and print a table",
+                       description="Run a benchmark (or all of them) and print a table of figures.")
+    p.add_argument("name", nargs="?", default=None, help="benchmark name (default: all)")
+    p.add_argument("--json", default=None, help="also write the records to this JSON file")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jambatalk", description="Speech-driven 3D facial animation with a hybrid Mamba / Transformer decoder.")
+    parser.add_argument("--version", action="version", version=f"jambatalk {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_animate, _add_demo, _add_render, _add_preprocess, _add_synth, _add_train, _add_test, _add_bench):
+        add(sub)
+    return parser
+
+
+def _handler(command: str):
+    module_name, func = HANDLERS[command].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("jambatalk"):
+            raise NotAvailableError(f"'jambatalk {command}' is not available yet in this version",
+                                    "see the README for what this version provides") from exc
+        raise
+    return getattr(module, func)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(_handler(args.command)(args) or 0)
+    except JambaTalkError as exc:
+        if args.debug:
+            raise
+        print(f"jambatalk {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"jambatalk {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback with --debug
+        if args.debug:
+            raise
+        print(f"jambatalk {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(run again with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Mesh and template I/O.
+
+Templates follow FLAME's convention: metres, y up, the face looking along +z. Meshes are read
+with ``process=False`` so that vertex order, which every mask and model output depends on, is
+kept exactly as in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["load_mesh", "load_template", "load_templates_pkl", "save_mesh", "check_vertices"]
+
+MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
+
+
+def check_vertices(vertices, name: str = "template", n_vertices: int | None = None) -> np.ndarray:
+    """Validate a (V, 3) array (a flat (3V,) one is reshaped) and return it as float32."""
+    v = np.asarray(vertices.detach().cpu() if hasattr(vertices, "detach") else vertices)
+    if v.dtype.kind not in "iuf":
+        raise InputError(f"{name} has dtype {v.dtype}; expected numbers", "pass a (V, 3) float array")
+    if v.ndim == 1 and v.size % 3 == 0:
+        v = v.reshape(-1, 3)
+    if v.ndim != 2 or v.shape[1] != 3 or v.shape[0] == 0:
+        raise InputError(f"{name} has shape {tuple(v.shape)}; expected (V, 3) vertex positions", "pass a (V, 3) array")
+    if not np.isfinite(v).all():
+        raise InputError(f"{name} has non-finite vertex coordinates (NaN or inf)", "repair or re-export the mesh")
+    if n_vertices is not None and v.shape[0] != n_vertices:
+        raise InputError(
+            f"{name} has {v.shape[0]} vertices but the model animates meshes of {n_vertices} vertices",
+            "use a template with the model's topology, or a model trained for this mesh",
+        )
+    return np.ascontiguousarray(v, dtype=np.float32)
+
+
+def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a mesh file; returns float32 vertices (V, 3) and int64 faces (F, 3)."""
+    import trimesh
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"mesh file '{path}' does not exist", "check the path")
+    try:
+        mesh = trimesh.load(str(path), process=False, force="mesh")
+        vertices = np.asarray(mesh.vertices)
+        faces = np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"'{path}' could not be read as a mesh ({type(exc).__name__}: {exc})",
+                         "pass a .ply or .obj triangle mesh") from exc
+    if vertices.size == 0:
+        raise InputError(f"'{path}' is not a mesh (no vertices found)", "pass a .ply or .obj triangle mesh")
+    vertices = check_vertices(vertices, f"mesh '{path}'")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise InputError(f"mesh '{path}' has faces indexing past its {len(vertices)} vertices", "repair the mesh")
+    return vertices, faces
+
+
+def load_templates_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a templates.pkl (dict subject -> (V, 3)), as written by VOCASET, BIWI and jambatalk."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"templates file '{path}' does not exist", "check the path")
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f, encoding="latin1")
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"'{path}' is not a readable templates pickle ({exc})", "pass a templates.pkl") from exc
+    if not isinstance(data, dict) or not data:
+        raise InputError(f"'{path}' holds {type(data).__name__}, not a dict of subject -> (V, 3) template",
+                         "pass a templates.pkl")
+    return {str(k): check_vertices(v, f"template '{k}' in '{path}'") for k, v in data.items()}
+
+
+def load_template(template, n_vertices: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Load a template from a mesh file, a .npy file, ``templates.pkl:SUBJECT`` or an array.
+
+    Returns float32 vertices (V, 3) and faces (F, 3) when the source has them, else None.
+    """
+    if isinstance(template, (str, os.PathLike)):
+        text = str(template)
+        if ".pkl:" in text:
+            pkl, subject = text.rsplit(":", 1)
+            table = load_templates_pkl(pkl)
+            if subject not in table:
+                raise InputError(f"subject '{subject}' is not in '{pkl}'", f"choose one of: {', '.join(sorted(table))}")
+            return check_vertices(table[subject], f"template '{text}'", n_vertices), None
+        path = Path(text)
+        if not path.is_file():
+            raise InputError(f"template file '{path}' does not exist", "check the path")
+        if path.suffix.lower() == ".npy":
+            try:
+                arr = np.load(path, allow_pickle=False)
+            except Exception as exc:  # noqa: BLE001
+                raise InputError(f"'{path}' is not a readable .npy array ({exc})", "pass a (V, 3) .npy file") from exc
+            return check_vertices(arr, f"template '{path}'", n_vertices), None
+        if path.suffix.lower() == ".pkl":
+            raise InputError(f"'{path}' holds several templates", f"pick one subject as '{path}:SUBJECT'")
+        vertices, faces = load_mesh(path)
+        return check_vertices(vertices, f"template '{path}'", n_vertices), faces
+    return check_vertices(template, "template", n_vertices), None
+
+
+def save_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray | None) -> None:
+    """Write one mesh as .obj or .ply (vertex order kept)."""
+    import trimesh
+
+    path = Path(path)
+    faces = np.zeros((0, 3), dtype=np.int64) if faces is None else faces
+    mesh = trimesh.Trimesh(vertices=np.asarray(vertices, dtype=np.float64), faces=faces, process=False)
+    mesh.export(str(path), file_type=path.suffix.lstrip(".").lower())
