@@ -249,9 +249,6 @@ class ModelConfig:
             _check(min(self.lip_indices) >= 0 and max(self.lip_indices) < self.n_vertices,
                    f"lip_indices reach {max(self.lip_indices)} but the mesh has {self.n_vertices} vertices",
                    "give lip indices of this mesh")
-        _check(not (self.lip_reader.enabled and not self.lip_indices),
-               "lip_reader.enabled is true but lip_indices is empty",
-               "give the lip vertex indices (from the dataset spec) or set lip_reader.enabled=false")
         _check(self.n_subjects >= 0, f"n_subjects is {self.n_subjects}", "use 0 (no style embedding) or more")
 
 
@@ -461,9 +458,15 @@ def load_experiment(path: str | os.PathLike | None, overrides: list[str] | None 
 # ----------------------------------------------------------------------------- presets
 
 
+def _large_encoder() -> AudioEncoderConfig:
+    """The size of the paper's encoder (Wav2Vec2 XLSR-53 large: 24 layers, width 1024)."""
+    return AudioEncoderConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                              do_stable_layer_norm=True, feat_extract_norm="layer")
+
+
 def _vocaset() -> ModelConfig:
     return ModelConfig(
-        n_vertices=5023, fps=30.0, dataset="vocaset",
+        n_vertices=5023, fps=30.0, dataset="vocaset", audio=_large_encoder(),
         decoder=DecoderConfig(d_model=512, n_l=1, n_heads=8, n_kv_heads=2),
         lip_reader=LipReaderConfig(enabled=False),
     )
@@ -471,9 +474,7 @@ def _vocaset() -> ModelConfig:
 
 def _biwi() -> ModelConfig:
     return ModelConfig(
-        n_vertices=23370, fps=25.0, dataset="biwi",
-        audio=AudioEncoderConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                                 do_stable_layer_norm=True, feat_extract_norm="layer"),
+        n_vertices=23370, fps=25.0, dataset="biwi", audio=_large_encoder(),
         decoder=DecoderConfig(d_model=1024, n_l=2, n_heads=16, n_kv_heads=4),
         lip_reader=LipReaderConfig(enabled=False),
     )

@@ -1,0 +1,196 @@
+"""Grouped-query self-attention with LRL-RoPE and configurable span.
+
+Spans: "bidirectional" (every frame sees the whole sequence; the paper's offline default),
+"causal" (past and present), "window" (``window`` past frames and ``lookahead`` future frames).
+The rotary embedding is applied per head, on head_dim; positions carry an absolute offset so that
+chunked (streaming) inference rotates exactly as the one-pass forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import DecoderConfig
+
+__all__ = ["LRLRoPE", "GQAttention", "AttentionCache", "span_mask"]
+
+
+class LRLRoPE(nn.Module):
+    """Low-Rank Learned Rotary Positional Embedding.
+
+    With a = p * theta (theta_i = base^(-2i/d)), e = [sin a ; cos a] and delta = W2(W1(e)) (rank r,
+    no bias), pairs (x_2i, x_2i+1) are rotated by s = sin a + delta_sin, c = cos a + delta_cos.
+    W2 starts at zero, so training starts from the exact rotary embedding. ``learned=False`` gives
+    plain RoPE.
+    """
+
+    def __init__(self, dim: int, rank: int = 16, base: float = 10000.0, learned: bool = True):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"rotary width {dim} must be even")
+        self.dim = dim
+        self.register_buffer("theta", base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim), persistent=False)
+        self.learned = learned
+        if learned:
+            self.w1 = nn.Linear(dim, rank, bias=False)
+            self.w2 = nn.Linear(rank, dim, bias=False)
+            nn.init.zeros_(self.w2.weight)
+
+    def sin_cos(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions (L,) -> s, c each (L, dim/2)."""
+        a = positions.float()[:, None] * self.theta[None, :]
+        sin, cos = a.sin(), a.cos()
+        if self.learned:
+            delta = self.w2(self.w1(torch.cat([sin, cos], dim=-1)))
+            half = self.dim // 2
+            sin, cos = sin + delta[:, :half], cos + delta[:, half:]
+        return sin, cos
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rotate x (..., L, dim) at absolute positions (L,)."""
+        s, c = self.sin_cos(positions)
+        s, c = s.to(x.dtype), c.to(x.dtype)
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        out = torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1)
+        return out.flatten(-2)
+
+
+def span_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, span: str, window: int = 0, lookahead: int = 0):
+    """Boolean (Lq, Lk) mask, True where query at q_pos may attend to key at k_pos; None = all."""
+    if span == "bidirectional":
+        return None
+    rel = k_pos[None, :] - q_pos[:, None]  # key minus query position
+    if span == "causal":
+        return rel <= 0
+    return (rel >= -window) & (rel <= lookahead)
+
+
+@dataclass
+class AttentionCache:
+    k: torch.Tensor  # (B, Hkv, n, hd) keys of positions k_start .. k_start+n-1
+    v: torch.Tensor
+    q: torch.Tensor  # (B, H, m, hd) queries not answered yet, positions q_start ..
+    k_start: int = 0
+    q_start: int = 0
+    next_pos: int = 0
+
+
+class GQAttention(nn.Module):
+    """Multi-head self-attention whose K/V have ``n_kv_heads`` heads shared by groups of query heads."""
+
+    #: queries per block when a windowed span runs over a long sequence (bounded memory)
+    query_block = 1024
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.span, self.window, self.lookahead = cfg.attention_span, cfg.window, cfg.lookahead
+        d = cfg.d_model
+        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
+        self.rope = (None if cfg.rope == "none"
+                     else LRLRoPE(self.head_dim, cfg.rope_rank, cfg.rope_base, learned=cfg.rope == "lrl"))
+        self.dropout = cfg.dropout
+
+    # -- projections ---------------------------------------------------------------------------
+    def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
+        B, L, _ = x.shape
+        q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.rope is not None:
+            q, k = self.rope(q, positions), self.rope(k, positions)
+        return q, k, v
+
+    def _attend(self, q, k, v, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """q (B,H,Lq,hd), k/v (B,Hkv,Lk,hd), mask broadcastable to (B,H,Lq,Lk) -> (B, Lq, H*hd)."""
+        groups = self.n_heads // self.n_kv_heads
+        if groups > 1:
+            k = k.repeat_interleave(groups, dim=1)
+            v = v.repeat_interleave(groups, dim=1)
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        B, H, Lq, hd = out.shape
+        return out.transpose(1, 2).reshape(B, Lq, H * hd)
+
+    @staticmethod
+    def _combine(span: Optional[torch.Tensor], key_valid: Optional[torch.Tensor]):
+        if key_valid is None:
+            return span[None, None] if span is not None else None
+        m = key_valid[:, None, None, :]
+        return m if span is None else (m & span[None, None])
+
+    # -- one pass ------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, key_padding_mask: Optional[torch.Tensor] = None, pos_offset: int = 0):
+        """x (B, L, D); key_padding_mask (B, L) True at valid frames."""
+        B, L, _ = x.shape
+        pos = torch.arange(pos_offset, pos_offset + L, device=x.device)
+        q, k, v = self._qkv(x, pos)
+        if self.span == "window" and L > self.query_block:
+            outs = []
+            for s in range(0, L, self.query_block):
+                e = min(L, s + self.query_block)
+                ks, ke = max(0, s - self.window), min(L, e + self.lookahead)
+                mask = self._combine(span_mask(pos[s:e], pos[ks:ke], self.span, self.window, self.lookahead),
+                                     None if key_padding_mask is None else key_padding_mask[:, ks:ke])
+                outs.append(self._attend(q[:, :, s:e], k[:, :, ks:ke], v[:, :, ks:ke], mask))
+            return self.o_proj(torch.cat(outs, dim=1))
+        mask = self._combine(span_mask(pos, pos, self.span, self.window, self.lookahead), key_padding_mask)
+        return self.o_proj(self._attend(q, k, v, mask))
+
+    # -- streaming -----------------------------------------------------------------------------
+    def allocate_cache(self, batch_size: int, device=None, dtype=None) -> AttentionCache:
+        if self.span == "bidirectional":
+            from ..errors import ConfigError
+
+            raise ConfigError("bidirectional attention sees the whole future and cannot run step by step",
+                              "use a model with decoder.attention_span 'causal' or 'window' for streaming")
+        dtype = dtype or self.q_proj.weight.dtype
+        empty = torch.zeros(batch_size, self.n_kv_heads, 0, self.head_dim, device=device, dtype=dtype)
+        q = torch.zeros(batch_size, self.n_heads, 0, self.head_dim, device=device, dtype=dtype)
+        return AttentionCache(k=empty, v=empty.clone(), q=q)
+
+    @property
+    def delay(self) -> int:
+        """Frames by which step() outputs lag its inputs."""
+        return self.lookahead if self.span == "window" else 0
+
+    def _emit(self, cache: AttentionCache, n: int) -> torch.Tensor:
+        B = cache.q.shape[0]
+        if n == 0:
+            return cache.q.new_zeros(B, 0, self.o_proj.out_features)
+        q = cache.q[:, :, :n]
+        q_pos = torch.arange(cache.q_start, cache.q_start + n, device=q.device)
+        k_pos = torch.arange(cache.k_start, cache.k_start + cache.k.shape[2], device=q.device)
+        mask = self._combine(span_mask(q_pos, k_pos, self.span, self.window, self.lookahead), None)
+        out = self.o_proj(self._attend(q, cache.k, cache.v, mask))
+        cache.q = cache.q[:, :, n:]
+        cache.q_start += n
+        if self.span == "window":  # keys older than the oldest pending query's window are never needed
+            drop = max(0, (cache.q_start - self.window) - cache.k_start)
+            if drop:
+                cache.k, cache.v = cache.k[:, :, drop:], cache.v[:, :, drop:]
+                cache.k_start += drop
+        return out
+
+    def step(self, x: torch.Tensor, cache: AttentionCache) -> torch.Tensor:
+        """Feed frames (B, l, D); returns the outputs whose lookahead is complete (B, m, D)."""
+        L = x.shape[1]
+        pos = torch.arange(cache.next_pos, cache.next_pos + L, device=x.device)
+        q, k, v = self._qkv(x, pos)
+        cache.k, cache.v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
+        cache.q = torch.cat([cache.q, q], dim=2)
+        cache.next_pos += L
+        ready = max(0, (cache.next_pos - 1 - self.delay) - cache.q_start + 1)
+        return self._emit(cache, min(ready, cache.q.shape[2]))
+
+    def flush(self, cache: AttentionCache) -> torch.Tensor:
+        """End of stream: answer the queries still waiting for a lookahead that will never come."""
+        return self._emit(cache, cache.q.shape[2])

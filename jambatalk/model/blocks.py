@@ -1,0 +1,100 @@
+"""Shared building blocks: RMSNorm, MLP, and the pre-norm residual Block(mixer, ffn)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["RMSNorm", "MLP", "Block", "BlockCache"]
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square layer norm with a learned gain."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (x * self.weight.float()).to(dtype)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward D -> ratio*D -> D with GELU. Returns (y, None) like the MoE."""
+
+    def __init__(self, d_model: int, ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, ratio * d_model)
+        self.fc2 = nn.Linear(ratio * d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, token_mask: Optional[torch.Tensor] = None):
+        return self.fc2(self.dropout(F.gelu(self.fc1(x)))), None
+
+
+@dataclass
+class BlockCache:
+    """Streaming state of one block: its mixer's cache and the inputs still awaiting mixer output."""
+
+    mixer: Any
+    pending: Optional[torch.Tensor] = None  # (B, n, D) residual inputs whose mixer output is delayed
+    extra: dict = field(default_factory=dict)
+
+
+class Block(nn.Module):
+    """x = x + mixer(norm(x)); x = x + ffn(norm(x)) -- one decoder layer of any kind.
+
+    The mixer (Mamba or attention) follows the project's mixer contract: ``forward(x, key_padding_mask)``,
+    ``allocate_cache(batch_size, device, dtype)``, ``step(x, cache)`` returning the outputs that are
+    final so far (attention with a lookahead returns them with a delay), and ``flush(cache)`` for the
+    rest at the end of a stream.
+    """
+
+    def __init__(self, kind: str, mixer: nn.Module, ffn: nn.Module, d_model: int, dropout: float = 0.0):
+        super().__init__()
+        self.kind = kind
+        self.norm1 = RMSNorm(d_model)
+        self.mixer = mixer
+        self.norm2 = RMSNorm(d_model)
+        self.ffn = ffn
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: Optional[torch.Tensor] = None):
+        x = x + self.dropout(self.mixer(self.norm1(x), key_padding_mask=key_padding_mask))
+        y, aux = self.ffn(self.norm2(x), key_padding_mask)
+        return x + self.dropout(y), aux
+
+    # -- streaming -----------------------------------------------------------------------------
+    def allocate_cache(self, batch_size: int, device=None, dtype=None) -> BlockCache:
+        return BlockCache(mixer=self.mixer.allocate_cache(batch_size, device=device, dtype=dtype))
+
+    def _finish(self, x_in: torch.Tensor, mixed: torch.Tensor, cache: BlockCache) -> torch.Tensor:
+        pending = x_in if cache.pending is None else torch.cat([cache.pending, x_in], dim=1)
+        n = mixed.shape[1]
+        h = pending[:, :n] + mixed
+        cache.pending = pending[:, n:]
+        y, _ = self.ffn(self.norm2(h))
+        return h + y
+
+    def step(self, x: torch.Tensor, cache: BlockCache) -> torch.Tensor:
+        """Feed a chunk (B, l, D); returns the outputs that became final (B, m, D), m <= l + pending."""
+        if x.shape[1] == 0:
+            mixed = x
+        else:
+            mixed = self.mixer.step(self.norm1(x), cache.mixer)
+        return self._finish(x, mixed, cache)
+
+    def flush(self, cache: BlockCache) -> torch.Tensor:
+        """At the end of a stream: the outputs still held back (attention lookahead)."""
+        if cache.pending is None or cache.pending.shape[1] == 0 or not hasattr(self.mixer, "flush"):
+            return None
+        mixed = self.mixer.flush(cache.mixer)
+        return self._finish(cache.pending[:, :0], mixed, cache)

@@ -1,0 +1,124 @@
+"""GQA attention, LRL-RoPE and attention spans."""
+
+import pytest
+import torch
+
+from jambatalk.config import DecoderConfig
+from jambatalk.model.attention import GQAttention, LRLRoPE, span_mask
+
+
+def _cfg(**kw):
+    base = dict(d_model=32, n_heads=4, n_kv_heads=2, rope_rank=4, schedule=["attention"])
+    base.update(kw)
+    return DecoderConfig(**base)
+
+
+def test_gqa_has_fewer_kv_parameters_than_mha():
+    gqa, mha = GQAttention(_cfg(n_kv_heads=1)), GQAttention(_cfg(n_kv_heads=4))
+    kv = lambda m: m.k_proj.weight.numel() + m.v_proj.weight.numel()  # noqa: E731
+    assert kv(gqa) * 4 == kv(mha)
+    assert gqa.k_proj.weight.shape == (8, 32)  # one head of head_dim 8
+
+
+def test_gqa_equals_mha_with_repeated_kv_heads():
+    torch.manual_seed(0)
+    gqa = GQAttention(_cfg(n_kv_heads=2)).eval()
+    mha = GQAttention(_cfg(n_kv_heads=4)).eval()
+    hd = gqa.head_dim
+    with torch.no_grad():
+        mha.q_proj.weight.copy_(gqa.q_proj.weight)
+        mha.o_proj.weight.copy_(gqa.o_proj.weight)
+        mha.rope.load_state_dict(gqa.rope.state_dict())
+        for name in ("k_proj", "v_proj"):
+            w = getattr(gqa, name).weight.view(2, hd, 32)
+            getattr(mha, name).weight.copy_(w.repeat_interleave(2, dim=0).reshape(4 * hd, 32))
+    x = torch.randn(2, 11, 32)
+    torch.testing.assert_close(gqa(x), mha(x), rtol=1e-5, atol=1e-6)
+
+
+def test_lrl_rope_with_zero_low_rank_weights_is_an_exact_rotation():
+    torch.manual_seed(0)
+    rope = LRLRoPE(16, rank=4)
+    with torch.no_grad():
+        rope.w1.weight.normal_()
+        rope.w2.weight.zero_()
+    x = torch.randn(3, 20, 16)
+    pos = torch.arange(20)
+    y = rope(x, pos)
+    torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1), rtol=1e-5, atol=1e-5)
+    # scores depend only on relative position: <R(p) q, R(p+d) k> is the same for every p
+    q, k = torch.randn(16), torch.randn(16)
+    scores = []
+    for p in (0, 5, 37, 300):
+        rq = rope(q[None, None], torch.tensor([p]))[0, 0]
+        rk = rope(k[None, None], torch.tensor([p + 7]))[0, 0]
+        scores.append(float((rq @ rk).detach()))
+    assert max(scores) - min(scores) < 1e-4
+
+
+def test_lrl_rope_learned_part_changes_the_embedding():
+    rope = LRLRoPE(16, rank=4)
+    x = torch.randn(1, 5, 16)
+    base = rope(x, torch.arange(5))
+    with torch.no_grad():
+        rope.w2.weight.normal_()
+    assert not torch.allclose(rope(x, torch.arange(5)), base)
+
+
+def test_span_masks():
+    p = torch.arange(6)
+    assert span_mask(p, p, "bidirectional") is None
+    causal = span_mask(p, p, "causal")
+    assert causal[2].tolist() == [True, True, True, False, False, False]
+    win = span_mask(p, p, "window", window=2, lookahead=1)
+    assert win[3].tolist() == [False, True, True, True, True, False]
+
+
+@pytest.mark.parametrize("span,window,lookahead", [("causal", 0, 0), ("window", 4, 0), ("window", 3, 2)])
+def test_chunked_step_equals_forward(span, window, lookahead):
+    torch.manual_seed(1)
+    attn = GQAttention(_cfg(attention_span=span, window=window, lookahead=lookahead)).eval()
+    with torch.no_grad():
+        attn.rope.w2.weight.normal_(std=0.1)
+    x = torch.randn(2, 23, 32)
+    full = attn(x)
+    cache = attn.allocate_cache(2)
+    outs, t = [], 0
+    for size in (1, 4, 2, 7, 1, 8):
+        outs.append(attn.step(x[:, t: t + size], cache))
+        t += size
+    outs.append(attn.flush(cache))
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_windowed_forward_in_query_blocks_equals_one_block():
+    torch.manual_seed(2)
+    attn = GQAttention(_cfg(attention_span="window", window=5, lookahead=3)).eval()
+    x = torch.randn(1, 50, 32)
+    whole = attn(x)
+    attn.query_block = 8
+    torch.testing.assert_close(attn(x), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_causal_attention_gives_no_gradient_to_the_future():
+    attn = GQAttention(_cfg(attention_span="causal"))
+    x = torch.randn(1, 10, 32, requires_grad=True)
+    attn(x)[0, :4].sum().backward()
+    assert x.grad[0, 4:].abs().max() == 0
+    assert x.grad[0, :4].abs().max() > 0
+
+
+def test_bidirectional_attention_refuses_streaming():
+    from jambatalk.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot run step by step"):
+        GQAttention(_cfg()).allocate_cache(1)
+
+
+def test_key_padding_mask_hides_padded_frames():
+    torch.manual_seed(3)
+    attn = GQAttention(_cfg()).eval()
+    x = torch.randn(1, 9, 32)
+    padded = torch.cat([x, torch.randn(1, 4, 32) * 100], dim=1)
+    mask = torch.tensor([[True] * 9 + [False] * 4])
+    torch.testing.assert_close(attn(padded, key_padding_mask=mask)[:, :9], attn(x), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,63 @@
+"""Mixture of experts: deterministic routing and the balancing loss."""
+
+import torch
+
+from jambatalk.config import MoEConfig
+from jambatalk.model.moe import MoE, load_balancing_loss
+
+
+def test_moe_is_deterministic_at_eval():
+    torch.manual_seed(0)
+    moe = MoE(16, MoEConfig(n_experts=4, top_k=2)).eval()
+    x = torch.randn(3, 10, 16)
+    a, aux = moe(x)
+    b, _ = moe(x)
+    assert torch.equal(a, b)
+    assert aux is None  # no balancing term outside training
+
+
+def test_moe_top_k_equals_dense_mixture_of_selected_experts():
+    torch.manual_seed(0)
+    moe = MoE(8, MoEConfig(n_experts=3, top_k=2)).eval()
+    x = torch.randn(5, 8)
+    y, _ = moe(x)
+    logits = moe.router(x)
+    w, idx = logits.topk(2, -1)
+    w = w.softmax(-1)
+    for t in range(5):
+        ref = 0
+        for j in range(2):
+            e = idx[t, j]
+            h = torch.nn.functional.gelu(x[t] @ moe.w1[e] + moe.b1[e])
+            ref = ref + w[t, j] * (h @ moe.w2[e] + moe.b2[e])
+        torch.testing.assert_close(y[t], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_balancing_loss_is_smallest_for_uniform_routing():
+    n, tokens = 4, 400
+    uniform = torch.zeros(tokens, n)
+    uniform[torch.arange(tokens), torch.arange(tokens) % n] = 0.01  # top-1 spread evenly
+    skewed = torch.zeros(tokens, n)
+    skewed[:, 0] = 3.0
+    half = torch.zeros(tokens, n)
+    half[: tokens // 2, 0] = 3.0
+    half[tokens // 2:, 1] = 3.0
+    lu, lh, ls = (load_balancing_loss(x, 1) for x in (uniform, half, skewed))
+    assert abs(float(lu) - 1.0) < 1e-2
+    assert float(lu) < float(lh) < float(ls)
+
+
+def test_balancing_loss_ignores_padded_tokens():
+    logits = torch.zeros(10, 2)
+    logits[:5, 0] = 1.0
+    logits[5:, 1] = 1.0
+    mask = torch.tensor([True] * 5 + [False] * 5)
+    assert float(load_balancing_loss(logits, 1, mask)) > float(load_balancing_loss(logits, 1))
+
+
+def test_moe_training_returns_scaled_balancing_loss_with_gradient():
+    moe = MoE(8, MoEConfig(n_experts=2, top_k=1, balance_coef=0.5)).train()
+    y, aux = moe(torch.randn(2, 6, 8))
+    assert aux is not None and aux.requires_grad
+    aux.backward()
+    assert moe.router.weight.grad is not None and moe.router.weight.grad.abs().sum() > 0
