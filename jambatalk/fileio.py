@@ -13,6 +13,12 @@ from .errors import InputError
 __all__ = ["atomic_path", "atomic_dir", "check_output_path"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_output_path(path: str | os.PathLike) -> Path:
     """Refuse an output path whose parent folder does not exist."""
     path = Path(path)
@@ -39,6 +45,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -52,6 +59,7 @@ def atomic_dir(path: str | os.PathLike):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or "."))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         if path.is_dir():
             old = path.with_name(f".{path.name}.old")
             if old.exists():

@@ -47,7 +47,7 @@ def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise InputError(f"mesh file '{path}' does not exist", "check the path")
     try:
-        mesh = trimesh.load(str(path), process=False, force="mesh")
+        mesh = trimesh.load(str(path), process=False, force="mesh", maintain_order=True)
         vertices = np.asarray(mesh.vertices)
         faces = np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
     except Exception as exc:  # noqa: BLE001
@@ -107,10 +107,23 @@ def load_template(template, n_vertices: int | None = None) -> tuple[np.ndarray, 
 
 
 def save_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray | None) -> None:
-    """Write one mesh as .obj or .ply (vertex order kept)."""
-    import trimesh
-
+    """Write one mesh as .obj or .ply, keeping every vertex in order (unreferenced ones included)."""
     path = Path(path)
-    faces = np.zeros((0, 3), dtype=np.int64) if faces is None else faces
-    mesh = trimesh.Trimesh(vertices=np.asarray(vertices, dtype=np.float64), faces=faces, process=False)
-    mesh.export(str(path), file_type=path.suffix.lstrip(".").lower())
+    v = np.asarray(vertices, dtype=np.float32).reshape(-1, 3)
+    f = np.zeros((0, 3), dtype=np.int64) if faces is None else np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    suffix = path.suffix.lower()
+    if suffix == ".obj":
+        lines = ["v %.7g %.7g %.7g" % tuple(p) for p in v] + ["f %d %d %d" % tuple(t) for t in f + 1]
+        path.write_text("\n".join(lines) + "\n")
+    elif suffix == ".ply":
+        header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(v)}\n"
+                  "property float x\nproperty float y\nproperty float z\n"
+                  f"element face {len(f)}\nproperty list uchar int vertex_indices\nend_header\n")
+        tri = np.zeros(len(f), dtype=[("n", "u1"), ("i", "<i4", (3,))])
+        tri["n"], tri["i"] = 3, f
+        with open(path, "wb") as fh:
+            fh.write(header.encode("ascii"))
+            fh.write(v.astype("<f4").tobytes())
+            fh.write(tri.tobytes())
+    else:
+        raise InputError(f"cannot write a mesh as '{suffix}' ({path})", "use .obj or .ply")

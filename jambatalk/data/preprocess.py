@@ -1,0 +1,232 @@
+"""Shared machinery of the raw-dataset preprocessors and the ``jambatalk preprocess`` command.
+
+Every preprocessor writes the same processed layout::
+
+    DST/vertices_npy/<subject>_<sentence>.npy   (T, 3V) float32 at the spec's fps
+    DST/wav/<subject>_<sentence>.wav            16-bit PCM, the recording's own sampling rate
+    DST/templates.pkl                           {subject: (V, 3) float32}
+
+Each file is written atomically, so an interrupted run leaves no partial file; a sequence counts
+as finished when both its .npy and .wav exist, and finished sequences are skipped on the next run
+unless ``overwrite`` is set.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import DatasetError
+from ..fileio import atomic_path
+from .specs import DatasetSpec, get_spec, list_specs
+
+__all__ = [
+    "PreprocessReport",
+    "PreprocessWarning",
+    "prepare_dst",
+    "sequence_done",
+    "write_sequence",
+    "write_templates",
+    "align_lengths",
+    "check_finite",
+    "copy_spec_files",
+    "progress",
+    "cli_preprocess",
+]
+
+
+class PreprocessWarning(UserWarning):
+    """Something in the raw data was corrected or skipped (counts and names in the message)."""
+
+
+@dataclass
+class PreprocessReport:
+    """What one preprocessing run did."""
+
+    dataset: str
+    dst: Path
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    trimmed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    frames_in: int = 0
+    frames_out: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        parts = [f"{self.dataset}: {len(self.written)} sequences written, {len(self.skipped)} already done "
+                 f"(skipped) in '{self.dst}'"]
+        if self.trimmed:
+            parts.append(f"{len(self.trimmed)} trimmed to matching audio / vertex length")
+        if self.missing:
+            parts.append(f"{len(self.missing)} without audio or vertices (not written)")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        return "; ".join(parts)
+
+    def finish(self) -> PreprocessReport:
+        """Warn about corrected inputs; raise a DatasetError naming every sequence that failed."""
+        if self.trimmed:
+            warnings.warn(_listing(f"{len(self.trimmed)} sequences had audio and vertex lengths that disagree by more "
+                                   "than one frame and were trimmed to the shorter", self.trimmed),
+                          PreprocessWarning, stacklevel=3)
+        if self.missing:
+            warnings.warn(_listing(f"{len(self.missing)} sequences were not written because a part is missing "
+                                   "from the raw data", self.missing), PreprocessWarning, stacklevel=3)
+        if self.failed:
+            items = [f"{k}: {v}" for k, v in self.failed.items()]
+            raise DatasetError(_listing(f"{len(self.failed)} {self.dataset} sequences were not written "
+                                        f"({len(self.written)} were)", items),
+                               "repair or re-download those raw files and run the command again "
+                               "(finished sequences are kept and skipped)")
+        return self
+
+
+def _listing(head: str, items: list[str], limit: int = 8) -> str:
+    shown = "; ".join(items[:limit])
+    more = f"; and {len(items) - limit} more" if len(items) > limit else ""
+    return f"{head}: {shown}{more}"
+
+
+def prepare_dst(dst: str | os.PathLike) -> Path:
+    """Create the processed layout's folders (the parent of ``dst`` must exist)."""
+    dst = Path(dst)
+    if dst.exists() and not dst.is_dir():
+        raise DatasetError(f"output '{dst}' exists and is not a folder", "choose a folder for --dst")
+    if not dst.parent.is_dir():
+        raise DatasetError(f"cannot create '{dst}': its parent folder '{dst.parent}' does not exist",
+                           f"create it first (mkdir -p {dst.parent})")
+    for sub in ("", "vertices_npy", "wav"):
+        (dst / sub).mkdir(exist_ok=True)
+    return dst
+
+
+def sequence_done(dst: Path, name: str) -> bool:
+    """True when both outputs of a sequence exist (each was written atomically, so each is whole)."""
+    return (dst / "vertices_npy" / f"{name}.npy").is_file() and (dst / "wav" / f"{name}.wav").is_file()
+
+
+def check_finite(vertices: np.ndarray, what: str) -> None:
+    """Raise a DatasetError naming the frames of ``vertices`` (T, ...) that hold NaN or inf."""
+    finite = np.isfinite(vertices.reshape(len(vertices), -1)).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        shown = ", ".join(str(int(b)) for b in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise DatasetError(f"{what} has non-finite vertex coordinates (NaN or inf) in {len(bad)} of "
+                           f"{len(vertices)} frames (frames {shown})",
+                           "the raw file is damaged; re-download it")
+
+
+def align_lengths(n_frames: int, fps: float, n_samples: int, sample_rate: int,
+                  tolerance_frames: float = 1.0) -> tuple[int, int, Optional[str]]:
+    """Trim audio or vertices so that both cover the same time.
+
+    Lengths within ``tolerance_frames`` frame periods of each other are kept as they are. Beyond
+    that, the longer one is cut to the duration of the shorter. Returns the new frame count, the
+    new sample count and a note with the counts (None when nothing was trimmed).
+    """
+    t_vertices, t_audio = n_frames / fps, n_samples / sample_rate
+    if abs(t_vertices - t_audio) <= tolerance_frames / fps + 1e-9:
+        return n_frames, n_samples, None
+    before = (f"audio {t_audio:.2f} s = {n_samples} samples, vertices {t_vertices:.2f} s = {n_frames} frames")
+    if t_audio > t_vertices:
+        new_samples = int(round(n_frames * sample_rate / fps))
+        return n_frames, new_samples, f"{before}; audio cut to {new_samples} samples"
+    new_frames = max(1, int(round(n_samples * fps / sample_rate)))
+    return new_frames, n_samples, f"{before}; vertices cut to {new_frames} frames"
+
+
+def write_sequence(dst: Path, name: str, vertices: np.ndarray, audio: np.ndarray, sample_rate: int) -> None:
+    """Write one processed sequence: vertices (T, V, 3) -> (T, 3V) float32 .npy, int16 audio -> .wav."""
+    import soundfile as sf
+
+    vertices = np.asarray(vertices)
+    if vertices.ndim == 3:
+        vertices = vertices.reshape(len(vertices), -1)
+    check_finite(vertices, f"sequence {name}")
+    audio = np.asarray(audio)
+    if audio.dtype != np.int16 or audio.ndim != 1 or audio.size == 0:
+        raise DatasetError(f"sequence {name}: audio is {audio.dtype} {audio.shape}, not non-empty 1-D int16",
+                           "convert the audio to 16-bit mono first")
+    with atomic_path(dst / "vertices_npy" / f"{name}.npy") as tmp:
+        np.save(tmp, np.ascontiguousarray(vertices, dtype=np.float32))
+    with atomic_path(dst / "wav" / f"{name}.wav") as tmp:
+        sf.write(str(tmp), audio, int(sample_rate), subtype="PCM_16", format="WAV")
+
+
+def write_templates(dst: Path, templates: dict[str, np.ndarray], overwrite: bool) -> bool:
+    """Write ``templates.pkl`` ({subject: (V, 3) float32}); returns False when it existed and was kept."""
+    path = dst / "templates.pkl"
+    if path.is_file() and not overwrite:
+        return False
+    table = {str(k): np.ascontiguousarray(v, dtype=np.float32).reshape(-1, 3) for k, v in templates.items()}
+    for k, v in table.items():
+        check_finite(v[None], f"template {k}")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            pickle.dump(table, f, protocol=4)
+    return True
+
+
+def copy_spec_files(spec: DatasetSpec, src: Path, dst: Path) -> list[str]:
+    """Copy the mask and topology files the spec names from ``src`` into ``dst`` (relative paths kept).
+
+    Returns the files the spec names that were found in neither folder.
+    """
+    absent = []
+    groups = [s.files for s in (spec.lips, spec.upper, spec.faces_source) if s is not None and s.files]
+    for group in groups:
+        if any((dst / n).is_file() for n in group):
+            continue
+        found = next((n for n in group if (src / n).is_file()), None)
+        if found is None:
+            absent.append(group[0])
+            continue
+        (dst / found).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dst / found) as tmp:
+            shutil.copyfile(src / found, tmp)
+    return sorted(set(absent))
+
+
+def progress(iterable, total: int, desc: str, enabled: bool = True):
+    """A tqdm progress bar on stderr (silent when disabled or when stderr is not a terminal)."""
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="seq", disable=None, file=sys.stderr)
+
+
+def cli_preprocess(args) -> int:
+    """``jambatalk preprocess DATASET --src DIR --dst DIR [--overwrite]``."""
+    spec = get_spec(args.dataset)
+    if not spec.preprocessor:
+        have = [n for n in list_specs() if get_spec(n).preprocessor]
+        raise DatasetError(f"dataset '{spec.name}' has no raw-data preprocessor",
+                           f"choose one of: {', '.join(have)}")
+    module_name, _, func = spec.preprocessor.partition(":")
+    run = getattr(importlib.import_module(module_name), func)
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PreprocessWarning)
+        try:
+            report = run(args.src, args.dst, overwrite=args.overwrite)
+        finally:
+            for w in caught:
+                if issubclass(w.category, PreprocessWarning):
+                    print(f"jambatalk preprocess: warning: {w.message}", file=sys.stderr)
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    print(f"{report.summary()} ({time.perf_counter() - start:.1f} s)")
+    return 0

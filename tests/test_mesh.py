@@ -1,0 +1,50 @@
+"""Template and mesh I/O."""
+
+import pickle
+
+import numpy as np
+import pytest
+from conftest import real_file
+
+from jambatalk.errors import InputError
+from jambatalk.mesh import load_mesh, load_template, save_mesh
+
+
+def test_flame_sample_loads_with_vertex_order_kept():
+    v, f = load_mesh(real_file("FLAME_sample.ply"))
+    assert v.shape == (5023, 3) and f.shape == (9976, 3)
+    # FLAME's convention: metres, y up, facing +z -> a head about 0.2 m tall
+    assert 0.1 < np.ptp(v[:, 1]) < 0.4
+
+
+def test_obj_ply_npy_pkl_and_array_templates(tmp_path, rng):
+    v = rng.normal(size=(30, 3)).astype(np.float32)
+    f = np.array([[0, 1, 2], [2, 3, 4], [5, 6, 7]])
+    for suffix in (".obj", ".ply"):
+        save_mesh(tmp_path / f"m{suffix}", v, f)
+        tv, tf = load_template(tmp_path / f"m{suffix}")
+        np.testing.assert_allclose(tv, v, atol=1e-6)
+        assert tf.tolist() == f.tolist()
+    np.save(tmp_path / "t.npy", v.reshape(-1))
+    np.testing.assert_array_equal(load_template(tmp_path / "t.npy")[0], v)
+    with open(tmp_path / "templates.pkl", "wb") as fh:
+        pickle.dump({"S1": v.astype(np.float64)}, fh)
+    np.testing.assert_array_equal(load_template(f"{tmp_path / 'templates.pkl'}:S1")[0], v)
+    with pytest.raises(InputError, match="choose one of: S1"):
+        load_template(f"{tmp_path / 'templates.pkl'}:S9")
+    np.testing.assert_array_equal(load_template(v)[0], v)
+
+
+def test_bad_templates(tmp_path):
+    with pytest.raises(InputError, match="non-finite"):
+        load_template(np.full((4, 3), np.nan))
+    with pytest.raises(InputError, match="model animates meshes of 5"):
+        load_template(np.zeros((4, 3)), n_vertices=5)
+    with pytest.raises(InputError, match="shape"):
+        load_template(np.zeros((4, 2)))
+    bad = tmp_path / "bad.ply"
+    bad.write_text("definitely not a mesh")
+    with pytest.raises(InputError, match="mesh"):
+        load_template(bad)
+    with pytest.raises(InputError, match="does not exist"):
+        load_template(tmp_path / "missing.obj")
