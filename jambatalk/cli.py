@@ -52,12 +52,12 @@ def _add_render(sub):
     p = sub.add_parser("render", help="render a vertex sequence to an MP4",
                        description="Render a (T, V, 3) or (T, 3V) vertex sequence to an H.264 MP4.")
     p.add_argument("seq", help="vertex sequence (.npy, or .npz with a 'vertices' array)")
-    p.add_argument("--template", required=True, help="mesh with the faces (.ply/.obj), or a dataset spec name")
+    p.add_argument("--template", required=True, help="mesh file with the faces (.ply/.obj)")
     p.add_argument("--audio", help="speech to mux into the video")
     p.add_argument("--fps", type=float, default=None, help="frames per second (default: from the sequence or 30)")
     p.add_argument("--out", required=True, help="output .mp4")
     p.add_argument("--size", type=int, default=800, help="width and height in pixels (default 800)")
-    p.add_argument("--backend", default="auto", help="renderer: auto, moderngl or pyrender")
+    p.add_argument("--backend", default="auto", help="renderer: auto, moderngl, egl, osmesa or pyrender")
     p.add_argument("--camera", default="auto", help="camera preset: a dataset spec name, or 'fit' (default: auto)")
 
 

@@ -545,7 +545,7 @@ register_spec(DatasetSpec(
     name="biwi3895",
     fps=25.0,
     vertex_count=3895,
-    camera="biwi",
+    camera="fit",  # not normalised like the 23370-vertex BIWI meshes
     splits=_BIWI_SPLITS,
     lips=IndexSource(files=("BIWI_lip.pkl", "BIWI3895_lip.pkl"), format="pkl"),
     upper=None,

@@ -1,0 +1,69 @@
+"""``jambatalk render SEQ.npy --template T [--audio A] [--fps N] --out OUT.mp4``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["cli_render", "load_sequence"]
+
+DEFAULT_FPS = 30.0
+
+
+def load_sequence(path) -> tuple[np.ndarray, Optional[float], Optional[np.ndarray]]:
+    """Read a vertex sequence from .npy ((T, V, 3) or (T, 3V)) or .npz ('vertices', maybe 'fps', 'faces').
+
+    Returns the raw array (validated later by the renderer), the fps and the faces when stored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"sequence file '{path}' does not exist", "check the path")
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".npz"):
+        raise InputError(f"'{path}' is not a .npy or .npz file", "pass a (T, V, 3) or (T, 3V) .npy array")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"'{path}' could not be read as a numpy file ({exc})", "pass a .npy or .npz file") from exc
+    if suffix == ".npy":
+        return data, None, None
+    with data:
+        if "vertices" not in data.files:
+            raise InputError(f"'{path}' has no 'vertices' array (it has: {', '.join(data.files) or 'nothing'})",
+                             "save the sequence as np.savez(path, vertices=..., fps=...)")
+        vertices = data["vertices"]
+        fps = float(data["fps"]) if "fps" in data.files and np.size(data["fps"]) == 1 else None
+        faces = data["faces"] if "faces" in data.files else None
+    return vertices, fps, faces
+
+
+def cli_render(args) -> int:
+    """Render a vertex sequence with the template's faces (and the audio) to an MP4."""
+    from ..mesh import load_template
+    from .renderer import check_sequence
+    from .video import render_video
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".mp4":
+        raise InputError(f"output '{out}' is not an .mp4 file", "pass --out NAME.mp4")
+    raw, stored_fps, stored_faces = load_sequence(args.seq)
+    seq = check_sequence(raw, f"sequence '{args.seq}'")
+    template, faces = load_template(args.template)
+    if faces is None or len(faces) == 0:
+        faces = stored_faces
+    if faces is None or len(faces) == 0:
+        raise InputError(f"template '{args.template}' has no faces", "pass a mesh file (.ply/.obj) with triangles")
+    if len(template) != seq.shape[1]:
+        raise InputError(f"sequence '{args.seq}' has {seq.shape[1]} vertices but template '{args.template}' has "
+                         f"{len(template)}", "pass the template of the mesh the sequence was made for")
+    fps = args.fps if args.fps is not None else (stored_fps or DEFAULT_FPS)
+    camera = "fit" if args.camera in (None, "auto") else args.camera
+    render_video(out, seq, faces, fps=fps, audio=args.audio, size=args.size, camera=camera, backend=args.backend,
+                 progress=sys.stderr.isatty())
+    print(f"wrote {out} ({len(seq)} frames at {fps:g} fps{', with audio' if args.audio else ''})")
+    return 0

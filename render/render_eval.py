@@ -1,0 +1,155 @@
+"""Turn an evaluation output folder into videos.
+
+Layout read (as written by ``jambatalk test``)::
+
+    EVAL_DIR/pred/<name>.npy    predicted vertices, (T, V, 3) or (T, 3V)
+    EVAL_DIR/gt/<name>.npy      ground truth (optional)
+    EVAL_DIR/report.json        metrics; its "fps", "camera" (or "dataset") and "data_root" entries
+                                are used when present
+
+For each prediction it writes ``OUT/<name>.mp4``: ground truth | prediction | error heatmap side
+by side when the ground truth is there (``--gt-dir``, default EVAL_DIR/gt), else the prediction
+alone, with ``AUDIO_DIR/<name>.wav`` muxed in when found (default AUDIO_DIR: the report's
+``data_root``/wav, the processed dataset layout). Heatmaps share one colour scale across all sequences (``--vmax``, default:
+the largest per-vertex error over the sequences rendered).
+
+Example::
+
+    python render/render_eval.py runs/vocaset/eval --template FLAME_sample.ply \\
+        --audio-dir data/vocaset/wav --out runs/vocaset/videos
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from jambatalk.errors import InputError, JambaTalkError
+from jambatalk.mesh import load_template
+from jambatalk.render import Camera, camera_preset, render_comparison, render_video, vertex_errors
+from jambatalk.render.renderer import check_sequence
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Render an evaluation folder (pred/, gt/, report.json) to MP4 videos.")
+    p.add_argument("eval_dir", help="evaluation output folder with pred/<name>.npy (and gt/<name>.npy)")
+    p.add_argument("--template", required=True, help="mesh with the faces (.ply/.obj)")
+    p.add_argument("--out", default=None, help="output folder (default: EVAL_DIR/videos)")
+    p.add_argument("--audio-dir", default=None,
+                   help="folder with <name>.wav speech to mux in (default: report.json's data_root/wav)")
+    p.add_argument("--gt-dir", default=None, help="folder with ground-truth <name>.npy (default: EVAL_DIR/gt)")
+    p.add_argument("--fps", type=float, default=None, help="frame rate (default: report.json's 'fps', else 30)")
+    p.add_argument("--size", type=int, default=400, help="panel width and height in pixels (default 400)")
+    p.add_argument("--camera", default=None,
+                   help="camera preset (default: report.json's 'camera', else its dataset's, else 'fit')")
+    p.add_argument("--backend", default="auto", help="renderer backend (default: auto)")
+    p.add_argument("--vmax", type=float, default=None, help="error shown at full heatmap colour, in mesh units")
+    p.add_argument("--names", nargs="*", default=None, help="render only these sequence names")
+    p.add_argument("--limit", type=int, default=None, help="render at most this many sequences")
+    return p
+
+
+def _read_report(eval_dir: Path) -> dict:
+    path = eval_dir / "report.json"
+    if not path.is_file():
+        return {}
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"'{path}' is not readable JSON ({exc})", "repair it or remove it") from exc
+    return report if isinstance(report, dict) else {}
+
+
+def _dataset_camera(dataset) -> Camera | str:
+    """The camera of the dataset spec named in the report, else "fit"."""
+    if not dataset:
+        return "fit"
+    try:
+        return camera_preset(str(dataset)) or "fit"
+    except InputError:
+        return "fit"
+
+
+def _find_audio(audio_dir: Path | None, name: str) -> Path | None:
+    if audio_dir is None:
+        return None
+    for suffix in AUDIO_SUFFIXES:
+        if (audio_dir / f"{name}{suffix}").is_file():
+            return audio_dir / f"{name}{suffix}"
+    return None
+
+
+def render_eval(args) -> list[Path]:
+    """Render every (selected) prediction of ``args.eval_dir``; returns the videos written."""
+    eval_dir = Path(args.eval_dir)
+    pred_dir = eval_dir / "pred"
+    gt_dir = Path(args.gt_dir) if args.gt_dir else eval_dir / "gt"
+    if not pred_dir.is_dir():
+        raise InputError(f"'{eval_dir}' has no pred/ folder", "pass the folder written by 'jambatalk test'")
+    names = sorted(p.stem for p in pred_dir.glob("*.npy"))
+    if args.names:
+        missing = sorted(set(args.names) - set(names))
+        if missing:
+            raise InputError(f"no predictions named {missing} in '{pred_dir}'", f"choose from: {', '.join(names)}")
+        names = [n for n in names if n in set(args.names)]
+    if args.limit is not None:
+        names = names[: max(args.limit, 0)]
+    if not names:
+        raise InputError(f"'{pred_dir}' has no .npy predictions", "run 'jambatalk test' first")
+    report = _read_report(eval_dir)
+    fps = args.fps or float(report.get("fps", 30.0))
+    camera = args.camera or report.get("camera") or _dataset_camera(report.get("dataset"))
+    template, faces = load_template(args.template)
+    if faces is None:
+        raise InputError(f"template '{args.template}' has no faces", "pass a mesh file (.ply/.obj) with triangles")
+    audio_dir = Path(args.audio_dir) if args.audio_dir else None
+    if audio_dir is None and report.get("data_root") and (Path(report["data_root"]) / "wav").is_dir():
+        audio_dir = Path(report["data_root"]) / "wav"
+    out_dir = Path(args.out) if args.out else eval_dir / "videos"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    pairs = {}
+    for name in names:
+        pred = check_sequence(np.load(pred_dir / f"{name}.npy"), f"prediction '{name}'")
+        gt_path = gt_dir / f"{name}.npy"
+        gt = check_sequence(np.load(gt_path), f"ground truth '{name}'") if gt_path.is_file() else None
+        pairs[name] = (pred, gt)
+    vmax = args.vmax
+    if vmax is None:
+        errors = [vertex_errors(p, g).max() for p, g in pairs.values() if g is not None]
+        vmax = float(max(errors)) if errors and max(errors) > 0 else None
+    written = []
+    for k, (name, (pred, gt)) in enumerate(pairs.items()):
+        audio = _find_audio(audio_dir, name)
+        path = out_dir / f"{name}.mp4"
+        print(f"[{k + 1}/{len(pairs)}] {path}" + ("" if audio else " (no audio)"), file=sys.stderr)
+        common = dict(fps=fps, audio=audio, size=args.size, camera=camera, backend=args.backend)
+        if gt is not None:
+            render_comparison(path, pred, gt, faces, vmax=vmax,
+                              labels=("ground truth", "prediction", f"error (max {vmax:.3g})" if vmax else "error"),
+                              **common)
+        else:
+            render_video(path, pred, faces, **common)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        written = render_eval(args)
+    except JambaTalkError as exc:
+        print(f"render_eval: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} video(s) to {written[0].parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

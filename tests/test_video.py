@@ -1,0 +1,228 @@
+"""MP4 writing: frames, frame rate and audio read back; audio fitting; grids; CLI; eval script."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jambatalk.cli import main
+from jambatalk.errors import InputError
+from jambatalk.render import fit_audio, render_grid, render_video
+from jambatalk.render.shapes import dome_mesh
+from jambatalk.render.video import label_alpha
+
+av = pytest.importorskip("av")
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    return dome_mesh(600)
+
+
+def _motion(vertices: np.ndarray, n_frames: int) -> np.ndarray:
+    seq = np.repeat(vertices[None], n_frames, axis=0)
+    seq[:, :, 1] -= 0.01 * np.sin(np.arange(n_frames) * 0.5)[:, None] * (vertices[:, 1] < 0)[None]
+    return seq
+
+
+def _probe(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        info = {"rate": float(v.average_rate), "width": v.codec_context.width, "height": v.codec_context.height,
+                "codec": v.codec_context.name, "audio": [s for s in c.streams if s.type == "audio"]}
+        info["audio_codec"] = info["audio"][0].codec_context.name if info["audio"] else None
+        info["audio_seconds"] = (float(info["audio"][0].duration * info["audio"][0].time_base)
+                                 if info["audio"] and info["audio"][0].duration else None)
+        info["frames"] = sum(1 for _ in c.decode(video=0))
+    return info
+
+
+def _tone(seconds: float) -> np.ndarray:
+    t = np.arange(int(round(seconds * SR))) / SR
+    return (0.2 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+
+
+def test_mp4_has_every_frame_the_fps_and_audio(tmp_path, mesh):
+    vertices, faces = mesh
+    seq = _motion(vertices, 15)
+    out = tmp_path / "clip.mp4"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matching audio: no warning
+        assert render_video(out, seq, faces, fps=25, audio=_tone(15 / 25), size=96, progress=False) == out
+    info = _probe(out)
+    assert info["frames"] == 15
+    assert info["rate"] == pytest.approx(25)
+    assert (info["width"], info["height"], info["codec"]) == (96, 96, "h264")
+    assert info["audio_codec"] == "aac"
+    assert info["audio_seconds"] == pytest.approx(0.6, abs=0.06)
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no temporary left behind
+
+
+def test_flat_sequence_odd_size_no_audio(tmp_path, mesh):
+    vertices, faces = mesh
+    seq = _motion(vertices, 7).reshape(7, -1)  # (T, 3V)
+    out = tmp_path / "flat.mp4"
+    render_video(out, seq, faces, fps=12.5, size=(75, 51), progress=False)
+    info = _probe(out)
+    assert (info["width"], info["height"]) == (76, 52)  # rounded up to even for yuv420p
+    assert info["frames"] == 7 and info["rate"] == pytest.approx(12.5)
+    assert info["audio"] == []
+
+
+def test_fit_audio_pads_and_trims_with_a_warning():
+    with pytest.warns(UserWarning, match=r"8000 samples .* 10 frames at 10 fps .* padded with 8000 samples"):
+        padded = fit_audio(_tone(0.5), 10, 10.0)
+    assert len(padded) == SR and np.array_equal(padded[:8000], _tone(0.5)) and not padded[8000:].any()
+    with pytest.warns(UserWarning, match="trimmed by 16000 samples"):
+        trimmed = fit_audio(_tone(2.0), 10, 10.0)
+    assert np.array_equal(trimmed, _tone(2.0)[:SR])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # less than a frame off: fitted silently
+        assert len(fit_audio(_tone(1.0)[:-100], 10, 10.0)) == SR
+    # other sample rates are resampled to 16 kHz first
+    assert len(fit_audio(np.zeros(44100, np.float32), 30, 30.0, sample_rate=44100)) == SR
+
+
+def test_long_audio_is_trimmed_in_the_video(tmp_path, mesh):
+    vertices, faces = mesh
+    out = tmp_path / "long.mp4"
+    with pytest.warns(UserWarning, match="trimmed"):
+        render_video(out, _motion(vertices, 10), faces, fps=20, audio=_tone(3.0), size=64, progress=False)
+    info = _probe(out)
+    assert info["frames"] == 10
+    assert info["audio_seconds"] == pytest.approx(0.5, abs=0.06)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("faces", "faces index vertex 599 but the mesh has only 300 vertices"),
+    ("nan", r"non-finite values .* in 1 of 5 frames \(first: frame 2\)"),
+    ("empty", "empty"),
+    ("shape", r"shape \(5, 600, 2\)"),
+    ("fps", "fps"),
+    ("colors", "colors have shape"),
+])
+def test_bad_input_leaves_no_file(tmp_path, mesh, case, match):
+    vertices, faces = mesh
+    seq = _motion(vertices, 5)
+    kwargs = {"fps": 30}
+    if case == "faces":
+        seq = seq[:, :300]
+    elif case == "nan":
+        seq[2, 10, 0] = np.inf
+    elif case == "empty":
+        seq = seq[:0]
+    elif case == "shape":
+        seq = seq[..., :2]
+    elif case == "fps":
+        kwargs["fps"] = 0
+    elif case == "colors":
+        kwargs["colors"] = np.zeros((4, 600, 3))
+    with pytest.raises(InputError, match=match):
+        render_video(tmp_path / "bad.mp4", seq, faces, size=32, progress=False, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_output_folder_is_refused(tmp_path, mesh):
+    vertices, faces = mesh
+    with pytest.raises(InputError, match="does not exist"):
+        render_video(tmp_path / "nope" / "a.mp4", _motion(vertices, 2), faces, fps=30, size=32, progress=False)
+
+
+def test_grid_panels_labels_and_lengths(tmp_path, mesh):
+    vertices, faces = mesh
+    gt, pred = _motion(vertices, 8), _motion(vertices, 9) * 1.02
+    out = tmp_path / "grid.mp4"
+    with pytest.warns(UserWarning, match=r"different lengths \[8, 9, 9\]"):
+        render_grid(out, [gt, pred, pred], faces, ["gt", "pred", "err"], fps=30, size=64, progress=False,
+                    colors=[None, None, np.full((600, 3), 0.5)], audio=_tone(8 / 30))
+    info = _probe(out)
+    assert (info["width"], info["height"], info["frames"]) == (192, 64, 8)
+    with pytest.raises(InputError, match="2 labels for 3 sequences"):
+        render_grid(tmp_path / "x.mp4", [gt, gt, gt], faces, ["a", "b"], fps=30, size=32, progress=False)
+    with pytest.raises(InputError, match="sequence 1 has 300 vertices"):
+        render_grid(tmp_path / "x.mp4", [gt, gt[:, :300]], faces, None, fps=30, size=32, progress=False)
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_labels_are_drawn():
+    a, b = label_alpha("prediction", 120, 16), label_alpha("ground truth", 120, 16)
+    assert a.shape == (16, 120) and 0.02 < (a > 0.5).mean() < 0.6
+    assert not np.array_equal(a, b)
+    assert not label_alpha("", 120, 16).any()
+
+
+def _write_template(path: Path, vertices, faces) -> Path:
+    from jambatalk.mesh import save_mesh
+
+    save_mesh(path, vertices, faces)
+    return path
+
+
+def test_cli_render(tmp_path, mesh):
+    import soundfile as sf
+
+    vertices, faces = mesh
+    template = _write_template(tmp_path / "template.ply", vertices, faces)
+    np.save(tmp_path / "seq.npy", _motion(vertices, 6).reshape(6, -1))
+    sf.write(tmp_path / "speech.wav", _tone(6 / 24), SR)
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(tmp_path / "seq.npy"), "--template", str(template), "--audio",
+                 str(tmp_path / "speech.wav"), "--fps", "24", "--out", str(out), "--size", "48"]) == 0
+    info = _probe(out)
+    assert info["frames"] == 6 and info["rate"] == pytest.approx(24) and info["audio_codec"] == "aac"
+    # .npz with its own fps
+    np.savez(tmp_path / "seq.npz", vertices=_motion(vertices, 4), fps=np.array(15.0))
+    assert main(["render", str(tmp_path / "seq.npz"), "--template", str(template), "--out", str(out),
+                 "--size", "32", "--camera", "fit"]) == 0
+    assert _probe(out)["rate"] == pytest.approx(15) and _probe(out)["frames"] == 4
+
+
+def test_cli_render_errors(tmp_path, mesh, capsys):
+    vertices, faces = mesh
+    template = _write_template(tmp_path / "template.ply", vertices, faces)
+    np.save(tmp_path / "short.npy", _motion(vertices, 3)[:, :500])
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(tmp_path / "short.npy"), "--template", str(template), "--out", str(out)]) == 2
+    assert "has 500 vertices but template" in capsys.readouterr().err
+    assert main(["render", str(tmp_path / "missing.npy"), "--template", str(template), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    np.savez(tmp_path / "novert.npz", positions=np.zeros((2, 600, 3)))
+    assert main(["render", str(tmp_path / "novert.npz"), "--template", str(template), "--out", str(out)]) == 2
+    assert "no 'vertices' array" in capsys.readouterr().err
+    assert main(["render", str(tmp_path / "short.npy"), "--template", str(template), "--out",
+                 str(tmp_path / "out.gif")]) == 2
+    assert "not an .mp4" in capsys.readouterr().err
+    assert main(["render", str(tmp_path / "short.npy"), "--template", str(template), "--camera", "moon",
+                 "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_render_eval_script(tmp_path, mesh):
+    spec = importlib.util.spec_from_file_location("render_eval", ROOT / "render" / "render_eval.py")
+    render_eval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_eval)
+    vertices, faces = mesh
+    template = _write_template(tmp_path / "template.ply", vertices, faces)
+    ev = tmp_path / "eval"
+    for sub in ("pred", "gt", "wav"):
+        (ev / sub).mkdir(parents=True)
+    np.save(ev / "pred" / "a.npy", _motion(vertices, 5).reshape(5, -1) * 1.01)
+    np.save(ev / "gt" / "a.npy", _motion(vertices, 5))
+    np.save(ev / "pred" / "b.npy", _motion(vertices, 4))  # no ground truth: a single panel
+    (ev / "report.json").write_text(json.dumps({"fps": 20, "dataset": "no-such-dataset", "data_root": str(ev)}))
+    import soundfile as sf
+
+    sf.write(ev / "wav" / "a.wav", _tone(0.25), SR)
+    assert render_eval.main([str(ev), "--template", str(template), "--size", "40"]) == 0  # audio: data_root/wav
+    a, b = _probe(ev / "videos" / "a.mp4"), _probe(ev / "videos" / "b.mp4")
+    assert (a["width"], a["frames"], a["rate"], a["audio_codec"]) == (120, 5, 20, "aac")
+    assert (b["width"], b["frames"], b["audio"]) == (40, 4, [])
+    assert render_eval.main([str(ev), "--template", str(template), "--names", "zzz"]) == 2
