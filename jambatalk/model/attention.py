@@ -98,6 +98,7 @@ class GQAttention(nn.Module):
         self.rope = (None if cfg.rope == "none"
                      else LRLRoPE(self.head_dim, cfg.rope_rank, cfg.rope_base, learned=cfg.rope == "lrl"))
         self.dropout = cfg.dropout
+        self.long_window = 0  # set by JambaTalk.long_context() for long-audio inference
 
     # -- projections ---------------------------------------------------------------------------
     def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
@@ -129,20 +130,28 @@ class GQAttention(nn.Module):
 
     # -- one pass ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, key_padding_mask: Optional[torch.Tensor] = None, pos_offset: int = 0):
-        """x (B, L, D); key_padding_mask (B, L) True at valid frames."""
+        """x (B, L, D); key_padding_mask (B, L) True at valid frames.
+
+        With ``long_window`` > 0, a bidirectional layer given a sequence longer than twice that many
+        frames attends within +-long_window frames (bounded memory and linear time on long audio);
+        shorter sequences are unaffected.
+        """
         B, L, _ = x.shape
+        span, window, lookahead = self.span, self.window, self.lookahead
+        if span == "bidirectional" and self.long_window and L > 2 * self.long_window + 1:
+            span, window, lookahead = "window", self.long_window, self.long_window
         pos = torch.arange(pos_offset, pos_offset + L, device=x.device)
         q, k, v = self._qkv(x, pos)
-        if self.span == "window" and L > self.query_block:
+        if span == "window" and L > self.query_block:
             outs = []
             for s in range(0, L, self.query_block):
                 e = min(L, s + self.query_block)
-                ks, ke = max(0, s - self.window), min(L, e + self.lookahead)
-                mask = self._combine(span_mask(pos[s:e], pos[ks:ke], self.span, self.window, self.lookahead),
+                ks, ke = max(0, s - window), min(L, e + lookahead)
+                mask = self._combine(span_mask(pos[s:e], pos[ks:ke], span, window, lookahead),
                                      None if key_padding_mask is None else key_padding_mask[:, ks:ke])
                 outs.append(self._attend(q[:, :, s:e], k[:, :, ks:ke], v[:, :, ks:ke], mask))
             return self.o_proj(torch.cat(outs, dim=1))
-        mask = self._combine(span_mask(pos, pos, self.span, self.window, self.lookahead), key_padding_mask)
+        mask = self._combine(span_mask(pos, pos, span, window, lookahead), key_padding_mask)
         return self.o_proj(self._attend(q, k, v, mask))
 
     # -- streaming -----------------------------------------------------------------------------

@@ -1,0 +1,185 @@
+"""The Python API: ``animate(audio, template)`` -> :class:`Animation`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, load_audio
+from .errors import CheckpointError, InputError
+
+__all__ = ["Animation", "animate", "load_model", "default_model_path", "resample_frames"]
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default"
+MESH_FRAME_FORMATS = (".obj", ".ply")
+
+
+def default_model_path() -> Path:
+    return DEFAULT_MODEL_DIR
+
+
+def resample_frames(vertices: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
+    """Linear interpolation of a (T, V, 3) sequence from one frame rate to another."""
+    if abs(src_fps - dst_fps) < 1e-9 or len(vertices) < 2:
+        return vertices
+    duration = len(vertices) / src_fps
+    n = max(1, int(duration * dst_fps + 1e-6))
+    t = np.arange(n) / dst_fps * src_fps
+    i0 = np.clip(np.floor(t).astype(int), 0, len(vertices) - 1)
+    i1 = np.clip(i0 + 1, 0, len(vertices) - 1)
+    w = (t - i0)[:, None, None].astype(np.float32)
+    return ((1 - w) * vertices[i0] + w * vertices[i1]).astype(np.float32)
+
+
+@dataclass
+class Animation:
+    """An animated mesh sequence and the speech that drives it."""
+
+    vertices: np.ndarray  # (T, V, 3) float32
+    template: np.ndarray  # (V, 3) float32
+    faces: Optional[np.ndarray]  # (F, 3) int64, or None
+    fps: float
+    audio: np.ndarray  # (N,) float32, 16 kHz mono
+
+    sample_rate = SAMPLE_RATE
+
+    def __len__(self) -> int:
+        return len(self.vertices)
+
+    @property
+    def duration(self) -> float:
+        return len(self.vertices) / self.fps
+
+    def save(self, path: Union[str, os.PathLike], *, size: int = 800, mesh_format: str = ".obj",
+             progress: bool = True) -> Path:
+        """Save by extension: .npy (vertices), .npz (everything), .mp4 (rendered with the audio), or
+        a folder (a path without extension) of per-frame meshes (``mesh_format`` .obj or .ply)."""
+        from .fileio import atomic_dir, atomic_path, check_output_path
+
+        path = Path(path)
+        suffix = path.suffix.lower()
+        check_output_path(path)
+        if suffix == ".npy":
+            with atomic_path(path) as tmp:
+                np.save(tmp, self.vertices.astype(np.float32))
+        elif suffix == ".npz":
+            with atomic_path(path) as tmp:
+                np.savez(tmp, vertices=self.vertices.astype(np.float32), template=self.template,
+                         faces=np.zeros((0, 3), np.int64) if self.faces is None else self.faces,
+                         fps=np.float64(self.fps), audio=self.audio, sample_rate=np.int64(SAMPLE_RATE))
+        elif suffix == ".mp4":
+            if self.faces is None or len(self.faces) == 0:
+                raise InputError("cannot render a video: this animation has no faces (the template was a bare "
+                                 "vertex array)", "pass a template mesh file (.ply/.obj) or save as .npy/.npz")
+            from .render import render_video
+
+            render_video(path, self.vertices, self.faces, fps=self.fps, audio=self.audio, sample_rate=SAMPLE_RATE,
+                         size=size, progress=progress)
+        elif suffix == "" or path.is_dir():
+            fmt = mesh_format if mesh_format.startswith(".") else f".{mesh_format}"
+            if fmt not in MESH_FRAME_FORMATS:
+                raise InputError(f"mesh format '{mesh_format}' is not supported", "use .obj or .ply")
+            from .mesh import save_mesh
+
+            digits = max(4, len(str(len(self.vertices))))
+            with atomic_dir(path) as tmp:
+                for i, frame in enumerate(self.vertices):
+                    save_mesh(tmp / f"frame_{i:0{digits}d}{fmt}", frame, self.faces)
+        else:
+            raise InputError(f"cannot save an animation as '{suffix}' ({path})",
+                             "use .npy, .npz, .mp4, or a folder name without extension")
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> Animation:
+        """Read an animation written as .npz by :meth:`save`."""
+        data = np.load(path, allow_pickle=False)
+        faces = data["faces"] if data["faces"].size else None
+        return cls(data["vertices"], data["template"], faces, float(data["fps"]), data["audio"])
+
+
+def _resolve_device(device):
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_model(path: Union[str, os.PathLike, None] = None, device=None):
+    """Load a model folder (config.json + model.safetensors); None loads the built-in default."""
+    from .model import JambaTalk
+
+    if path is None:
+        path = DEFAULT_MODEL_DIR
+        if not (path / "model.safetensors").is_file():
+            raise CheckpointError("this installation has no built-in default model",
+                                  "pass a trained model folder (--checkpoint DIR / model=...)")
+    return JambaTalk.from_pretrained(path, map_location=_resolve_device(device))
+
+
+def _as_model(model, device):
+    from .model import JambaTalk
+
+    if isinstance(model, JambaTalk):
+        return model.to(_resolve_device(device)) if device is not None else model
+    if model is None or isinstance(model, (str, os.PathLike)):
+        return load_model(model, device)
+    raise InputError(f"model is a {type(model).__name__}", "pass a JambaTalk model, a model folder path, or None")
+
+
+def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = None, fps: Optional[float] = None,
+            device=None) -> Animation:
+    """Animate a face from speech.
+
+    Args:
+        audio: a speech file (wav, flac, mp3, ogg) or a 1-D / 2-D array (then ``sample_rate`` is required).
+        template: the neutral face: a mesh file (.ply, .obj), a .npy (V, 3), ``templates.pkl:SUBJECT``, or a
+            (V, 3) array; None uses the model's own template.
+        model: a loaded :class:`~jambatalk.model.JambaTalk`, a model folder, or None for the built-in model.
+        fps: output frame rate (default: the model's); motion is predicted at the model's rate and resampled.
+        device: torch device (default: CUDA when available, else CPU).
+    """
+    samples = load_audio(audio, sample_rate)
+    net = _as_model(model, device)
+    if fps is not None and not fps > 0:
+        raise InputError(f"fps is {fps}", "pass a positive frame rate, e.g. 30")
+    min_samples = int(np.ceil(SAMPLE_RATE / net.fps))
+    if len(samples) < min_samples:
+        raise InputError(f"the audio lasts {len(samples) / SAMPLE_RATE * 1000:.1f} ms, shorter than one video frame "
+                         f"({1000 / net.fps:.1f} ms at {net.fps:g} fps)", "pass a longer recording")
+    faces = None
+    if template is None:
+        tpl = net.template.detach().cpu().numpy()
+        if not np.any(tpl):
+            raise InputError("this model carries no template of its own", "pass template=... (a mesh file or array)")
+    else:
+        from .mesh import load_template
+
+        tpl, faces = load_template(template, n_vertices=net.cfg.n_vertices)
+    if faces is None and net.faces.numel():
+        faces = net.faces.cpu().numpy()
+    vertices = net.predict(samples, tpl)
+    out_fps = float(fps) if fps is not None else float(net.fps)
+    vertices = resample_frames(vertices, net.fps, out_fps)
+    return Animation(vertices=vertices, template=tpl, faces=faces, fps=out_fps, audio=samples)
+
+
+def cli_animate(args) -> int:
+    """``jambatalk animate AUDIO [--template T] [--checkpoint DIR] --out PATH``."""
+    from .fileio import check_output_path
+
+    out = Path(args.out)
+    check_output_path(out)
+    if args.stream:
+        from .streaming import cli_stream
+
+        return cli_stream(args)
+    anim = animate(args.audio, args.template, args.checkpoint, device=args.device)
+    anim.save(out)
+    print(f"wrote {out} ({len(anim)} frames at {anim.fps:g} fps, {anim.duration:.2f} s)")
+    return 0

@@ -1,0 +1,144 @@
+"""Selective-scan speed: ``jambatalk bench scan``.
+
+Times :func:`jambatalk.ops.selective_scan` (PyTorch path) forward and forward + backward against
+two CPU baselines computing the same whole selective scan (softplus step, discretisation,
+recurrence, read-out with C, skip D, gate silu(z)) from the same inputs:
+
+* ``mambapy``: the PyPI package mambapy's Blelloch parallel scan (``mambapy.pscan.pscan``),
+  with the discretised tensors formed in its (batch, L, d_inner, d_state) layout;
+* ``transformers-loop``: transformers' ``mamba_selective_scan``, the function its MambaMixer
+  calls on CPU, whose torch path is a sequential loop over time (``use_mambapy=False``).
+
+Inputs look like a freshly initialised Mamba layer: A = -(1..d_state), step-size bias from
+mamba's dt initialisation, unit-scale u, B, C, z. Repeats are interleaved between the
+implementations and the median is reported; ratio = ours / baseline (below 1 is faster).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import Record
+
+__all__ = ["run", "mambapy_selective_scan"]
+
+D_STATE = 16
+BATCH = 1
+
+
+def _inputs(length: int, d_inner: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    dt = torch.exp(torch.rand(d_inner, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+    return {
+        "u": torch.randn(BATCH, d_inner, length, generator=g),
+        "delta": torch.randn(BATCH, d_inner, length, generator=g) * 0.5,
+        "A": -torch.arange(1, D_STATE + 1, dtype=torch.float32).repeat(d_inner, 1),
+        "B": torch.randn(BATCH, D_STATE, length, generator=g),
+        "C": torch.randn(BATCH, D_STATE, length, generator=g),
+        "D": torch.ones(d_inner),
+        "z": torch.randn(BATCH, d_inner, length, generator=g),
+        "delta_bias": dt + torch.log(-torch.expm1(-dt)),
+    }
+
+
+def mambapy_selective_scan(u, delta, A, B, C, D, z, delta_bias):
+    """The whole selective scan computed around mambapy's parallel scan (its expected layout)."""
+    from mambapy.pscan import pscan
+
+    delta = F.softplus(delta + delta_bias[:, None]).transpose(1, 2)  # (batch, L, d_inner)
+    decay = torch.exp(delta.unsqueeze(-1) * A)  # (batch, L, d_inner, d_state)
+    drive = (delta * u.transpose(1, 2)).unsqueeze(-1) * B.transpose(1, 2).unsqueeze(2)
+    states = pscan(decay, drive)
+    y = (states @ C.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)  # (batch, d_inner, L)
+    return (y + u * D[:, None]) * F.silu(z)
+
+
+def _implementations() -> dict[str, Callable]:
+    from ..errors import require
+    from ..ops.selective_scan import selective_scan
+
+    require("mambapy", purpose="the scan benchmark's baseline")
+    modeling_mamba = require("transformers.models.mamba.modeling_mamba", purpose="the scan benchmark's baseline")
+
+    def ours(u, delta, A, B, C, D, z, delta_bias):
+        return selective_scan(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=True,
+                              use_kernels="never")
+
+    def transformers_loop(u, delta, A, B, C, D, z, delta_bias):
+        return modeling_mamba.mamba_selective_scan(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                                                   delta_softplus=True, use_mambapy=False)
+
+    return {"ours": ours, "mambapy": mambapy_selective_scan, "transformers-loop": transformers_loop}
+
+
+def _task(fn: Callable, inputs: dict, backward: bool) -> Callable[[], None]:
+    if not backward:
+        def forward_only():
+            with torch.no_grad():
+                fn(**inputs)
+        return forward_only
+    weight = torch.randn(BATCH, inputs["u"].shape[1], inputs["u"].shape[2], generator=torch.Generator().manual_seed(1))
+
+    def forward_backward():
+        leaves = {k: v.detach().requires_grad_() for k, v in inputs.items()}
+        y = fn(**leaves)
+        torch.autograd.grad((y * weight).sum(), list(leaves.values()))
+    return forward_backward
+
+
+def _time_interleaved(tasks: dict[str, Callable], repeats: int, budget_s: float) -> dict[str, float]:
+    """Median wall time (ms) per task; repeats are interleaved and cut down for slow tasks."""
+    times: dict[str, list] = {name: [] for name in tasks}
+    for name, task in tasks.items():  # warm-up, also the first timing
+        start = time.perf_counter()
+        task()
+        times[name].append(time.perf_counter() - start)
+    per_round = sum(t[0] for t in times.values())
+    rounds = max(2, min(repeats, int(budget_s / max(per_round, 1e-9))))
+    for _ in range(rounds):
+        for name, task in tasks.items():
+            start = time.perf_counter()
+            task()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(t[1:]) for name, t in times.items()}
+
+
+def _check_agree(impls: dict[str, Callable], inputs: dict) -> None:
+    with torch.no_grad():
+        outs = {name: fn(**inputs) for name, fn in impls.items()}
+    ref = outs["transformers-loop"]
+    for name, y in outs.items():
+        err = ((y - ref).abs().max() / ref.abs().max()).item()
+        if not err <= 1e-3:
+            raise AssertionError(f"scan benchmark: {name} differs from the sequential loop (relative error {err:.2e})")
+
+
+def run(quick: bool = False) -> list[Record]:
+    """Time the selective scan against mambapy and transformers' loop; one record per pair."""
+    impls = _implementations()
+    lengths = (150, 600) if quick else (150, 600, 3000)
+    widths = (128,) if quick else (128, 512)
+    repeats = 3 if quick else 7
+    budget_s = 10.0 if quick else 40.0
+    records = []
+    for d_model in widths:
+        d_inner = 2 * d_model
+        for length in lengths:
+            inputs = _inputs(length, d_inner)
+            _check_agree(impls, inputs)
+            for backward in (False, True):
+                tasks = {name: _task(fn, inputs, backward) for name, fn in impls.items()}
+                ms = _time_interleaved(tasks, repeats, budget_s)
+                what = "forward_backward" if backward else "forward"
+                params = {"L": length, "d_model": d_model, "d_inner": d_inner, "d_state": D_STATE, "batch": BATCH,
+                          "threads": torch.get_num_threads(), "level": "whole selective scan"}
+                for base in ("mambapy", "transformers-loop"):
+                    records.append(Record(f"scan.{what}", ms["ours"], "ms", baseline=base, baseline_value=ms[base],
+                                          params=dict(params)))
+    return records

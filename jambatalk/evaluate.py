@@ -1,0 +1,115 @@
+"""Evaluation: ``jambatalk test --config FILE --checkpoint DIR [--out DIR] [--split test]``.
+
+Predicts every sequence of a split, writes ``pred/<name>.npy`` (T, V, 3), a ``report.json`` with LVE,
+FDD (signed and absolute) and MVE per sequence and overall, and PNG plots: the per-vertex error on
+the template, the lip opening over time (ground truth vs prediction) and the training loss curves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .config import ExperimentConfig, load_experiment
+from .errors import CheckpointError
+
+__all__ = ["evaluate", "cli_test", "resolve_checkpoint", "split_lips"]
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A model folder, or a run folder (its best/, else last/ checkpoint)."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    for sub in ("best", "last"):
+        if (path / sub / "config.json").is_file():
+            return path / sub
+    raise CheckpointError(f"'{path}' is neither a model folder nor a run folder with best/ or last/",
+                          "pass the --out folder of jambatalk train, or a model folder")
+
+
+def split_lips(template: np.ndarray, lip_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Upper and lower lip vertices: the lip region split at its median height (y up)."""
+    idx = np.unique(lip_idx)
+    y = template[idx, 1]
+    mid = np.median(y)
+    return idx[y > mid], idx[y <= mid]
+
+
+def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional[str | os.PathLike] = None,
+             split: str = "test", device=None, progress: bool = True) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    from .api import _resolve_device
+    from .data import SequenceDataset, get_spec
+    from .fileio import atomic_path
+    from .metrics import SequenceMetrics, lip_opening
+    from .model import JambaTalk
+    from .train import open_dataset_root
+
+    ckpt = resolve_checkpoint(checkpoint)
+    out = Path(out) if out else ckpt / "eval"
+    spec = get_spec(cfg.data.dataset)
+    root = open_dataset_root(cfg)
+    model = JambaTalk.from_pretrained(ckpt, map_location=_resolve_device(device), n_vertices=spec.n_vertices)
+    dataset = SequenceDataset(spec, root, split, cache_audio=False)
+    lip_idx, upper_idx = spec.lip_indices(root), spec.upper_indices(root)
+    (out / "pred").mkdir(parents=True, exist_ok=True)
+    acc = SequenceMetrics(lip_idx, upper_idx)
+    err_sum, n_frames, first = None, 0, None
+    for i in tqdm(range(len(dataset)), desc=f"test {split}", disable=not progress, dynamic_ncols=True):
+        item = dataset[i]
+        gt = np.asarray(item["vertices"], dtype=np.float32)
+        with torch.no_grad():
+            pred = model.predict(item["audio"], item["template"], n_frames=len(gt))
+        with atomic_path(out / "pred" / f"{item['name']}.npy") as tmp:
+            np.save(tmp, pred)
+        acc.update(item["name"], pred, gt, item["template"])
+        e = np.linalg.norm(pred[: len(gt)] - gt, axis=-1).sum(0)
+        err_sum = e if err_sum is None else err_sum + e
+        n_frames += len(gt)
+        if first is None:
+            first = (item, pred, gt)
+    report = acc.compute()
+    report.update({"checkpoint": str(ckpt), "dataset": spec.name, "split": split, "data_root": str(root),
+                   "fps": float(spec.fps)})
+    with atomic_path(out / "report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    _plots(out, spec, root, ckpt, first, err_sum / max(n_frames, 1), lip_idx, lip_opening)
+    return report
+
+
+def _plots(out: Path, spec, root: Path, ckpt: Path, first, per_vertex, lip_idx, lip_opening) -> None:
+    from .plots import plot_lip_opening, plot_loss_curves, plot_vertex_error
+
+    item, pred, gt = first
+    template = np.asarray(item["template"])
+    try:
+        faces = spec.faces(root)
+    except Exception:  # noqa: BLE001 - the plot falls back on points without faces
+        faces = None
+    plot_vertex_error(out / "vertex_error.png", template, faces, per_vertex, title=f"Mean vertex error ({spec.name})")
+    upper, lower = split_lips(template, np.asarray(lip_idx))
+    plot_lip_opening(out / "lip_opening.png", lip_opening(gt, upper, lower), lip_opening(pred[: len(gt)], upper, lower),
+                     spec.fps, title=f"Lip opening: {item['name']}")
+    history = ckpt.parent / "history.json"
+    if history.is_file():
+        curves = json.loads(history.read_text())
+        curves = {k: v for k, v in curves.items() if k.endswith(("/total", "/vertex"))}
+        if curves:
+            plot_loss_curves(out / "loss_curves.png", curves)
+
+
+def cli_test(args) -> int:
+    cfg = load_experiment(args.config, args.overrides)
+    report = evaluate(cfg, args.checkpoint, args.out, split=args.split)
+    o = report["overall"]
+    print(f"{report['dataset']} {report['split']}: {o['n_sequences']} sequences, {o['n_frames']} frames | "
+          f"LVE {o['lve']:.4e}  FDD {o['fdd']:.4e} (|FDD| {o['fdd_abs']:.4e})  MVE {o['mve']:.4e}")
+    print(f"report and plots in {Path(args.out) if args.out else resolve_checkpoint(args.checkpoint) / 'eval'}")
+    return 0

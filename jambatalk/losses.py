@@ -1,0 +1,155 @@
+"""Training losses in one place; weights come from :class:`~jambatalk.config.LossConfig`.
+
+total = vertex * MSE(vertices) + velocity * MSE(frame differences)
+        + lip_latent * MSE(lip-reader latents, targets) + lip_ctc * CTC(lip-reader, labels)
+        + balance * (MoE balancing terms, each already scaled by its moe.balance_coef)
+
+Lip-reading targets come from one of two sources (``loss.lip_targets``):
+  * "asr": a frozen Wav2Vec2ForCTC (``loss.asr_model``): its last hidden state is the latent target and
+    the argmax of its logits, collapsed, is the pseudo-transcript (the paper's set-up);
+  * "phonemes": the dataset's phoneme labels feed the CTC loss and the audio encoder's own detached hidden
+    states are the latent targets (offline; no extra model).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .config import LossConfig, ModelConfig
+from .errors import ConfigError
+
+__all__ = ["masked_mse", "velocity_mse", "compute_losses", "AsrTeacher", "phoneme_targets", "collapse_ctc"]
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean squared error over the valid leading (B, T) positions of (B, T, ...) tensors."""
+    err = (pred - target).pow(2)
+    if mask is None:
+        return err.mean()
+    m = mask.to(err.dtype).reshape(mask.shape + (1,) * (err.dim() - mask.dim()))
+    per = err[0, 0].numel() if err.dim() > 2 else 1
+    return (err * m).sum() / (m.sum() * per).clamp_min(1.0)
+
+
+def velocity_mse(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """MSE of frame-to-frame differences, counting only pairs of valid frames."""
+    dp, dt = pred[:, 1:] - pred[:, :-1], target[:, 1:] - target[:, :-1]
+    pair = None if mask is None else (mask[:, 1:] & mask[:, :-1])
+    return masked_mse(dp, dt, pair)
+
+
+def collapse_ctc(ids: torch.Tensor, blank: int = 0) -> list[int]:
+    """Greedy CTC decoding of one argmax path: merge repeats, drop blanks."""
+    out, prev = [], None
+    for i in ids.tolist():
+        if i != prev and i != blank:
+            out.append(i)
+        prev = i
+    return out
+
+
+def phoneme_targets(phonemes: list, tokens: list) -> list[list[int]]:
+    """Per item: label symbols -> token ids (1-based; 0 is the CTC blank). Unknown symbols are skipped."""
+    table = {t: i + 1 for i, t in enumerate(tokens)}
+    out = []
+    for item in phonemes:
+        seq = [] if item is None else [table[p[0]] for p in item if p[0] in table]
+        out.append(seq)
+    return out
+
+
+class AsrTeacher(torch.nn.Module):
+    """A frozen Wav2Vec2ForCTC giving latent targets and pseudo-transcripts (loaded locally only)."""
+
+    def __init__(self, name_or_model):
+        super().__init__()
+        from transformers import Wav2Vec2ForCTC
+
+        if isinstance(name_or_model, str):
+            from .errors import CheckpointError
+
+            try:
+                name_or_model = Wav2Vec2ForCTC.from_pretrained(name_or_model, local_files_only=True)
+            except Exception as exc:  # noqa: BLE001
+                raise CheckpointError(f"ASR model '{name_or_model}' for lip-reading targets could not be loaded "
+                                      f"locally ({type(exc).__name__})",
+                                      "download it once on a connected machine, or use loss.lip_targets=phonemes") from exc
+        self.model = name_or_model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.config.vocab_size
+
+    @property
+    def blank(self) -> int:
+        return self.model.config.pad_token_id or 0
+
+    def train(self, mode: bool = True):  # always frozen
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, audio: torch.Tensor, lengths: Optional[torch.Tensor] = None):
+        mean = audio.mean(-1, keepdim=True)
+        std = audio.std(-1, keepdim=True, unbiased=False)
+        out = self.model((audio - mean) / (std + 1e-7), output_hidden_states=True)
+        return out.hidden_states[-1], out.logits
+
+
+def _match_length(x: torch.Tensor, n: int) -> torch.Tensor:
+    from .model.audio_encoder import resample_features
+
+    return x if x.shape[1] == n else resample_features(x, n)
+
+
+def compute_losses(out, batch: dict, loss_cfg: LossConfig, model_cfg: ModelConfig,
+                   teacher: Optional[AsrTeacher] = None) -> dict[str, torch.Tensor]:
+    """All weighted loss terms and their sum ("total") for one batch.
+
+    ``out`` is a :class:`~jambatalk.model.ModelOutput`; ``batch`` holds "vertices" (B, T, V, 3),
+    "frame_mask" (B, T), "audio" (B, N), and "phonemes" (labels per item) for the phoneme mode.
+    """
+    gt = batch["vertices"]
+    mask = batch.get("frame_mask")
+    T = min(gt.shape[1], out.vertices.shape[1])
+    pred, gt = out.vertices[:, :T], gt[:, :T]
+    mask = None if mask is None else mask[:, :T]
+    terms = {
+        "vertex": masked_mse(pred, gt, mask),
+        "velocity": velocity_mse(pred, gt, mask),
+        "balance": out.aux_loss,
+    }
+    weights = {"vertex": loss_cfg.vertex, "velocity": loss_cfg.velocity, "balance": loss_cfg.balance}
+    if out.lip_latent is not None:
+        Na = out.lip_latent.shape[1]
+        if loss_cfg.lip_targets == "asr":
+            if teacher is None:
+                raise ConfigError("loss.lip_targets is 'asr' but no ASR teacher was loaded", "set loss.asr_model")
+            target, logits = teacher(batch["audio"])
+            target, logits = _match_length(target, Na), _match_length(logits, Na)
+            labels = [collapse_ctc(lg.argmax(-1), teacher.blank) for lg in logits]
+        else:
+            target = out.audio_hidden.detach()
+            labels = phoneme_targets(batch.get("phonemes") or [None] * gt.shape[0], model_cfg.lip_reader.tokens)
+        if target.shape[-1] != out.lip_latent.shape[-1]:
+            raise ConfigError(f"lip-reading latent targets have width {target.shape[-1]} but the lip reader outputs "
+                              f"{out.lip_latent.shape[-1]}", "set model.lip_reader.latent_dim to the target width")
+        terms["lip_latent"] = masked_mse(out.lip_latent, target, out.audio_mask)
+        weights["lip_latent"] = loss_cfg.lip_latent
+        if out.lip_log_probs is not None and any(labels):
+            in_len = (out.audio_mask.sum(1) if out.audio_mask is not None
+                      else torch.full((gt.shape[0],), Na, device=gt.device)).long()
+            keep = [i for i, seq in enumerate(labels) if seq]
+            flat = torch.tensor([t for i in keep for t in labels[i]], dtype=torch.long, device=gt.device)
+            tgt_len = torch.tensor([len(labels[i]) for i in keep], dtype=torch.long, device=gt.device)
+            lp = out.lip_log_probs[keep].transpose(0, 1).float()  # (Na, B', vocab)
+            terms["lip_ctc"] = F.ctc_loss(lp, flat, in_len[keep], tgt_len, blank=0, reduction="mean",
+                                          zero_infinity=True)
+            weights["lip_ctc"] = loss_cfg.lip_ctc
+    total = sum(weights[k] * v for k, v in terms.items())
+    terms["total"] = total
+    return terms

@@ -1,0 +1,270 @@
+"""The JambaTalk model: speech -> per-vertex offsets -> animated mesh."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import ModelConfig, from_dict, to_dict
+from ..errors import CheckpointError
+from .audio_encoder import AudioEncoder, frames_for_samples, resample_features
+from .decoder import JambaDecoder
+
+__all__ = ["JambaTalk", "ModelOutput", "CONFIG_NAME", "WEIGHTS_NAME"]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "jambatalk-model"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelOutput:
+    vertices: torch.Tensor  # (B, T, V, 3) template + offsets
+    offsets: torch.Tensor  # (B, T, V, 3)
+    frame_mask: Optional[torch.Tensor]  # (B, T) True at valid frames (None: all valid)
+    aux_loss: torch.Tensor  # MoE balancing terms (scalar)
+    audio_hidden: torch.Tensor  # (B, Na, H) encoder states at the audio-feature rate
+    audio_mask: Optional[torch.Tensor]  # (B, Na) True at valid audio frames
+    lip_latent: Optional[torch.Tensor] = None  # (B, Na, H) lip reader latents (training)
+    lip_log_probs: Optional[torch.Tensor] = None  # (B, Na, vocab) CTC log-probabilities (training)
+
+
+def _lengths_mask(lengths: Optional[torch.Tensor], size: int, device) -> Optional[torch.Tensor]:
+    if lengths is None:
+        return None
+    return torch.arange(size, device=device)[None] < lengths.to(device)[:, None]
+
+
+class JambaTalk(nn.Module):
+    """Wav2Vec 2.0 encoder -> projection -> hybrid Jamba decoder -> zero-initialised vertex head."""
+
+    def __init__(self, cfg: ModelConfig, template: Optional[np.ndarray] = None, faces: Optional[np.ndarray] = None):
+        super().__init__()
+        self.cfg = cfg
+        V = cfg.n_vertices
+        self.audio_encoder = AudioEncoder(cfg.audio)
+        self.audio_proj = nn.Linear(cfg.audio.hidden_size, cfg.decoder.d_model)
+        self.style = nn.Embedding(cfg.n_subjects, cfg.decoder.d_model) if cfg.n_subjects else None
+        self.decoder = JambaDecoder(cfg.decoder)
+        self.head = nn.Linear(cfg.decoder.d_model, 3 * V)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.register_buffer("lip_index", torch.tensor(cfg.lip_indices, dtype=torch.long), persistent=False)
+        self.lip_reader = None
+        if cfg.lip_reader.enabled:
+            from ..errors import ConfigError
+            from .lip_reader import LipReader
+
+            if not cfg.lip_indices:
+                raise ConfigError("lip_reader.enabled is true but model.lip_indices is empty",
+                                  "train through jambatalk train (it takes the lip mask from the dataset spec), "
+                                  "give model.lip_indices, or set model.lip_reader.enabled=false")
+
+            latent = cfg.lip_reader.latent_dim or cfg.audio.hidden_size
+            self.lip_reader = LipReader(cfg.lip_reader, len(cfg.lip_indices), latent)
+        self.register_buffer("template", torch.zeros(V, 3), persistent=True)
+        self.register_buffer("faces", torch.zeros(0, 3, dtype=torch.long), persistent=True)
+        if template is not None:
+            self.set_template(template, faces)
+
+    # -- template ------------------------------------------------------------------------------
+    def set_template(self, template, faces=None) -> None:
+        from ..mesh import check_vertices
+
+        v = check_vertices(template, "template", self.cfg.n_vertices)
+        self.template = torch.as_tensor(v, device=self.template.device)
+        if faces is not None:
+            f = torch.tensor(np.array(faces, dtype=np.int64), device=self.template.device).reshape(-1, 3)
+            self.faces = f
+
+    @property
+    def fps(self) -> float:
+        return self.cfg.fps
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    # -- forward -------------------------------------------------------------------------------
+    def encode_audio(self, audio: torch.Tensor, audio_lengths: Optional[torch.Tensor] = None):
+        return self.audio_encoder(audio, audio_lengths)
+
+    def _decoder_input(self, hidden, hidden_lengths, n_frames, frame_lengths=None, subject_index=None):
+        """Audio states at the feature rate -> decoder input (B, T, D) at the mesh frame rate."""
+        B = hidden.shape[0]
+        if frame_lengths is None:
+            x = resample_features(hidden[:, : int(hidden_lengths.max())], n_frames)
+        else:  # resample each item over its own valid span
+            x = hidden.new_zeros(B, n_frames, hidden.shape[-1])
+            for b in range(B):
+                t = int(frame_lengths[b])
+                x[b, :t] = resample_features(hidden[b: b + 1, : int(hidden_lengths[b])], t)[0]
+        x = self.audio_proj(x)
+        if self.style is not None and subject_index is not None:
+            known = subject_index >= 0
+            x = x + (self.style(subject_index.clamp_min(0)) * known[:, None].to(x.dtype))[:, None]
+        return x
+
+    def decode(self, hidden: torch.Tensor, hidden_lengths: torch.Tensor, n_frames: int,
+               frame_lengths: Optional[torch.Tensor] = None, subject_index: Optional[torch.Tensor] = None):
+        """Audio hidden states (B, Na, H) -> offsets (B, T, V, 3), frame mask and the MoE auxiliary loss."""
+        x = self._decoder_input(hidden, hidden_lengths, n_frames, frame_lengths, subject_index)
+        frame_mask = _lengths_mask(frame_lengths, n_frames, x.device)
+        h, aux = self.decoder(x, key_padding_mask=frame_mask)
+        return self.head(h).view(x.shape[0], n_frames, self.cfg.n_vertices, 3), frame_mask, aux
+
+    @contextlib.contextmanager
+    def long_context(self, frames: int):
+        """Within this block, bidirectional attention on sequences longer than 2 x ``frames`` attends
+        within +-``frames`` (see :class:`~jambatalk.model.attention.GQAttention`)."""
+        layers = [layer.mixer for layer in self.decoder.layers if hasattr(layer.mixer, "long_window")]
+        old = [m.long_window for m in layers]
+        for m in layers:
+            m.long_window = frames
+        try:
+            yield
+        finally:
+            for m, w in zip(layers, old):
+                m.long_window = w
+
+    def forward(self, audio: torch.Tensor, template: Optional[torch.Tensor] = None, *,
+                n_frames: Optional[int] = None, audio_lengths: Optional[torch.Tensor] = None,
+                frame_lengths: Optional[torch.Tensor] = None, subject_index: Optional[torch.Tensor] = None,
+                lip_reading: Optional[bool] = None) -> ModelOutput:
+        """audio (B, N) 16 kHz; template (B, V, 3) or (V, 3) (default: the model's own)."""
+        if n_frames is None:
+            n_frames = frames_for_samples(audio.shape[-1], self.cfg.fps)
+        hidden, hidden_lengths = self.encode_audio(audio, audio_lengths)
+        offsets, frame_mask, aux = self.decode(hidden, hidden_lengths, n_frames, frame_lengths, subject_index)
+        tpl = self.template if template is None else template
+        vertices = offsets + (tpl[:, None] if tpl.dim() == 3 else tpl)
+        audio_mask = _lengths_mask(hidden_lengths if audio_lengths is not None else None, hidden.shape[1],
+                                   hidden.device)
+        out = ModelOutput(vertices, offsets, frame_mask, aux, hidden, audio_mask)
+        if lip_reading is None:
+            lip_reading = self.training
+        if lip_reading and self.lip_reader is not None:
+            lips = offsets[:, :, self.lip_index]
+            if frame_mask is not None:
+                lips = lips * frame_mask[:, :, None, None]
+            out.lip_latent, out.lip_log_probs = self.lip_reader(lips, hidden.shape[1], audio_mask)
+        return out
+
+    @torch.no_grad()
+    def predict(self, audio, template=None, n_frames: Optional[int] = None, *, window_seconds: float = 20.0,
+                context_seconds: float = 2.0, subject: Optional[int] = None) -> np.ndarray:
+        """One utterance of any length: float 16 kHz samples (N,) -> vertices (T, V, 3) float32 numpy.
+
+        Audio up to ``window_seconds`` runs in one pass. Longer audio is encoded in overlapping windows
+        (``context_seconds`` of context on each side of every kept frame), its Mamba layers run over the
+        whole sequence, and its attention within +-window_seconds/2, so time grows linearly with the
+        length and memory stays bounded; the vertex head fills the output in chunks.
+        """
+        was = self.training
+        self.eval()
+        try:
+            a = torch.as_tensor(np.asarray(audio, dtype=np.float32), device=self.device).reshape(1, -1)
+            if n_frames is None:
+                n_frames = frames_for_samples(a.shape[-1], self.cfg.fps)
+            sr = self.cfg.audio.sample_rate
+            hidden = self.audio_encoder.encode_windows(a, int(window_seconds * sr), int(context_seconds * sr))
+            lengths = torch.tensor([hidden.shape[1]], device=self.device)
+            subj = None if subject is None else torch.tensor([subject], device=self.device)
+            x = self._decoder_input(hidden, lengths, n_frames, subject_index=subj)
+            with self.long_context(int(window_seconds * self.cfg.fps / 2)):
+                h, _ = self.decoder(x)
+            tpl = self.template if template is None else torch.as_tensor(
+                np.asarray(template, dtype=np.float32), device=self.device).reshape(-1, 3)
+            V = self.cfg.n_vertices
+            out = np.empty((n_frames, V, 3), dtype=np.float32)
+            step = max(1, (1 << 24) // (3 * V))  # ~64 MB of float32 per chunk
+            for s in range(0, n_frames, step):
+                chunk = self.head(h[0, s: s + step]).view(-1, V, 3) + tpl
+                out[s: s + chunk.shape[0]] = chunk.float().cpu().numpy()
+            return out
+        finally:
+            self.train(was)
+
+    # -- save / load ---------------------------------------------------------------------------
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write config.json and model.safetensors into ``folder`` (created; replaced atomically)."""
+        from safetensors.torch import save_file
+
+        from ..fileio import atomic_dir
+
+        folder = Path(folder)
+        with atomic_dir(folder) as tmp:
+            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": to_dict(self.cfg)}
+            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT})
+        return folder
+
+    @staticmethod
+    def read_config(folder: str | os.PathLike) -> ModelConfig:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CheckpointError(f"model folder '{folder}' does not exist",
+                                  "pass a folder written by save_pretrained or by jambatalk train")
+        cfg_path = folder / CONFIG_NAME
+        if not cfg_path.is_file():
+            raise CheckpointError(f"'{folder}' has no {CONFIG_NAME}; it is not a jambatalk model folder",
+                                  "pass a folder written by save_pretrained or by jambatalk train")
+        try:
+            meta = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"'{cfg_path}' is not valid JSON ({exc})", "the checkpoint is damaged: re-export it") from exc
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
+            raise CheckpointError(f"'{cfg_path}' is not a jambatalk model config",
+                                  "pass a folder written by save_pretrained or by jambatalk train")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise CheckpointError(f"'{folder}' was written by a newer jambatalk (format {meta['format_version']})",
+                                  "upgrade jambatalk")
+        return from_dict(ModelConfig, meta["model"], "model")
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, map_location="cpu",
+                        n_vertices: Optional[int] = None) -> JambaTalk:
+        """Rebuild a model from a folder written by :meth:`save_pretrained`.
+
+        ``n_vertices``, when given, is checked against the checkpoint's mesh before loading weights.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        cfg = cls.read_config(folder)
+        if n_vertices is not None and cfg.n_vertices != n_vertices:
+            raise CheckpointError(
+                f"checkpoint '{folder}' animates meshes of {cfg.n_vertices} vertices, not {n_vertices}",
+                "use a checkpoint trained for this mesh, or a template of the checkpoint's topology")
+        weights = folder / WEIGHTS_NAME
+        if not weights.is_file():
+            raise CheckpointError(f"'{folder}' has no {WEIGHTS_NAME}", "the checkpoint is incomplete: re-export it")
+        try:
+            state = load_file(str(weights), device=str(map_location))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"'{weights}' is not a readable safetensors file ({exc})",
+                                  "the checkpoint is damaged: re-export it") from exc
+        cfg.audio.pretrained = None  # the weights below hold the encoder; no hub access needed
+        model = cls(cfg)
+        model.faces = torch.zeros(tuple(state["faces"].shape), dtype=torch.long) if "faces" in state else model.faces
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            raise CheckpointError(f"'{weights}' does not match its config ({str(exc).splitlines()[-1].strip()})",
+                                  "the checkpoint is damaged or mixed up: re-export it") from exc
+        if missing or unexpected:
+            raise CheckpointError(
+                f"'{weights}' does not match its config ({len(missing)} missing, {len(unexpected)} unexpected "
+                f"tensors, e.g. {(missing + unexpected)[:3]})", "the checkpoint is damaged or mixed up: re-export it")
+        return model.to(map_location).eval()

@@ -1,0 +1,243 @@
+"""The built-in speech-to-face corpus, written in the processed VOCASET layout.
+
+Layout of ``dst``::
+
+    vertices_npy/<subject>_sentNNN.npy   (T, 3V) float32 at 30 fps
+    wav/<subject>_sentNNN.wav            16 kHz mono 16-bit PCM
+    labels/<subject>_sentNNN.json        {"text", "phonemes": [[symbol, start_s, end_s], ...], ...}
+    templates.pkl                        subject -> (V, 3) float32
+    template.ply                         the head (faces)
+    regions.json                         head regions (name -> vertex indices)
+    splits.json                          {"train": [...], "val": [...], "test": [...]}
+    meta.json                            {"dataset": "synthetic", "fps": 30, "tokens": [...], ...}
+
+Every sentence appears once. Validation and test sentences are unseen in training; one held-out
+voice variant speaks only in the test split. Files are written atomically, finished sequences
+are skipped on a rerun, and the same seed gives identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE, resample
+from ..errors import InputError
+from ..fileio import atomic_path
+from .augment import augment, random_augmentation
+from .espeak import synthesize
+from .head import Head, default_head
+from .motion import deform, frame_params, n_frames_for
+from .speakers import HELDOUT_SPEAKERS, SPEAKERS, TRAIN_SPEAKERS, Speaker
+from .text import generate_sentences
+
+__all__ = ["generate_corpus", "plan_corpus", "make_sequence", "cli_synth", "load_template_head", "FPS"]
+
+FPS = 30
+_HEAD: dict = {}
+
+
+def load_template_head(template) -> Head:
+    """``None`` -> the procedural head; a :class:`Head`; or ``"mesh.ply[:regions.pkl|.json]"``.
+
+    Without an explicit regions file, ``FLAME_masks.pkl`` or ``regions.json`` beside the mesh is used.
+    """
+    if template is None:
+        return default_head()
+    if isinstance(template, Head):
+        return template
+    from ..mesh import load_mesh
+
+    text = str(template)
+    mesh_path, regions_path = text, None
+    for sep_ext in (".pkl", ".json"):
+        if text.endswith(sep_ext) and ":" in text:
+            mesh_path, regions_path = text.rsplit(":", 1)
+    mesh_path = Path(mesh_path)
+    if regions_path is None:
+        for cand in ("FLAME_masks.pkl", "regions.json"):
+            if (mesh_path.parent / cand).is_file():
+                regions_path = mesh_path.parent / cand
+                break
+    if regions_path is None:
+        raise InputError(f"template '{mesh_path}' has no regions file",
+                         "pass --template MESH:REGIONS with a .pkl or .json dict of region -> vertex indices")
+    vertices, faces = load_mesh(mesh_path)
+    regions_path = Path(regions_path)
+    if not regions_path.is_file():
+        raise InputError(f"regions file '{regions_path}' does not exist", "check the path")
+    if regions_path.suffix == ".json":
+        regions = json.loads(regions_path.read_text())
+    else:
+        with open(regions_path, "rb") as f:
+            regions = pickle.load(f, encoding="latin1")
+    return Head.from_template(vertices, faces, regions)
+
+
+def _speaker_template(head: Head, speaker: Speaker) -> np.ndarray:
+    return (np.asarray(head.vertices, dtype=np.float64) * np.asarray(speaker.shape)).astype(np.float32)
+
+
+def plan_corpus(n_sentences: int, seed: int = 0) -> list[dict]:
+    """Which sentence, speaker, split and seeds every sequence gets (deterministic for a seed)."""
+    if n_sentences < 3:
+        raise InputError(f"a corpus needs at least 3 sentences (train, val, test); got {n_sentences}",
+                         "pass --sentences 3 or more")
+    sentences = generate_sentences(n_sentences, seed)
+    rng = np.random.default_rng([seed, 0x5EED])
+    order = rng.permutation(n_sentences)
+    n_test = max(1, int(round(0.1 * n_sentences)))
+    n_val = max(1, int(round(0.1 * n_sentences)))
+    split_of = {}
+    for rank, i in enumerate(order):
+        split_of[int(i)] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    items, k_train, k_test = [], 0, 0
+    for i, text in enumerate(sentences):
+        split = split_of[i]
+        if split == "test":
+            heldout = k_test % 2 == 0
+            pool = HELDOUT_SPEAKERS if heldout else TRAIN_SPEAKERS
+            speaker = pool[(k_test // 2) % len(pool)]
+            k_test += 1
+        else:
+            speaker = TRAIN_SPEAKERS[k_train % len(TRAIN_SPEAKERS)]
+            k_train += 1
+        item_rng = np.random.default_rng([seed, i, 0xA0D])
+        items.append({
+            "name": f"{speaker.name}_sent{i:03d}", "index": i, "text": text, "speaker": speaker.name, "split": split,
+            "voice_seed": int(item_rng.integers(2**31)), "face_seed": int(item_rng.integers(2**31)),
+            "augment": random_augmentation(item_rng) if split != "test" else None,
+        })
+    return items
+
+
+def make_sequence(item: dict, head: Head, fps: int = FPS) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Synthesise one planned sequence: ((T, V, 3) vertices, 16 kHz audio, label dict)."""
+    speaker = SPEAKERS[item["speaker"]]
+    utt = synthesize(item["text"], speaker.voice, speaker.rate, speaker.pitch, speaker.pitch_range,
+                     seed=item["voice_seed"])
+    n = n_frames_for(utt.duration, fps)
+    params = frame_params(utt.phonemes, n, fps, speaker.style, item["face_seed"])
+    vertices = deform(head, params, speaker.style, _speaker_template(head, speaker))
+    audio = resample(utt.audio, utt.sample_rate, SAMPLE_RATE)
+    if item.get("augment"):
+        audio = augment(audio, SAMPLE_RATE, item["augment"])
+    label = {
+        "text": item["text"], "phonemes": utt.phonemes, "speaker": speaker.name, "voice": speaker.voice,
+        "split": item["split"], "augment": item.get("augment"), "fps": fps, "n_frames": int(n),
+        "duration": round(utt.duration, 6),
+    }
+    return vertices, audio, label
+
+
+def _paths(dst: Path, name: str) -> tuple[Path, Path, Path]:
+    return dst / "vertices_npy" / f"{name}.npy", dst / "wav" / f"{name}.wav", dst / "labels" / f"{name}.json"
+
+
+def _write_json(path: Path, data) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False))
+
+
+def _work(args) -> str:
+    item, dst = args
+    import soundfile as sf
+
+    head = _HEAD["head"]
+    npy, wav, lab = _paths(Path(dst), item["name"])
+    vertices, audio, label = make_sequence(item, head)
+    with atomic_path(npy) as tmp:
+        np.save(tmp, vertices.reshape(len(vertices), -1))
+    with atomic_path(wav) as tmp:
+        sf.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    _write_json(lab, label)  # written last: its presence marks the sequence finished
+    return item["name"]
+
+
+def _init_worker(head: Head) -> None:
+    _HEAD["head"] = head
+
+
+def generate_corpus(dst, n_sentences: int = 300, seed: int = 0, template=None, workers: int | None = None,
+                    progress: bool = True) -> Path:
+    """Write the synthetic corpus to ``dst`` (see the module docstring for the layout); returns ``dst``.
+
+    Args:
+        dst: output folder (created; finished sequences already there are kept).
+        n_sentences: number of sequences (one sentence each).
+        seed: everything (text, split, speakers, audio, blinks, augmentation) follows from it.
+        template: ``None`` for the procedural head, a :class:`Head`, or ``"mesh.ply[:regions]"``.
+        workers: parallel processes (default: CPU count).
+        progress: print progress to stderr.
+    """
+    dst = Path(dst)
+    if dst.exists() and not dst.is_dir():
+        raise InputError(f"'{dst}' exists and is not a folder", "choose another --dst")
+    head = load_template_head(template)
+    items = plan_corpus(int(n_sentences), int(seed))
+    for sub in ("vertices_npy", "wav", "labels"):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+    speakers = sorted({it["speaker"] for it in items})
+    with atomic_path(dst / "templates.pkl") as tmp, open(tmp, "wb") as f:
+        pickle.dump({s: _speaker_template(head, SPEAKERS[s]) for s in speakers}, f, protocol=4)
+    from ..mesh import save_mesh
+
+    with atomic_path(dst / "template.ply") as tmp:
+        save_mesh(tmp, head.vertices, head.faces)
+    _write_json(dst / "regions.json", {k: v.tolist() for k, v in sorted(head.regions.items())})
+    _write_json(dst / "splits.json", {s: [it["name"] for it in items if it["split"] == s]
+                                      for s in ("train", "val", "test")})
+    todo = [it for it in items if not all(p.is_file() for p in _paths(dst, it["name"]))]
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    start = time.perf_counter()
+    done = len(items) - len(todo)
+    step = max(1, len(items) // 20)
+
+    def report(name):
+        nonlocal done
+        done += 1
+        if progress and (done % step == 0 or done == len(items)):
+            print(f"synth: {done}/{len(items)} sequences ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+
+    jobs = [(it, str(dst)) for it in todo]
+    if workers == 1 or len(todo) <= 1:
+        _init_worker(head)
+        for job in jobs:
+            report(_work(job))
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(head,)) as pool:
+            for name in pool.imap_unordered(_work, jobs, chunksize=1):
+                report(name)
+    tokens = set()
+    for it in items:
+        tokens.update(p[0] for p in json.loads(_paths(dst, it["name"])[2].read_text())["phonemes"])
+    _write_json(dst / "meta.json", {
+        "dataset": "synthetic", "fps": FPS, "sample_rate": SAMPLE_RATE, "tokens": sorted(tokens),
+        "n_vertices": head.n_vertices, "n_sentences": len(items), "seed": int(seed),
+        "template": "procedural" if template is None else str(template) if not isinstance(template, Head) else "custom",
+        "speakers": {s: {"voice": SPEAKERS[s].voice, "rate": SPEAKERS[s].rate, "pitch": SPEAKERS[s].pitch,
+                         "heldout": s in {h.name for h in HELDOUT_SPEAKERS}} for s in speakers},
+        "train_speakers": [s.name for s in TRAIN_SPEAKERS], "heldout_speakers": [s.name for s in HELDOUT_SPEAKERS],
+        "generator": "jambatalk.synth",
+    })
+    if progress:
+        print(f"synth: wrote {len(todo)} new sequences to {dst} in {time.perf_counter() - start:.1f} s "
+              f"({len(items)} in all)", file=sys.stderr)
+    return dst
+
+
+def cli_synth(args) -> int:
+    """``jambatalk synth --dst DIR [--sentences N] [--seed S] [--template T] [--workers W]``."""
+    dst = generate_corpus(args.dst, n_sentences=args.sentences, seed=args.seed, template=args.template,
+                          workers=args.workers, progress=True)
+    print(dst)
+    return 0

@@ -1,0 +1,350 @@
+"""The trainer: ``jambatalk train --config FILE [--out DIR] [--resume] [key=value ...]``.
+
+One code path for one CPU, one GPU and many GPUs / nodes: under ``torchrun`` the model is wrapped in
+DistributedDataParallel (NCCL on CUDA, gloo on CPU) and each rank reads its own shard of every epoch.
+Checkpoints are folders written atomically: ``last/`` after every epoch (and at the end), ``best/``
+on the best validation loss. Each holds config.json + model.safetensors (a model folder that
+``load_model`` reads), ``trainer_state.pt`` (optimizer, schedule, step, RNG states) and
+``experiment.yaml``; ``--resume`` continues exactly where ``last/`` stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ExperimentConfig, load_experiment, to_dict
+from .errors import CheckpointError, ConfigError, DatasetError
+
+__all__ = ["Trainer", "train", "cli_train", "complete_model_config", "open_dataset_root"]
+
+
+# ----------------------------------------------------------------------------- set-up helpers
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def open_dataset_root(cfg: ExperimentConfig) -> Path:
+    """The processed dataset folder; the synthetic corpus is generated there when asked and missing."""
+    data = cfg.data
+    if not data.root:
+        raise ConfigError("data.root is not set", "set data.root to the processed dataset folder (key=value override)")
+    root = Path(data.root).expanduser()
+    if not (root / "vertices_npy").is_dir():
+        if data.generate:
+            from .synth.corpus import generate_corpus
+
+            kwargs = {"n_sentences": data.n_sentences} if data.n_sentences else {}
+            generate_corpus(root, **kwargs)
+        else:
+            raise DatasetError(f"'{root}' holds no processed dataset (no vertices_npy/ folder)",
+                               f"run jambatalk preprocess {data.dataset} --src RAW --dst {root} first"
+                               + (", or set data.generate=true" if data.dataset == "synthetic" else ""))
+    return root
+
+
+def complete_model_config(cfg: ExperimentConfig, spec, root: Path, asr_vocab: int = 0) -> None:
+    """Fill the model facts that come from the dataset: vertex count, fps, lip mask, token set.
+
+    Dataset facts win over whatever the model section says (a preset's placeholders included).
+    """
+    m = cfg.model
+    m.n_vertices = int(spec.n_vertices)
+    m.fps = float(spec.fps)
+    m.dataset = spec.name
+    if m.lip_reader.enabled:
+        m.lip_indices = [int(i) for i in spec.lip_indices(root)]
+        if cfg.loss.lip_targets == "asr":
+            m.lip_reader.tokens = [f"<{i}>" for i in range(1, asr_vocab)]  # the teacher's ids; 0 is its blank
+        else:
+            meta = root / "meta.json"
+            tokens = json.loads(meta.read_text()).get("tokens", []) if meta.is_file() else []
+            if tokens:
+                m.lip_reader.tokens = list(tokens)
+            elif not m.lip_reader.tokens:
+                raise ConfigError("loss.lip_targets is 'phonemes' but the dataset lists no phoneme tokens "
+                                  f"({meta} is missing or empty)",
+                                  "give model.lip_reader.tokens, use loss.lip_targets=asr, or disable the lip reader")
+    m.__post_init__()
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True):
+        from .data import SequenceDataset, get_spec
+
+        self.cfg, self.out = cfg, Path(out_dir)
+        self.rank, self.local_rank, self.world = _dist_info()
+        self.distributed = self.world > 1
+        tc = cfg.train
+        if tc.device == "auto":
+            dev = f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
+        else:
+            dev = tc.device
+        self.device = torch.device(dev)
+        if self.distributed and not torch.distributed.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.progress = progress and self.rank == 0
+
+        self.spec = get_spec(cfg.data.dataset)
+        self.root = open_dataset_root(cfg)
+        self.teacher = None
+        if cfg.loss.lip_targets == "asr" and cfg.model.lip_reader.enabled:
+            from .losses import AsrTeacher
+
+            self.teacher = AsrTeacher(cfg.loss.asr_model).to(self.device)
+        complete_model_config(cfg, self.spec, self.root, self.teacher.vocab_size if self.teacher else 0)
+        self.train_set = SequenceDataset(self.spec, self.root, "train", cache_audio=cfg.data.cache_audio,
+                                         max_seconds=cfg.data.max_seconds)
+        self.val_set = SequenceDataset(self.spec, self.root, "val", cache_audio=cfg.data.cache_audio)
+        if len(self.train_set) == 0:
+            raise DatasetError(f"the train split of '{self.root}' is empty", "check data.root and the dataset layout")
+
+        _seed_all(tc.seed)
+        from .model import JambaTalk
+
+        self.model = JambaTalk(cfg.model).to(self.device)
+        first = self.train_set[0]
+        faces = None
+        try:
+            faces = self.spec.faces(self.root)
+        except Exception:  # noqa: BLE001 - faces are only needed for rendering
+            faces = None
+        self.model.set_template(first["template"], faces)
+        self.net = self.model
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
+                                                                 find_unused_parameters=True)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+        self.steps_per_epoch = math.ceil(math.ceil(len(self.train_set) / self.world) / tc.batch_size)
+        self.total_steps = tc.max_steps or tc.epochs * self.steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.step = 0
+        self.epoch = 0
+        self.best = float("inf")
+        self.history: dict[str, list] = {}
+        if resume:
+            self._load_state(self.out / "last")
+        elif self.rank == 0 and (self.out / "last").exists():
+            raise ConfigError(f"run folder '{self.out}' already holds a run",
+                              "pass --resume to continue it, or choose another --out")
+        self.writer = None
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tb"))
+
+    def _lr_factor(self, step: int) -> float:
+        tc = self.cfg.train
+        if tc.warmup_steps and step < tc.warmup_steps:
+            return (step + 1) / tc.warmup_steps
+        if tc.schedule == "cosine":
+            span = max(1, self.total_steps - tc.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - tc.warmup_steps) / span)))
+        return 1.0
+
+    # -- data ----------------------------------------------------------------------------------
+    def _epoch_order(self, epoch: int) -> list[int]:
+        """The same shuffled order on every rank for an epoch (seeded), then this rank's shard."""
+        g = np.random.default_rng(self.cfg.train.seed * 100003 + epoch)
+        order = g.permutation(len(self.train_set)).tolist()
+        n = math.ceil(len(order) / self.world) * self.world
+        order = (order + order[: n - len(order)])[self.rank::self.world]
+        return order
+
+    def _batches(self, epoch: int, skip: int):
+        from .data import collate
+
+        order = self._epoch_order(epoch)
+        bs = self.cfg.train.batch_size
+        for i in range(skip * bs, len(order), bs):
+            items = []
+            for j in order[i: i + bs]:
+                if hasattr(self.train_set, "set_crop_seed"):
+                    self.train_set.set_crop_seed(self.cfg.train.seed * 7919 + epoch * 100003 + j)
+                items.append(self.train_set[j])
+            yield collate(items)
+
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _forward(self, batch: dict, train: bool):
+        from .losses import compute_losses
+
+        amp = self.cfg.train.amp and self.device.type == "cuda"
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            out = self.net(batch["audio"], batch["template"], n_frames=batch["vertices"].shape[1],
+                           audio_lengths=batch.get("audio_lengths"), frame_lengths=batch.get("frame_lengths"),
+                           subject_index=batch.get("subject_index"), lip_reading=train)
+            return compute_losses(out, batch, self.cfg.loss, self.cfg.model, self.teacher)
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        self.net.train()
+        losses = self._forward(self._to_device(batch), train=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        if self.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        from .data import collate
+
+        self.net.eval()
+        sums: dict[str, float] = {}
+        n = 0
+        for i in range(self.rank, len(self.val_set), self.world):
+            losses = self._forward(self._to_device(collate([self.val_set[i]])), train=False)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n += 1
+        if self.distributed:
+            keys = sorted(sums)
+            t = torch.tensor([sums.get(k, 0.0) for k in keys] + [n], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(t)
+            sums, n = dict(zip(keys, t[:-1].tolist())), int(t[-1])
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    def _log(self, tag: str, values: dict[str, float]) -> None:
+        if self.rank != 0:
+            return
+        for k, v in values.items():
+            self.history.setdefault(f"{tag}/{k}", []).append([self.step, v])
+            if self.writer is not None:
+                self.writer.add_scalar(f"{tag}/{k}", v, self.step)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _save(self, name: str) -> None:
+        if self.rank != 0:
+            return
+        import yaml
+
+        folder = self.out / name
+        self.model.save_pretrained(folder)  # atomic: the folder is replaced whole
+        tmp = folder / "trainer_state.pt.part"
+        torch.save({"step": self.step, "epoch": self.epoch, "best": self.best, "history": self.history,
+                    "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                    "rng": _rng_state()}, tmp)
+        os.replace(tmp, folder / "trainer_state.pt")
+        (folder / "experiment.yaml").write_text(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+        (self.out / "history.json").write_text(json.dumps(self.history))
+
+    def _load_state(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        state_path = folder / "trainer_state.pt"
+        if not state_path.is_file():
+            raise CheckpointError(f"cannot resume: '{state_path}' does not exist",
+                                  "start a new run without --resume, or pass the --out of an earlier run")
+        self.model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(self.device)))
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.best = state["step"], state["epoch"], state["best"]
+        self.history = state["history"]
+        _set_rng_state(state["rng"])
+
+    # -- loop ----------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        from tqdm import tqdm
+
+        tc = self.cfg.train
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress, desc="train",
+                   dynamic_ncols=True)
+        while self.step < self.total_steps:
+            done_in_epoch = self.step - self.epoch * self.steps_per_epoch
+            for batch in self._batches(self.epoch, done_in_epoch):
+                losses = self.train_step(batch)
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses['total']:.4g}", epoch=self.epoch)
+                if self.step % tc.log_every == 0 or self.step == 1:
+                    self._log("train", losses)
+                if self.step >= self.total_steps:
+                    break
+            if self.step - self.epoch * self.steps_per_epoch >= self.steps_per_epoch:
+                self.epoch += 1
+                self._end_of_epoch()
+        bar.close()
+        self._save("last")
+        if self.rank == 0 and not (self.out / "best").exists():
+            shutil.copytree(self.out / "last", self.out / "best")
+        if self.writer is not None:
+            self.writer.close()
+        if self.distributed:
+            torch.distributed.barrier()
+        return {"step": self.step, "epoch": self.epoch, "best_val_vertex": self.best}
+
+    def _end_of_epoch(self) -> None:
+        tc = self.cfg.train
+        if tc.val_every and self.epoch % tc.val_every == 0 and len(self.val_set):
+            val = self.validate()
+            self._log("val", val)
+            if self.progress:
+                print(f"epoch {self.epoch}: " + ", ".join(f"val {k} {v:.4g}" for k, v in sorted(val.items())))
+            if val.get("vertex", math.inf) < self.best:
+                self.best = val["vertex"]
+                self._save("best")
+        if tc.save_every and self.epoch % tc.save_every == 0:
+            self._save("last")
+
+
+def train(cfg: ExperimentConfig, out_dir, resume: bool = False, progress: bool = True) -> Trainer:
+    trainer = Trainer(cfg, out_dir, resume=resume, progress=progress)
+    trainer.fit()
+    return trainer
+
+
+def cli_train(args) -> int:
+    cfg = load_experiment(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    trainer = train(cfg, out, resume=args.resume)
+    if trainer.rank == 0:
+        print(f"trained {trainer.step} steps ({trainer.epoch} epochs); checkpoints in {out}/best and {out}/last")
+    if trainer.distributed:
+        torch.distributed.destroy_process_group()
+    return 0

@@ -1,0 +1,178 @@
+"""animate(), Animation and the `jambatalk animate` command: outputs, and refusal of bad input."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import jambatalk
+from jambatalk.api import Animation, animate, resample_frames
+from jambatalk.cli import main
+from jambatalk.config import model_preset
+from jambatalk.errors import CheckpointError, InputError
+from jambatalk.mesh import save_mesh
+from jambatalk.model import JambaTalk
+
+
+def _grid_mesh(n=8):
+    """A flat n x n grid facing +z: n*n vertices, 2 (n-1)^2 triangles."""
+    ys, xs = np.mgrid[0:n, 0:n] / (n - 1) * 0.2 - 0.1
+    v = np.stack([xs.ravel(), ys.ravel(), np.zeros(n * n)], 1).astype(np.float32)
+    f = []
+    for r in range(n - 1):
+        for c in range(n - 1):
+            i = r * n + c
+            f += [[i, i + 1, i + n], [i + 1, i + n + 1, i + n]]
+    return v, np.array(f)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    v, f = _grid_mesh()
+    model = JambaTalk(model_preset("tiny"), template=v, faces=f)
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.01)
+    folder = tmp_path_factory.mktemp("ckpt") / "tiny"
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def wav(tmp_path_factory):
+    path = tmp_path_factory.mktemp("audio") / "speech.wav"
+    t = np.arange(22050) / 22050
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 220 * t) * (t < 0.7)).astype(np.float32), 22050)
+    return path
+
+
+def test_public_api_surface():
+    assert set(jambatalk.__all__) >= {"animate", "Animation", "load_model", "load_audio", "load_template"}
+    assert jambatalk.animate is animate
+
+
+def test_animate_from_file_and_array(model_dir, wav):
+    anim = animate(wav, model=model_dir)
+    assert anim.vertices.shape == (25, 64, 3) and anim.vertices.dtype == np.float32  # 1 s at 25 fps
+    assert anim.fps == 25 and len(anim.audio) == 16000 and anim.faces is not None
+    same = animate(jambatalk.load_audio(wav), sample_rate=16000, model=jambatalk.load_model(model_dir))
+    np.testing.assert_allclose(same.vertices, anim.vertices, atol=1e-6)
+
+
+def test_custom_template_moves_the_output(model_dir, wav):
+    base = animate(wav, model=model_dir)
+    shifted = animate(wav, template=base.template + 1.0, model=model_dir)
+    np.testing.assert_allclose(shifted.vertices - base.vertices, 1.0, atol=1e-5)
+
+
+def test_fps_resampling(model_dir, wav):
+    anim = animate(wav, model=model_dir, fps=50)
+    assert anim.fps == 50 and len(anim) == 50
+    seq = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32)
+    up = resample_frames(seq, 10, 20)
+    assert len(up) == 20 and up[1, 0, 0] == pytest.approx(0.5)
+
+
+def test_save_formats_round_trip(model_dir, wav, tmp_path):
+    anim = animate(wav, model=model_dir)
+    np.testing.assert_array_equal(np.load(anim.save(tmp_path / "a.npy")), anim.vertices)
+    back = Animation.load(anim.save(tmp_path / "a.npz"))
+    np.testing.assert_array_equal(back.vertices, anim.vertices)
+    np.testing.assert_array_equal(back.faces, anim.faces)
+    assert back.fps == anim.fps and np.array_equal(back.audio, anim.audio)
+    folder = anim.save(tmp_path / "frames")
+    files = sorted(folder.glob("*.obj"))
+    assert len(files) == len(anim)
+    v, f = jambatalk.load_template(files[3])
+    np.testing.assert_allclose(v, anim.vertices[3], atol=1e-6)
+    ply = anim.save(tmp_path / "frames_ply", mesh_format="ply")
+    assert len(list(ply.glob("*.ply"))) == len(anim)
+
+
+def test_save_unknown_extension(model_dir, wav, tmp_path):
+    anim = animate(wav, model=model_dir)
+    with pytest.raises(InputError, match=".gif"):
+        anim.save(tmp_path / "a.gif")
+    assert not list(tmp_path.iterdir())
+
+
+def _run(*argv):
+    return main(list(map(str, argv)))
+
+
+def test_cli_animate_writes_npy(model_dir, wav, tmp_path, capsys):
+    assert _run("animate", wav, "--checkpoint", model_dir, "--out", tmp_path / "o.npy") == 0
+    assert np.load(tmp_path / "o.npy").shape == (25, 64, 3)
+
+
+@pytest.mark.parametrize("case,match", [
+    ("missing_audio", "does not exist"),
+    ("not_audio", "could not be read as audio"),
+    ("empty_audio", "empty"),
+    ("too_short", "shorter than one video frame"),
+    ("nan_audio", "non-finite"),
+    ("template_wrong_count", "5 vertices but the model animates meshes of 64"),
+    ("template_nan", "non-finite"),
+    ("template_not_mesh", "mesh"),
+    ("checkpoint_unreadable", "config.json"),
+    ("checkpoint_other_mesh", "vertices"),
+    ("out_folder_missing", "does not exist"),
+])
+def test_cli_bad_input(case, match, model_dir, wav, tmp_path, capsys):
+    audio, template, ckpt = wav, None, model_dir
+    out = tmp_path / "out" / "o.npy"
+    out.parent.mkdir()
+    if case == "missing_audio":
+        audio = tmp_path / "nope.wav"
+    elif case == "not_audio":
+        audio = tmp_path / "x.wav"
+        audio.write_text("hello")
+    elif case in ("empty_audio", "too_short", "nan_audio"):
+        audio = tmp_path / "x.wav"
+        data = {"empty_audio": np.zeros(0), "too_short": np.zeros(300), "nan_audio": np.full(16000, np.nan)}[case]
+        sf.write(audio, data.astype(np.float32), 16000, subtype="FLOAT")
+    elif case == "template_wrong_count":
+        template = tmp_path / "t.npy"
+        np.save(template, np.zeros((5, 3)))
+    elif case == "template_nan":
+        template = tmp_path / "t.npy"
+        np.save(template, np.full((64, 3), np.nan))
+    elif case == "template_not_mesh":
+        template = tmp_path / "t.obj"
+        template.write_text("garbage")
+    elif case == "checkpoint_unreadable":
+        ckpt = tmp_path / "ckpt"
+        ckpt.mkdir()
+    elif case == "checkpoint_other_mesh":
+        template = tmp_path / "t.ply"
+        v, f = _grid_mesh(9)
+        save_mesh(template, v, f)
+    elif case == "out_folder_missing":
+        out = tmp_path / "missing" / "o.npy"
+    args = ["animate", audio, "--checkpoint", ckpt, "--out", out]
+    if template is not None:
+        args += ["--template", template]
+    assert _run(*args) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err and err.count("\n") == 1
+    assert not out.exists() and not list(out.parent.glob("*")) if out.parent.exists() else True
+
+
+def test_checkpoint_error_type(tmp_path):
+    with pytest.raises(CheckpointError):
+        jambatalk.load_model(tmp_path)
+
+
+def test_silence_is_valid_input(model_dir):
+    anim = animate(np.zeros(16000, np.float32), sample_rate=16000, model=model_dir)
+    assert np.isfinite(anim.vertices).all() and len(anim) == 25
+
+
+def test_cli_help_for_every_subcommand(capsys):
+    from jambatalk.cli import HANDLERS
+
+    for name in HANDLERS:
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0
+        assert f"usage: jambatalk {name}" in capsys.readouterr().out

@@ -1,0 +1,117 @@
+"""The Mamba mixer: shapes, causality, streaming equals one pass, gradients reach every parameter."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from jambatalk.config import DecoderConfig
+from jambatalk.errors import InputError, MissingDependencyError
+from jambatalk.model.mamba import MambaCache, MambaMixer
+
+
+def _mixer(seed: int = 0, **overrides) -> MambaMixer:
+    torch.manual_seed(seed)
+    kw = {"d_model": 16, "d_state": 4, "d_conv": 4, "expand": 2, "schedule": ["mamba"]}
+    kw.update(overrides)
+    return MambaMixer(DecoderConfig(**kw))
+
+
+def test_forward_shape_and_dtype():
+    m = _mixer()
+    x = torch.randn(3, 29, 16)
+    y = m(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert torch.equal(m(x, key_padding_mask=torch.ones(3, 29, dtype=torch.bool)), y)  # mask ignored
+
+
+def test_init_follows_mamba():
+    m = _mixer(d_model=32, d_state=8)
+    assert torch.allclose(m.A_log, torch.log(torch.arange(1, 9.0)).expand(64, 8))
+    assert torch.equal(m.D.detach(), torch.ones(64))
+    dt = F.softplus(m.dt_proj.bias.detach())
+    assert dt.min() >= 1e-3 * 0.999 and dt.max() <= 1e-1 * 1.001
+    assert m.dt_rank == math.ceil(32 / 16) and m.x_proj.out_features == m.dt_rank + 16
+
+
+def test_perturbing_the_future_leaves_the_past_unchanged():
+    m = _mixer()
+    x = torch.randn(2, 40, 16)
+    t = 23
+    x2 = x.clone()
+    x2[:, t] += torch.randn(2, 16)
+    with torch.no_grad():
+        y, y2 = m(x), m(x2)
+    assert torch.allclose(y[:, :t], y2[:, :t], atol=1e-6, rtol=0)
+    assert not torch.allclose(y[:, t:], y2[:, t:], atol=1e-4)
+
+
+def test_no_gradient_from_past_outputs_to_future_inputs():
+    m = _mixer()
+    x = torch.randn(2, 40, 16, requires_grad=True)
+    t = 17
+    m(x)[:, :t].sum().backward()
+    assert x.grad[:, t:].abs().max().item() == 0.0
+    assert x.grad[:, :t].abs().max().item() > 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_step_in_random_chunks_equals_forward(seed):
+    m = _mixer(seed)
+    gen = torch.Generator().manual_seed(seed)
+    length = 61
+    x = torch.randn(2, length, 16, generator=gen)
+    with torch.no_grad():
+        full = m(x)
+        cache = m.allocate_cache(2)
+        sizes = [1]  # always include single-frame steps
+        while sum(sizes) < length:
+            sizes.append(int(torch.randint(1, 12, (1,), generator=gen)))
+        outs, pos = [], 0
+        for size in sizes:
+            chunk = x[:, pos:pos + size]
+            outs.append(m.step(chunk, cache))
+            pos += chunk.shape[1]
+            assert cache.position == pos
+        streamed = torch.cat(outs, dim=1)
+    assert streamed.shape == full.shape
+    assert torch.allclose(streamed, full, atol=1e-5, rtol=1e-5)
+
+
+def test_step_one_frame_at_a_time_equals_forward():
+    m = _mixer(3, d_conv=2)
+    x = torch.randn(1, 12, 16)
+    with torch.no_grad():
+        cache = m.allocate_cache(1)
+        streamed = torch.cat([m.step(x[:, i:i + 1], cache) for i in range(12)], dim=1)
+        assert torch.allclose(streamed, m(x), atol=1e-5, rtol=1e-5)
+
+
+def test_cache_layout_and_empty_step():
+    m = _mixer()
+    cache = m.allocate_cache(2)
+    assert isinstance(cache, MambaCache)
+    assert cache.conv_state.shape == (2, 32, 3) and cache.ssm_state.shape == (2, 32, 4) and cache.position == 0
+    out = m.step(torch.randn(2, 0, 16), cache)
+    assert out.shape == (2, 0, 16) and cache.position == 0
+    with pytest.raises(InputError, match="batch size"):
+        m.step(torch.randn(3, 4, 16), cache)
+    with pytest.raises(InputError, match="expects"):
+        m(torch.randn(2, 4, 15))
+
+
+def test_every_parameter_gets_a_gradient():
+    m = _mixer()
+    m(torch.randn(2, 25, 16)).pow(2).sum().backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None, name
+        assert p.grad.abs().max().item() > 0, name
+
+
+def test_always_kernels_on_cpu_is_a_clear_error():
+    m = _mixer(use_kernels="always")
+    with pytest.raises(MissingDependencyError, match="kernels"):
+        m(torch.randn(1, 5, 16))

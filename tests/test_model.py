@@ -1,0 +1,187 @@
+"""The JambaTalk model: schedule, streaming equivalence, learning, save / load."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from jambatalk.config import DecoderConfig, ModelConfig, default_schedule, model_preset, to_dict
+from jambatalk.errors import CheckpointError, ConfigError
+from jambatalk.model import JambaTalk
+from jambatalk.model.decoder import JambaDecoder
+
+
+def _tiny(**decoder):
+    cfg = model_preset("tiny")
+    for k, v in decoder.items():
+        setattr(cfg.decoder, k, v)
+    cfg.decoder.__post_init__()
+    return cfg
+
+
+def test_paper_schedules():
+    assert default_schedule(1) == ["mamba", "moe_mamba", "attention", "moe_mamba", "mamba", "moe_mamba"]
+    assert model_preset("biwi").decoder.schedule == [
+        "mamba", "moe_mamba", "mamba", "moe_mamba", "attention", "moe_mamba", "mamba", "moe_mamba", "mamba", "moe_mamba"]
+    assert model_preset("vocaset").decoder.d_model == 512 and model_preset("biwi").decoder.d_model == 1024
+
+
+def test_decoder_builds_a_fresh_module_per_position():
+    dec = JambaDecoder(_tiny().decoder)
+    kinds = [layer.kind for layer in dec.layers]
+    assert kinds == default_schedule(1)
+    mixers = [id(layer.mixer) for layer in dec.layers]
+    assert len(set(mixers)) == len(mixers)
+    ffn_types = [type(layer.ffn).__name__ for layer in dec.layers]
+    assert ffn_types == ["MLP", "MoE", "MLP", "MoE", "MLP", "MoE"]
+
+
+def test_schedule_is_validated():
+    with pytest.raises(ConfigError, match="unknown layer kinds"):
+        DecoderConfig(schedule=["mamba", "transformer"])
+    with pytest.raises(ConfigError, match="n_kv_heads"):
+        DecoderConfig(n_heads=8, n_kv_heads=3)
+
+
+@pytest.mark.parametrize("span,window,lookahead", [("causal", 0, 0), ("window", 6, 0), ("window", 5, 3)])
+def test_decoder_step_equals_forward(span, window, lookahead):
+    torch.manual_seed(0)
+    dec = JambaDecoder(_tiny(attention_span=span, window=window, lookahead=lookahead).decoder).eval()
+    x = torch.randn(2, 37, dec.cfg.d_model)
+    full, _ = dec(x)
+    cache = dec.allocate_cache(2)
+    outs, t = [], 0
+    for size in (1, 5, 3, 9, 2, 17):
+        outs.append(dec.step(x[:, t: t + size], cache))
+        t += size
+    outs.append(dec.flush(cache, x))
+    stepped = torch.cat(outs, dim=1)
+    assert stepped.shape == full.shape
+    torch.testing.assert_close(stepped, full, rtol=1e-4, atol=1e-4)
+
+
+def test_head_starts_at_zero_so_output_is_the_template():
+    cfg = _tiny()
+    tpl = np.random.default_rng(0).normal(size=(cfg.n_vertices, 3)).astype(np.float32)
+    model = JambaTalk(cfg, template=tpl).eval()
+    out = model.predict(np.random.default_rng(1).normal(size=8000).astype(np.float32) * 0.1)
+    assert out.shape == (12, cfg.n_vertices, 3)  # 0.5 s at 25 fps
+    np.testing.assert_allclose(out, np.broadcast_to(tpl, out.shape), atol=1e-6)
+
+
+def test_tiny_model_overfits_one_sequence_with_lip_reader_and_all_params_get_gradients():
+    from jambatalk.config import LossConfig
+    from jambatalk.losses import compute_losses
+
+    torch.manual_seed(0)
+    cfg = _tiny()
+    T, V = 20, cfg.n_vertices
+    model = JambaTalk(cfg, template=np.zeros((V, 3), np.float32)).train()
+    t = torch.linspace(0, 1, T)[:, None, None]
+    motion = 0.01 * torch.sin(2 * np.pi * 2 * t + torch.linspace(0, 3, V)[None, :, None]).expand(T, V, 3)
+    audio = torch.randn(1, int(T / cfg.fps * 16000)) * 0.1
+    batch = {"vertices": motion[None].contiguous(), "audio": audio, "frame_mask": None,
+             "phonemes": [[["a", 0.0, 0.2], ["b", 0.2, 0.5], ["c", 0.5, 0.8]]]}
+    loss_cfg = LossConfig(lip_targets="phonemes")
+    steps = 250
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    first = None
+    reached = set()  # the zero-initialised head (and LRL-RoPE's zero W2) pass gradients on from step 2
+    for step in range(steps):
+        out = model(audio, n_frames=T)
+        losses = compute_losses(out, batch, loss_cfg, cfg)
+        opt.zero_grad()
+        losses["total"].backward()
+        if step < 3:
+            reached |= {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        if step == 0:
+            first = float(losses["vertex"].detach())
+            assert "lip_ctc" in losses and "lip_latent" in losses
+        if step == 2:
+            trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+            assert not trainable - reached, f"parameters without gradient: {sorted(trainable - reached)[:8]}"
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+    assert float(losses["vertex"].detach()) < first / 100
+
+
+def test_save_load_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    cfg = _tiny()
+    model = JambaTalk(cfg, template=np.ones((cfg.n_vertices, 3), np.float32), faces=np.array([[0, 1, 2]])).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.01)
+    audio = np.random.default_rng(0).normal(size=6000).astype(np.float32)
+    before = model.predict(audio)
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["model"] == to_dict(cfg)
+    loaded = JambaTalk.from_pretrained(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.predict(audio), before)
+    assert loaded.faces.tolist() == [[0, 1, 2]]
+
+
+def test_checkpoint_for_another_mesh_is_refused(tmp_path):
+    JambaTalk(_tiny()).save_pretrained(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="64 vertices, not 5023"):
+        JambaTalk.from_pretrained(tmp_path / "m", n_vertices=5023)
+
+
+@pytest.mark.parametrize("damage", ["no_config", "bad_json", "not_ours", "no_weights", "bad_weights"])
+def test_damaged_checkpoints_are_refused(tmp_path, damage):
+    folder = tmp_path / "m"
+    JambaTalk(_tiny()).save_pretrained(folder)
+    if damage == "no_config":
+        (folder / "config.json").unlink()
+    elif damage == "bad_json":
+        (folder / "config.json").write_text("{oops")
+    elif damage == "not_ours":
+        (folder / "config.json").write_text(json.dumps({"architectures": ["Wav2Vec2Model"]}))
+    elif damage == "no_weights":
+        (folder / "model.safetensors").unlink()
+    else:
+        (folder / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError):
+        JambaTalk.from_pretrained(folder)
+
+
+def test_lip_reader_needs_lip_indices():
+    cfg = _tiny()
+    cfg.lip_indices = []
+    with pytest.raises(ConfigError, match="lip_indices is empty"):
+        JambaTalk(cfg)
+
+
+def test_style_embedding_changes_output_per_subject():
+    cfg = _tiny()
+    cfg.n_subjects = 3
+    model = JambaTalk(cfg).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.1)
+    audio = torch.randn(1, 8000)
+    a = model(audio, subject_index=torch.tensor([0])).vertices
+    b = model(audio, subject_index=torch.tensor([1])).vertices
+    assert not torch.allclose(a, b)
+
+
+def test_batch_with_padding_matches_single_items():
+    torch.manual_seed(0)
+    cfg = _tiny()
+    cfg.audio.feat_extract_norm = "layer"  # group norm (wav2vec2-base) normalises over padding too
+    model = JambaTalk(cfg).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.1)
+    a1, a2 = torch.randn(16000), torch.randn(9600)
+    single = [model(a[None], n_frames=int(len(a) / 16000 * 25)).vertices[0] for a in (a1, a2)]
+    audio = torch.zeros(2, 16000)
+    audio[0], audio[1, :9600] = a1, a2
+    out = model(audio, n_frames=25, audio_lengths=torch.tensor([16000, 9600]), frame_lengths=torch.tensor([25, 15]))
+    torch.testing.assert_close(out.vertices[0], single[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.vertices[1, :15], single[1], rtol=1e-3, atol=1e-4)
+
+
+def test_model_config_rejects_bad_values():
+    with pytest.raises(ConfigError, match="lip_indices reach"):
+        ModelConfig(n_vertices=10, lip_indices=[3, 12])

@@ -1,0 +1,87 @@
+"""The synthetic corpus: layout, consistency, splits, determinism, restart, command line."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from jambatalk.synth import espeak
+from jambatalk.synth.corpus import generate_corpus, plan_corpus
+from jambatalk.synth.speakers import HELDOUT_SPEAKERS, TRAIN_SPEAKERS
+
+pytestmark = pytest.mark.skipif(not espeak.available(),
+                                reason="libespeak-ng is not installed (apt-get install espeak-ng libespeak-ng1)")
+N = 5
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return generate_corpus(tmp_path_factory.mktemp("synth") / "a", n_sentences=N, seed=3, workers=2, progress=False)
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_layout_is_complete_and_consistent(corpus):
+    import soundfile as sf
+
+    meta = json.loads((corpus / "meta.json").read_text())
+    splits = json.loads((corpus / "splits.json").read_text())
+    templates = pickle.loads((corpus / "templates.pkl").read_bytes())
+    regions = json.loads((corpus / "regions.json").read_text())
+    assert meta["dataset"] == "synthetic" and meta["fps"] == 30 and meta["seed"] == 3
+    names = splits["train"] + splits["val"] + splits["test"]
+    assert len(names) == len(set(names)) == N and all(splits[k] for k in ("train", "val", "test"))
+    v = meta["n_vertices"]
+    assert all(t.shape == (v, 3) and t.dtype == np.float32 for t in templates.values())
+    assert all(0 <= min(idx) and max(idx) < v for idx in regions.values() if idx)
+    tokens = set()
+    for name in names:
+        subject = name.rsplit("_", 1)[0]
+        assert subject in templates
+        seq = np.load(corpus / "vertices_npy" / f"{name}.npy")
+        audio, sr = sf.read(corpus / "wav" / f"{name}.wav", dtype="int16")
+        assert sf.info(corpus / "wav" / f"{name}.wav").subtype == "PCM_16" and sr == 16000
+        label = json.loads((corpus / "labels" / f"{name}.json").read_text())
+        assert seq.dtype == np.float32 and seq.ndim == 2 and seq.shape[1] == 3 * v
+        assert abs(seq.shape[0] - len(audio) / sr * 30) <= 1
+        assert label["phonemes"][-1][2] == pytest.approx(len(audio) / sr, abs=2e-3)
+        assert label["text"] and label["n_frames"] == seq.shape[0]
+        # the motion is the subject's template plus mouth and face motion
+        frames = seq.reshape(len(seq), v, 3)
+        assert np.abs(frames - templates[subject]).max() > 2e-3
+        tokens.update(p[0] for p in label["phonemes"])
+    assert meta["tokens"] == sorted(tokens)
+
+
+def test_splits_hold_out_text_and_a_voice(corpus):
+    splits = json.loads((corpus / "splits.json").read_text())
+    text = {n: json.loads((corpus / "labels" / f"{n}.json").read_text())["text"] for s in splits.values() for n in s}
+    train_text = {text[n] for n in splits["train"]}
+    assert not train_text & {text[n] for n in splits["val"] + splits["test"]}
+    held = {s.name for s in HELDOUT_SPEAKERS}
+    assert any(n.rsplit("_", 1)[0] in held for n in splits["test"])
+    assert not any(n.rsplit("_", 1)[0] in held for n in splits["train"] + splits["val"])
+    assert {s.voice for s in HELDOUT_SPEAKERS}.isdisjoint({s.voice for s in TRAIN_SPEAKERS})
+    plan = plan_corpus(300, seed=0)
+    assert sum(it["split"] == "test" and it["speaker"] in held for it in plan) >= 10
+
+
+def test_same_seed_same_files_and_restart(corpus, tmp_path):
+    from jambatalk.cli import main
+
+    other = tmp_path / "b"
+    assert main(["synth", "--dst", str(other), "--sentences", str(N), "--seed", "3", "--workers", "1"]) == 0
+    assert _files(corpus) == _files(other)
+    name = json.loads((other / "splits.json").read_text())["train"][0]
+    (other / "vertices_npy" / f"{name}.npy").unlink()
+    kept = other / "wav" / f"{json.loads((other / 'splits.json').read_text())['test'][0]}.wav"
+    stamp = kept.stat().st_mtime_ns
+    generate_corpus(other, n_sentences=N, seed=3, workers=1, progress=False)
+    assert kept.stat().st_mtime_ns == stamp  # finished sequences are skipped
+    assert _files(corpus) == _files(other)
+    assert not list(other.rglob("*.part*"))
