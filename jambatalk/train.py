@@ -213,8 +213,11 @@ class Trainer:
         from .losses import compute_losses
 
         amp = self.cfg.train.amp and self.device.type == "cuda"
+        # validation bypasses the DDP wrapper: its forward is a collective (buffer broadcast), and ranks
+        # validate different numbers of sequences
+        net = self.net if train else self.model
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            out = self.net(batch["audio"], batch["template"], n_frames=batch["vertices"].shape[1],
+            out = net(batch["audio"], batch["template"], n_frames=batch["vertices"].shape[1],
                            audio_lengths=batch.get("audio_lengths"), frame_lengths=batch.get("frame_lengths"),
                            subject_index=batch.get("subject_index"), lip_reading=train)
             return compute_losses(out, batch, self.cfg.loss, self.cfg.model, self.teacher)
@@ -231,24 +234,25 @@ class Trainer:
         self.step += 1
         return {k: float(v.detach()) for k, v in losses.items()}
 
+    #: loss terms averaged by validate(), in a fixed order so that ranks can sum them together
+    VAL_TERMS = ("total", "vertex", "velocity", "balance", "lip_latent", "lip_ctc")
+
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         from .data import collate
 
-        self.net.eval()
-        sums: dict[str, float] = {}
-        n = 0
+        self.model.eval()
+        sums = torch.zeros(2 * len(self.VAL_TERMS), dtype=torch.float64, device=self.device)
         for i in range(self.rank, len(self.val_set), self.world):
             losses = self._forward(self._to_device(collate([self.val_set[i]])), train=False)
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            n += 1
+            for j, k in enumerate(self.VAL_TERMS):
+                if k in losses:
+                    sums[j] += float(losses[k])
+                    sums[len(self.VAL_TERMS) + j] += 1
         if self.distributed:
-            keys = sorted(sums)
-            t = torch.tensor([sums.get(k, 0.0) for k in keys] + [n], dtype=torch.float64, device=self.device)
-            torch.distributed.all_reduce(t)
-            sums, n = dict(zip(keys, t[:-1].tolist())), int(t[-1])
-        return {k: v / max(n, 1) for k, v in sums.items()}
+            torch.distributed.all_reduce(sums)
+        n = len(self.VAL_TERMS)
+        return {k: float(sums[j] / sums[n + j]) for j, k in enumerate(self.VAL_TERMS) if sums[n + j] > 0}
 
     def _log(self, tag: str, values: dict[str, float]) -> None:
         if self.rank != 0:
@@ -315,6 +319,9 @@ class Trainer:
             shutil.copytree(self.out / "last", self.out / "best")
         if self.writer is not None:
             self.writer.close()
+        dump = os.environ.get("JAMBATALK_DUMP_RANK_WEIGHTS")
+        if dump:  # debugging aid: each rank's final weights, to check that replicas agree
+            torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, Path(dump) / f"rank{self.rank}.pt")
         if self.distributed:
             torch.distributed.barrier()
         return {"step": self.step, "epoch": self.epoch, "best_val_vertex": self.best}
@@ -340,6 +347,7 @@ def train(cfg: ExperimentConfig, out_dir, resume: bool = False, progress: bool =
 
 
 def cli_train(args) -> int:
+    torch.set_flush_denormal(True)  # subnormal floats slow CPU kernels by orders of magnitude
     cfg = load_experiment(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     trainer = train(cfg, out, resume=args.resume)

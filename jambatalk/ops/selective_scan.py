@@ -12,14 +12,18 @@ The PyTorch path never loops over every time step. It cuts the sequence into ``n
 of ``T`` steps and lays every per-step tensor out as ``(T, batch, n_chunks, d_inner, d_state)``:
 
 1. a loop over the ``T`` positions inside a chunk, vectorised over all chunks at once, runs the
-   recurrence from a zero state and the running product of the decays (both in place);
+   recurrence from a zero state (one in-place multiply-add per position);
 2. a loop over the ``n_chunks`` chunks carries the state from one chunk to the next;
-3. one broadcast multiply-add adds each chunk's entering state, decayed, to its local states.
+3. one broadcast multiply-add adds each chunk's entering state, decayed to every step, to its
+   local states. The decay from a chunk's start to step t is ``exp(A * cumsum(delta))``, summed in
+   log space; its exponent is never positive (for ``A < 0``, ``delta >= 0``), so nothing overflows,
+   unlike the factorised ``exp(S_t) * exp(-S_s)`` form. Exponents are floored at -60 so that
+   products stay out of the (very slow on CPU) subnormal range.
 
-That is about ``2 * sqrt(L)`` Python steps. Every factor is a product of decays in ``(0, 1]`` for
-``A < 0`` and ``delta >= 0``, so nothing overflows (no ``exp(-cumsum)`` factorisation). Memory is
-``O(L * d_inner * d_state)``: no ``L x L`` tensor is ever formed. The backward pass is written by
-hand: the gradient of the states is the same recurrence run backwards in time.
+That is about ``2 * sqrt(L)`` Python steps (``T`` is chosen near ``sqrt(2 L)``, within 8..64).
+Memory is ``O(L * d_inner * d_state)``: no ``L x L`` tensor is ever formed. The backward pass is
+written by hand: the gradient of the states is the same recurrence run backwards in time, through
+the same chunked scan, and the other gradients are batched contractions.
 """
 
 from __future__ import annotations
@@ -92,7 +96,7 @@ def selective_scan_ref(
 
 
 def chunk_size_for(length: int) -> int:
-    """Steps per chunk for a sequence of ``length`` steps (chosen by ``jambatalk bench scan`` timings).
+    """Steps per chunk for a sequence of ``length`` steps (chosen by timing the scan on CPU).
 
     The Python work is about ``T + length / T`` steps, smallest near ``T = sqrt(length)``; longer
     chunks are a little cheaper per element, so the choice leans long, within 8..64.

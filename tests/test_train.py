@@ -1,0 +1,128 @@
+"""Trainer: exact resume, distributed training, and the debug config end to end."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from jambatalk.config import load_experiment
+from jambatalk.errors import ConfigError
+from jambatalk.train import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _espeak_or_skip():
+    from jambatalk.synth import espeak
+
+    if not espeak.available():
+        pytest.skip("libespeak-ng is not installed (apt-get install espeak-ng libespeak-ng1)")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    _espeak_or_skip()
+    from jambatalk.synth.corpus import generate_corpus
+
+    root = tmp_path_factory.mktemp("corpus") / "synthetic"
+    generate_corpus(root, n_sentences=10, seed=0, workers=1, progress=False)
+    return root
+
+
+def _cfg(root, *extra):
+    return load_experiment(ROOT / "configs" / "debug.yaml",
+                           [f"data.root={root}", "data.generate=false", "train.log_every=1",
+                            "data.max_seconds=1.5", "train.val_every=1", *extra])
+
+
+def _weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_resume_gives_the_same_losses_and_weights(corpus, tmp_path):
+    full = Trainer(_cfg(corpus, "train.max_steps=6"), tmp_path / "full", progress=False)
+    full.fit()
+    part = Trainer(_cfg(corpus, "train.max_steps=3"), tmp_path / "part", progress=False)
+    part.fit()
+    resumed = Trainer(_cfg(corpus, "train.max_steps=6"), tmp_path / "part", resume=True, progress=False)
+    assert resumed.step == 3
+    resumed.fit()
+    a, b = _weights(tmp_path / "full" / "last"), _weights(tmp_path / "part" / "last")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    la = dict((s, v) for s, v in full.history["train/total"])
+    lb = dict((s, v) for s, v in resumed.history["train/total"])
+    assert la.keys() == lb.keys() and len(la) == 6
+    assert all(la[s] == lb[s] for s in la)
+    state = torch.load(tmp_path / "part" / "last" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 6
+
+
+def test_checkpoints_are_model_folders_with_their_config(corpus, tmp_path):
+    import jambatalk
+
+    tr = Trainer(_cfg(corpus, "train.max_steps=2"), tmp_path / "run", progress=False)
+    tr.fit()
+    for sub in ("best", "last"):
+        folder = tmp_path / "run" / sub
+        assert {"config.json", "model.safetensors", "trainer_state.pt", "experiment.yaml"} <= {
+            p.name for p in folder.iterdir()}
+    model = jambatalk.load_model(tmp_path / "run" / "last")
+    assert model.cfg.n_vertices == tr.spec.n_vertices and model.faces.shape[0] > 0
+    assert model.cfg.lip_reader.tokens == json.loads((corpus / "meta.json").read_text())["tokens"]
+    assert (tmp_path / "run" / "tb").is_dir()
+
+
+def test_refuses_to_overwrite_a_run_without_resume(corpus, tmp_path):
+    Trainer(_cfg(corpus, "train.max_steps=1"), tmp_path / "run", progress=False).fit()
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(_cfg(corpus, "train.max_steps=1"), tmp_path / "run", progress=False)
+
+
+def test_torchrun_two_cpu_processes_end_with_identical_weights(corpus, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "jambatalk", "train", "--config", str(ROOT / "configs" / "debug.yaml"), "--out", str(out),
+           f"data.root={corpus}", "data.generate=false", "train.max_steps=3", "data.max_seconds=1.5",
+           "train.val_every=1"]
+    env["JAMBATALK_DUMP_RANK_WEIGHTS"] = str(tmp_path)  # every rank saves its final weights there
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    w0 = torch.load(tmp_path / "rank0.pt")
+    w1 = torch.load(tmp_path / "rank1.pt")
+    assert w0.keys() == w1.keys()
+    for k in w0:
+        torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0, msg=k)
+    saved = _weights(out / "last")
+    torch.testing.assert_close(saved["head.weight"], w0["head.weight"])
+    assert not torch.equal(w0["head.weight"], torch.zeros_like(w0["head.weight"]))  # it trained
+
+
+def test_debug_config_trains_and_evaluates_from_the_cli(corpus, tmp_path):
+    from jambatalk.cli import main
+
+    run = tmp_path / "run"
+    args = ["--config", str(ROOT / "configs" / "debug.yaml"), f"data.root={corpus}", "data.generate=false"]
+    assert main(["train", "--out", str(run), *args, "train.epochs=1"]) == 0
+    assert main(["test", "--checkpoint", str(run), "--out", str(tmp_path / "eval"), *args]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    names = json.loads((corpus / "splits.json").read_text())["test"]
+    assert sorted(report["per_sequence"]) == sorted(names)
+    o = report["overall"]
+    assert o["n_sequences"] == len(names) and o["lve"] > 0 and o["mve"] > 0 and o["fdd_abs"] == abs(o["fdd"])
+    for name in names:
+        pred = np.load(tmp_path / "eval" / "pred" / f"{name}.npy")
+        gt = np.load(corpus / "vertices_npy" / f"{name}.npy")
+        assert pred.shape == (gt.shape[0], gt.shape[1] // 3, 3)
+    for png in ("vertex_error.png", "lip_opening.png", "loss_curves.png"):
+        assert (tmp_path / "eval" / png).stat().st_size > 5000
+    shutil.rmtree(run)
