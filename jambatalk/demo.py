@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DEMO_TEXT", "cli_demo"]
-
-DEMO_TEXT = "Hello! I am the built-in jambatalk head. My lips move with the speech you hear."
+__all__ = ["cli_demo"]
 
 
 def cli_demo(args) -> int:
@@ -23,9 +21,9 @@ def cli_demo(args) -> int:
         audio, source = args.audio, f"'{args.audio}'"
         sample_rate = None
     else:
-        from .synth import speak
+        from .synth import DEMO_SENTENCE, speak
 
-        text = args.text or DEMO_TEXT
+        text = args.text or DEMO_SENTENCE
         audio, _ = speak(text)
         sample_rate, source = SAMPLE_RATE, f"espeak-ng: \"{text}\""
     anim = animate(audio, sample_rate=sample_rate)

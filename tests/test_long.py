@@ -1,0 +1,51 @@
+"""Any-length audio: windowed encoding and windowed attention match one pass where they should."""
+
+import numpy as np
+import torch
+
+from jambatalk.config import model_preset
+from jambatalk.model import JambaTalk
+
+
+def _model(layers=2, bounded=False):
+    torch.manual_seed(0)
+    cfg = model_preset("tiny")
+    cfg.audio.num_hidden_layers = layers
+    if bounded:  # per-frame norms, and a causal decoder: every output sees a bounded stretch of audio
+        cfg.audio.feat_extract_norm = "layer"
+        cfg.decoder.schedule = ["mamba", "moe_mamba", "mamba"]
+    model = JambaTalk(cfg).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.05)
+    return model
+
+
+def test_short_audio_takes_the_one_pass_path_exactly():
+    model = _model()
+    audio = np.random.default_rng(0).normal(size=3 * 16000).astype(np.float32) * 0.1
+    one_pass = model(torch.as_tensor(audio)[None]).vertices[0].detach().numpy()
+    long_path = model.predict(audio)
+    diff = float(np.abs(long_path - one_pass).max())
+    print(f"max vertex difference, long path vs one pass: {diff:.2e}")
+    assert diff <= 1e-5
+
+
+def test_windowed_encoding_matches_one_pass_where_receptive_fields_coincide():
+    """An encoder without self-attention layers sees a bounded window (convolutions); with context
+    wider than that window, encoding in windows equals one pass."""
+    model = _model(layers=0, bounded=True)
+    audio = np.random.default_rng(1).normal(size=6 * 16000).astype(np.float32) * 0.1
+    one_pass = model.predict(audio, window_seconds=60.0)
+    windowed = model.predict(audio, window_seconds=1.5, context_seconds=0.5)
+    diff = float(np.abs(windowed - one_pass).max())
+    print(f"max vertex difference, 1.5 s windows vs one pass: {diff:.2e}")
+    assert diff <= 1e-4
+
+
+def test_long_audio_runs_in_windows_with_attention_limited():
+    model = _model()
+    audio = np.random.default_rng(2).normal(size=40 * 16000).astype(np.float32) * 0.1
+    out = model.predict(audio, window_seconds=10.0, context_seconds=1.0)
+    assert out.shape == (40 * 25, 64, 3) and np.isfinite(out).all()
+    # the attention limit is restored after the call
+    assert all(getattr(layer.mixer, "long_window", 0) == 0 for layer in model.decoder.layers)

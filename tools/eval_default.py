@@ -1,0 +1,116 @@
+"""Qualify the built-in default model (or any synthetic-corpus checkpoint).
+
+    python tools/eval_default.py --data data/synthetic [--checkpoint runs/default/best] \
+        [--real ../shared/data/real] [--json results.json]
+
+1. Held-out corpus sentences (the test split: unseen text; half spoken by a voice never heard in
+   training): LVE, MVE and FDD of the model and of the static template (a mouth that never moves).
+2. Lip reading: phoneme error rate of the lip reader's greedy CTC decoding from the predicted lips,
+   against chance (random phonemes drawn with the training frequencies, the true length).
+3. Real human speech (every .wav in --real): Pearson r between mouth opening and the speech energy
+   envelope, and the mouth opening during silences longer than 0.3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jambatalk.api import load_model
+from jambatalk.audio import load_audio
+from jambatalk.data import SequenceDataset, get_spec
+from jambatalk.losses import collapse_ctc, phoneme_targets
+from jambatalk.metrics import SequenceMetrics
+from jambatalk.synth import default_head, lip_gap
+from jambatalk.synth.checks import edit_distance, speech_mouth_checks
+
+
+def heldout_metrics(model, root: Path) -> dict:
+    spec = get_spec("synthetic")
+    ds = SequenceDataset(spec, root, "test", cache_audio=False)
+    lip, upper = spec.lip_indices(root), spec.upper_indices(root)
+    heldout = set(json.loads((root / "meta.json").read_text()).get("heldout_speakers", []))
+    accs = {k: (SequenceMetrics(lip, upper), SequenceMetrics(lip, upper)) for k in ("all", "heldout_voice")}
+    tokens = model.cfg.lip_reader.tokens
+    train_counts = Counter()
+    for item in SequenceDataset(spec, root, "train", cache_audio=False):
+        train_counts.update(p[0] for p in item["phonemes"] or [] if p[0] in tokens)
+    vocab = sorted(train_counts)
+    probs = np.array([train_counts[t] for t in vocab], np.float64)
+    probs /= probs.sum()
+    rng = np.random.default_rng(0)
+    errors = chance_errors = total = 0
+    for item in ds:
+        gt = item["vertices"]
+        pred = model.predict(item["audio"], item["template"], n_frames=len(gt))
+        static = np.broadcast_to(item["template"], gt.shape)
+        groups = ["all"] + (["heldout_voice"] if item["subject"] in heldout else [])
+        for g in groups:
+            accs[g][0].update(item["name"], pred, gt, item["template"])
+            accs[g][1].update(item["name"], static, gt, item["template"])
+        if model.lip_reader is not None and item["phonemes"]:
+            with torch.no_grad():
+                out = model(torch.as_tensor(item["audio"])[None], torch.as_tensor(item["template"]),
+                            n_frames=len(gt), lip_reading=True)
+            hyp = collapse_ctc(out.lip_log_probs[0].argmax(-1))
+            ref = phoneme_targets([item["phonemes"]], tokens)[0]
+            errors += edit_distance(hyp, ref)
+            total += len(ref)
+            for _ in range(5):
+                guess = [tokens.index(t) + 1 for t in rng.choice(vocab, size=len(ref), p=probs)]
+                chance_errors += edit_distance(guess, ref) / 5
+    result = {}
+    for g, (m, s) in accs.items():
+        mo, so = m.compute()["overall"], s.compute()["overall"]
+        result[g] = {"model": mo, "static": so, "lve_ratio": mo["lve"] / so["lve"]}
+    if total:
+        result["lip_reading"] = {"per": errors / total, "chance_per": chance_errors / total, "phonemes": total}
+    return result
+
+
+def real_speech(model, folder: Path) -> dict:
+    head = default_head()
+    out = {}
+    for wav in sorted(folder.glob("*.wav")):
+        audio = load_audio(wav)
+        verts = model.predict(audio)
+        out[wav.name] = speech_mouth_checks(lip_gap(head, verts), audio, model.fps)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="the synthetic corpus (jambatalk synth --dst ...)")
+    parser.add_argument("--checkpoint", default=None, help="model folder (default: the built-in model)")
+    parser.add_argument("--real", default=None, help="folder of real speech .wav files")
+    parser.add_argument("--json", default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    torch.set_flush_denormal(True)
+    model = load_model(args.checkpoint)
+    res = {"heldout": heldout_metrics(model, Path(args.data))}
+    for g in ("all", "heldout_voice"):
+        r = res["heldout"][g]
+        print(f"{g:>14}: LVE {r['model']['lve']:.3e} vs static {r['static']['lve']:.3e} (ratio {r['lve_ratio']:.3f}); "
+              f"MVE {r['model']['mve']:.3e} vs {r['static']['mve']:.3e}; "
+              f"FDD {r['model']['fdd']:.3e} vs {r['static']['fdd']:.3e}; {r['model']['n_sequences']} sequences")
+    if "lip_reading" in res["heldout"]:
+        lr = res["heldout"]["lip_reading"]
+        print(f"   lip reading: PER {lr['per']:.3f} vs chance {lr['chance_per']:.3f} over {lr['phonemes']} phonemes")
+    if args.real:
+        res["real"] = real_speech(model, Path(args.real))
+        for name, r in res["real"].items():
+            print(f"{name:>32}: r = {r['r']:.3f}; mouth opening in silence {r['silence_opening_rel']:.3f} of speech "
+                  f"({r['silent_frames']} silent frames)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
