@@ -30,6 +30,7 @@ __all__ = [
     "ExperimentConfig",
     "LAYER_KINDS",
     "ATTENTION_SPANS",
+    "DECODER_TYPES",
     "default_schedule",
     "from_dict",
     "to_dict",
@@ -41,6 +42,8 @@ __all__ = [
 
 #: Layer kinds a decoder schedule may name.
 LAYER_KINDS = ("mamba", "moe_mamba", "attention", "moe_attention")
+#: Decoder types: the schedule-built Jamba stack, or the FaceFormer-style autoregressive baseline.
+DECODER_TYPES = ("jamba", "faceformer")
 #: Attention spans: full sequence, past only, or a window of past frames plus a lookahead.
 ATTENTION_SPANS = ("bidirectional", "causal", "window")
 
@@ -119,8 +122,15 @@ class MoEConfig:
 
 @dataclass
 class DecoderConfig:
-    """The hybrid Jamba decoder: a schedule of Mamba, MoE-Mamba and attention layers."""
+    """The hybrid Jamba decoder: a schedule of Mamba, MoE-Mamba and attention layers.
 
+    ``type: faceformer`` selects the FaceFormer-style autoregressive baseline instead
+    (jambatalk/model/faceformer.py): one layer per schedule entry (each "attention"), with n_heads,
+    mlp_ratio, dropout and ``period`` (0: the model's fps, rounded).
+    """
+
+    type: str = "jamba"  # "jamba" | "faceformer"
+    period: int = 0  # faceformer only: period of the positional encoding and attention bias, frames
     d_model: int = 512
     n_l: int = 1
     schedule: Optional[list] = None  # None: the paper's order for n_l
@@ -154,6 +164,12 @@ class DecoderConfig:
         bad = [k for k in self.schedule if k not in LAYER_KINDS]
         _check(not bad, f"decoder.schedule names unknown layer kinds {bad}", f"use only {list(LAYER_KINDS)}")
         _check(self.d_model > 0, f"decoder.d_model is {self.d_model}", "use a positive width")
+        _check(self.type in DECODER_TYPES, f"decoder.type is {self.type!r}", f"use one of {list(DECODER_TYPES)}")
+        if self.type == "faceformer":
+            _check(all(k == "attention" for k in self.schedule),
+                   f"decoder.type is 'faceformer' but decoder.schedule lists {self.schedule}",
+                   "write decoder.schedule: [attention] (one entry per FaceFormer layer)")
+        _check(self.period >= 0, f"decoder.period is {self.period}", "use 0 (the frame rate) or a frame count")
         if self.has_attention:
             _check(self.d_model % self.n_heads == 0,
                    f"decoder.d_model {self.d_model} is not divisible by n_heads {self.n_heads}",
@@ -195,7 +211,9 @@ class DecoderConfig:
 
     @property
     def is_streamable(self) -> bool:
-        """True when no layer sees unboundedly far into the future."""
+        """True when no layer sees unboundedly far into the future (and the decoder can run step by step)."""
+        if self.type == "faceformer":
+            return False
         return not self.has_attention or self.attention_span in ("causal", "window")
 
 
@@ -307,8 +325,10 @@ class TrainConfig:
     log_every: int = 10  # steps
     save_every: int = 1  # epochs
     device: str = "auto"
+    threads: int = 0  # > 0: torch intra-op threads for CPU training (0: torch's default)
 
     def __post_init__(self):
+        _check(self.threads >= 0, f"train.threads is {self.threads}", "use 0 (torch's default) or a thread count")
         _check(self.optimizer in ("adam", "adamw"), f"train.optimizer is {self.optimizer!r}", "use 'adam' or 'adamw'")
         _check(self.schedule in ("constant", "cosine"), f"train.schedule is {self.schedule!r}",
                "use 'constant' or 'cosine'")

@@ -110,6 +110,8 @@ class Trainer:
         self.rank, self.local_rank, self.world = _dist_info()
         self.distributed = self.world > 1
         tc = cfg.train
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
         if tc.device == "auto":
             dev = f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
         else:
@@ -219,7 +221,8 @@ class Trainer:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             out = net(batch["audio"], batch["template"], n_frames=batch["vertices"].shape[1],
                            audio_lengths=batch.get("audio_lengths"), frame_lengths=batch.get("frame_lengths"),
-                           subject_index=batch.get("subject_index"), lip_reading=train)
+                           subject_index=batch.get("subject_index"), lip_reading=train,
+                           target_vertices=batch["vertices"] if train else None)
             return compute_losses(out, batch, self.cfg.loss, self.cfg.model, self.teacher)
 
     def train_step(self, batch: dict) -> dict[str, float]:

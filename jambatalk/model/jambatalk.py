@@ -54,10 +54,16 @@ class JambaTalk(nn.Module):
         self.audio_encoder = AudioEncoder(cfg.audio)
         self.audio_proj = nn.Linear(cfg.audio.hidden_size, cfg.decoder.d_model)
         self.style = nn.Embedding(cfg.n_subjects, cfg.decoder.d_model) if cfg.n_subjects else None
-        self.decoder = JambaDecoder(cfg.decoder)
-        self.head = nn.Linear(cfg.decoder.d_model, 3 * V)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        if cfg.decoder.type == "faceformer":  # autoregressive baseline; its vertex head is inside it
+            from .faceformer import FaceFormerDecoder
+
+            self.decoder = FaceFormerDecoder.from_config(cfg.decoder, V, cfg.fps, cfg.decoder.period)
+            self.head = None
+        else:
+            self.decoder = JambaDecoder(cfg.decoder)
+            self.head = nn.Linear(cfg.decoder.d_model, 3 * V)
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
         self.register_buffer("lip_index", torch.tensor(cfg.lip_indices, dtype=torch.long), persistent=False)
         self.lip_reader = None
         if cfg.lip_reader.enabled:
@@ -92,7 +98,7 @@ class JambaTalk(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.head.weight.device
+        return self.template.device
 
     # -- forward -------------------------------------------------------------------------------
     def encode_audio(self, audio: torch.Tensor, audio_lengths: Optional[torch.Tensor] = None):
@@ -115,10 +121,17 @@ class JambaTalk(nn.Module):
         return x
 
     def decode(self, hidden: torch.Tensor, hidden_lengths: torch.Tensor, n_frames: int,
-               frame_lengths: Optional[torch.Tensor] = None, subject_index: Optional[torch.Tensor] = None):
-        """Audio hidden states (B, Na, H) -> offsets (B, T, V, 3), frame mask and the MoE auxiliary loss."""
+               frame_lengths: Optional[torch.Tensor] = None, subject_index: Optional[torch.Tensor] = None,
+               target_offsets: Optional[torch.Tensor] = None):
+        """Audio hidden states (B, Na, H) -> offsets (B, T, V, 3), frame mask and the MoE auxiliary loss.
+
+        ``target_offsets`` (B, T, V, 3) are used by the FaceFormer-style decoder only (teacher forcing);
+        without them it generates frame by frame."""
         x = self._decoder_input(hidden, hidden_lengths, n_frames, frame_lengths, subject_index)
         frame_mask = _lengths_mask(frame_lengths, n_frames, x.device)
+        if self.head is None:
+            off = self.decoder(x, target_offsets, key_padding_mask=frame_mask)
+            return off.view(x.shape[0], n_frames, self.cfg.n_vertices, 3), frame_mask, x.new_zeros(())
         h, aux = self.decoder(x, key_padding_mask=frame_mask)
         return self.head(h).view(x.shape[0], n_frames, self.cfg.n_vertices, 3), frame_mask, aux
 
@@ -126,7 +139,7 @@ class JambaTalk(nn.Module):
     def long_context(self, frames: int):
         """Within this block, bidirectional attention on sequences longer than 2 x ``frames`` attends
         within +-``frames`` (see :class:`~jambatalk.model.attention.GQAttention`)."""
-        layers = [layer.mixer for layer in self.decoder.layers if hasattr(layer.mixer, "long_window")]
+        layers = [layer.mixer for layer in getattr(self.decoder, "layers", []) if hasattr(layer.mixer, "long_window")]
         old = [m.long_window for m in layers]
         for m in layers:
             m.long_window = frames
@@ -139,14 +152,18 @@ class JambaTalk(nn.Module):
     def forward(self, audio: torch.Tensor, template: Optional[torch.Tensor] = None, *,
                 n_frames: Optional[int] = None, audio_lengths: Optional[torch.Tensor] = None,
                 frame_lengths: Optional[torch.Tensor] = None, subject_index: Optional[torch.Tensor] = None,
-                lip_reading: Optional[bool] = None) -> ModelOutput:
-        """audio (B, N) 16 kHz; template (B, V, 3) or (V, 3) (default: the model's own)."""
+                lip_reading: Optional[bool] = None, target_vertices: Optional[torch.Tensor] = None) -> ModelOutput:
+        """audio (B, N) 16 kHz; template (B, V, 3) or (V, 3) (default: the model's own).
+
+        ``target_vertices`` (B, T, V, 3): ground truth for teacher forcing (FaceFormer-style decoder only)."""
         if n_frames is None:
             n_frames = frames_for_samples(audio.shape[-1], self.cfg.fps)
-        hidden, hidden_lengths = self.encode_audio(audio, audio_lengths)
-        offsets, frame_mask, aux = self.decode(hidden, hidden_lengths, n_frames, frame_lengths, subject_index)
         tpl = self.template if template is None else template
-        vertices = offsets + (tpl[:, None] if tpl.dim() == 3 else tpl)
+        tpl = tpl[:, None] if tpl.dim() == 3 else tpl
+        target = None if target_vertices is None or self.head is not None else target_vertices[:, :n_frames] - tpl
+        hidden, hidden_lengths = self.encode_audio(audio, audio_lengths)
+        offsets, frame_mask, aux = self.decode(hidden, hidden_lengths, n_frames, frame_lengths, subject_index, target)
+        vertices = offsets + tpl
         audio_mask = _lengths_mask(hidden_lengths if audio_lengths is not None else None, hidden.shape[1],
                                    hidden.device)
         out = ModelOutput(vertices, offsets, frame_mask, aux, hidden, audio_mask)
@@ -180,11 +197,13 @@ class JambaTalk(nn.Module):
             lengths = torch.tensor([hidden.shape[1]], device=self.device)
             subj = None if subject is None else torch.tensor([subject], device=self.device)
             x = self._decoder_input(hidden, lengths, n_frames, subject_index=subj)
-            with self.long_context(int(window_seconds * self.cfg.fps / 2)):
-                h, _ = self.decoder(x)
             tpl = self.template if template is None else torch.as_tensor(
                 np.asarray(template, dtype=np.float32), device=self.device).reshape(-1, 3)
             V = self.cfg.n_vertices
+            if self.head is None:  # FaceFormer-style: frame by frame, O(T^2) decoder passes
+                return (self.decoder.generate(x)[0].view(n_frames, V, 3) + tpl).float().cpu().numpy()
+            with self.long_context(int(window_seconds * self.cfg.fps / 2)):
+                h, _ = self.decoder(x)
             out = np.empty((n_frames, V, 3), dtype=np.float32)
             step = max(1, (1 << 24) // (3 * V))  # ~64 MB of float32 per chunk
             for s in range(0, n_frames, step):

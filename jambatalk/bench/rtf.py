@@ -1,0 +1,235 @@
+"""``jambatalk bench rtf``: real-time factor of inference on CPU, JambaTalk against its baselines.
+
+Real-time factor = compute seconds / audio seconds (below 1: faster than real time). Models, all with
+random weights and the same audio encoder: configs/default.yaml's model ("jambatalk"), and the decoders
+of configs/baselines/{transformer,faceformer,mamba}.yaml on that model (mesh: the synthetic head, 30 fps).
+
+Per model and audio length (10 s, 60 s, 600 s; ``--quick``: 10 s and 60 s), in a fresh process each:
+
+* ``rtf/<model>/total/<len>``: the whole inference (JambaTalk.predict: windowed encoder, decoder,
+  head; for FaceFormer the same encoder path, then its frame-by-frame ``generate``);
+* ``rtf/<model>/decoder/<len>``: the decoder and vertex head alone (the encoder is shared);
+* ``rtf/encoder/<len>``: the shared encoder path (measured in the JambaTalk process);
+* ``rtf/jambatalk_vs_<baseline>/{total,decoder}/<len>``: ratio = JambaTalk time / baseline time;
+* ``rtf/<model>/growth_<max>_vs_10s``: real-time factor at the longest length / at 10 s (1.0 = linear).
+
+FaceFormer-style generation re-decodes the whole prefix for every frame (no key/value cache, as
+FaceFormer), so its cost grows as T^2 passes. When a first estimate of it exceeds the time budget
+(``BUDGET_S``; quick: ``QUICK_BUDGET_S``), single generation steps are timed at several prefix lengths,
+a quadratic a + b L + c L^2 is fitted, and the sum over L = 1..T is reported instead, its unit marked
+"(extrapolated)" and its params ``extrapolated=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import Record
+
+__all__ = ["run", "case", "MODELS", "build", "BUDGET_S", "QUICK_BUDGET_S"]
+
+MODELS = ("jambatalk", "transformer", "faceformer", "mamba")
+BASELINES = ("transformer", "faceformer", "mamba")
+#: seconds of FaceFormer-style generation measured directly before the figure is extrapolated
+BUDGET_S = 300.0
+QUICK_BUDGET_S = 15.0
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+FPS = 30.0  # the synthetic corpus' frame rate (configs/default.yaml trains on it)
+
+_CHILD = ("import sys, json; from jambatalk.bench.rtf import case; "
+          "print(json.dumps(case(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]))))")
+
+
+def _model_section(name: str) -> dict:
+    import yaml
+
+    from ..errors import InputError
+
+    path = CONFIGS / ("default.yaml" if name == "jambatalk" else f"baselines/{name}.yaml")
+    if not path.is_file():
+        raise InputError(f"bench rtf needs the config '{path}', which is missing",
+                         "run it from a source checkout of jambatalk (pip install -e .)")
+    return yaml.safe_load(path.read_text())["model"]
+
+
+def build(name: str):
+    """(JambaTalk model, FaceFormerDecoder or None) with random weights for one of :data:`MODELS`.
+
+    For "faceformer" the JambaTalk model supplies the shared encoder and projection (its own decoder is
+    unused) and the returned FaceFormerDecoder replaces decoder + head.
+    """
+    import numpy as np
+    import torch
+
+    from ..config import ModelConfig, from_dict
+    from ..model import JambaTalk
+    from ..model.faceformer import FaceFormerDecoder
+    from ..synth import default_head
+
+    section = _model_section(name)
+    decoder = dict(section.get("decoder") or {})
+    kind, period = decoder.pop("type", "jamba"), decoder.pop("period", 0)
+    section["decoder"] = decoder
+    head = default_head()
+    section.update(n_vertices=head.n_vertices, fps=FPS, lip_reader={"enabled": False})
+    cfg = from_dict(ModelConfig, section, "model")
+    torch.manual_seed(0)
+    model = JambaTalk(cfg, template=np.asarray(head.vertices, np.float32)).eval()
+    ff = None
+    if kind == "faceformer":
+        ff = FaceFormerDecoder.from_config(cfg.decoder, cfg.n_vertices, cfg.fps, period).eval()
+        torch.nn.init.normal_(ff.head.weight, std=1e-3)  # non-zero feedback, as a trained model's
+    return model, ff
+
+
+def _encode(model, audio, window_seconds: float = 20.0, context_seconds: float = 2.0):
+    """The encoder path of JambaTalk.predict: windowed encoder, resampling and projection -> (1, T, D)."""
+    import torch
+
+    from ..model.audio_encoder import frames_for_samples
+
+    a = torch.as_tensor(audio).reshape(1, -1)
+    n_frames = frames_for_samples(a.shape[-1], model.cfg.fps)
+    sr = model.cfg.audio.sample_rate
+    hidden = model.audio_encoder.encode_windows(a, int(window_seconds * sr), int(context_seconds * sr))
+    return model._decoder_input(hidden, torch.tensor([hidden.shape[1]]), n_frames)
+
+
+def _jamba_decode(model, x, window_seconds: float = 20.0):
+    """Decoder + head of JambaTalk.predict on projected features x (1, T, D) -> (T, V, 3) numpy."""
+    import numpy as np
+
+    V, T = model.cfg.n_vertices, x.shape[1]
+    with model.long_context(int(window_seconds * model.cfg.fps / 2)):
+        h, _ = model.decoder(x)
+    out = np.empty((T, V, 3), dtype=np.float32)
+    step = max(1, (1 << 24) // (3 * V))
+    for s in range(0, T, step):
+        chunk = model.head(h[0, s: s + step]).view(-1, V, 3) + model.template
+        out[s: s + chunk.shape[0]] = chunk.numpy()
+    return out
+
+
+def _ff_decode(model, ff, x):
+    return (ff.generate(x)[0].view(x.shape[1], -1, 3) + model.template).numpy()
+
+
+def _best(fn, reps: int) -> float:
+    """Shortest wall time of ``reps`` calls of fn()."""
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _ff_estimate(ff, x) -> float:
+    """Seconds ff.generate(x) would take: single steps timed (shortest of 5) at prefix lengths up to
+    min(T, 1024), a non-negative fit a + b L + c L^2, summed over L = 1..T."""
+    import numpy as np
+    import torch
+    from scipy.optimize import nnls
+
+    T = x.shape[1]
+    lengths = sorted({L for L in (1, 4, 16, 64, 128, 256, 512, 768, 1024) if L <= T} | {min(T, 1024)})
+    ff.next_frame(torch.zeros(1, lengths[-1], ff.d_model), x)  # warm-up at the largest size
+    inputs = torch.randn(1, lengths[-1], ff.d_model) * 0.1
+    times = [_best(lambda L=L: ff.next_frame(inputs[:, :L], x), 5) for L in lengths]
+    L = np.asarray(lengths, np.float64)
+    coef, _ = nnls(np.stack([np.ones_like(L), L, L * L], axis=1), np.asarray(times))
+    n = float(T)
+    return float(coef[0] * n + coef[1] * n * (n + 1) / 2 + coef[2] * n * (n + 1) * (2 * n + 1) / 6)
+
+
+def case(name: str, seconds: float, budget_s: float = BUDGET_S) -> dict:
+    """One measurement in this process: total, decoder-only and encoder seconds for ``seconds`` of audio."""
+    import numpy as np
+    import torch
+
+    torch.set_flush_denormal(True)
+    model, ff = build(name)
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32)
+    out: dict = {"model": name, "audio_s": seconds, "threads": torch.get_num_threads(), "extrapolated": False}
+    reps = 3 if seconds <= 10 else 2 if seconds <= 60 else 1  # shortest of reps: the machine may be shared
+    with torch.no_grad():
+        x1 = _encode(model, audio[:16000])  # warm-up on 1 s
+        if ff is not None:
+            _ff_decode(model, ff, x1)
+        else:
+            _jamba_decode(model, x1)
+        t0 = time.perf_counter()
+        x = _encode(model, audio)
+        out["encoder_s"] = min(time.perf_counter() - t0, _best(lambda: _encode(model, audio), reps - 1))
+        out["frames"] = int(x.shape[1])
+        if ff is None:
+            out["decoder_s"] = _best(lambda: _jamba_decode(model, x), reps)
+            out["total_s"] = _best(lambda: model.predict(audio), reps)
+        else:
+            out["estimate_s"] = _ff_estimate(ff, x)
+            if out["estimate_s"] <= budget_s:
+                out["decoder_s"] = _best(lambda: _ff_decode(model, ff, x), 1)
+            else:
+                out["decoder_s"], out["extrapolated"] = out["estimate_s"], True
+            out["total_s"] = out["encoder_s"] + out["decoder_s"]
+    return out
+
+
+def _run_case(name: str, seconds: float, budget_s: float):
+    proc = subprocess.run([sys.executable, "-c", _CHILD, name, str(seconds), str(budget_s)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        print(f"bench rtf: {name} at {seconds:g} s failed: {tail[0]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(quick: bool = False) -> list[Record]:
+    lengths = (10.0, 60.0) if quick else (10.0, 60.0, 600.0)
+    budget = QUICK_BUDGET_S if quick else BUDGET_S
+    results: dict[tuple[str, float], dict] = {}
+    records: list[Record] = []
+    for seconds in lengths:
+        for name in MODELS:
+            r = _run_case(name, seconds, budget)
+            if r is None:
+                continue
+            results[(name, seconds)] = r
+            tag = f"{seconds:g}s"
+            unit = "x real time (extrapolated)" if r["extrapolated"] else "x real time"
+            params = {"audio_s": seconds, "frames": r["frames"], "threads": r["threads"]}
+            if r["extrapolated"]:
+                params.update(extrapolated=True, budget_s=budget)
+            records.append(Record(f"rtf/{name}/total/{tag}", r["total_s"] / seconds, unit, params=params))
+            records.append(Record(f"rtf/{name}/decoder/{tag}", r["decoder_s"] / seconds, unit, params=params))
+            if name == "jambatalk":
+                records.append(Record(f"rtf/encoder/{tag}", r["encoder_s"] / seconds, "x real time", params=params))
+        jt = results.get(("jambatalk", seconds))
+        for base in BASELINES:
+            b = results.get((base, seconds))
+            if jt is None or b is None:
+                continue
+            for part in ("total", "decoder"):
+                params = {"audio_s": seconds, "ratio": "jambatalk time / baseline time"}
+                if b["extrapolated"]:
+                    params["extrapolated"] = True
+                records.append(Record(f"rtf/jambatalk_vs_{base}/{part}/{seconds:g}s", jt[f"{part}_s"] / seconds,
+                                      "x real time", baseline=base, baseline_value=b[f"{part}_s"] / seconds,
+                                      params=params))
+    longest = lengths[-1]
+    for name in MODELS:
+        a, b = results.get((name, 10.0)), results.get((name, longest))
+        if a is None or b is None:
+            continue
+        growth = (b["total_s"] / longest) / (a["total_s"] / 10.0)
+        params = {"from_s": 10.0, "to_s": longest, "linear": 1.0}
+        if b["extrapolated"]:
+            params["extrapolated"] = True
+        records.append(Record(f"rtf/{name}/growth_{longest:g}s_vs_10s", growth, "x", params=params))
+    return records

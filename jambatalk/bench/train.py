@@ -1,0 +1,113 @@
+"""``jambatalk bench train``: training-step throughput on CPU, JambaTalk against the Transformer-only baseline.
+
+One step = forward (encoder, decoder, head, lip reader), all losses of configs/default.yaml, backward,
+gradient clipping and an optimizer step, on a synthetic batch: 4 items of 4 s of noise, random vertex
+motion on the synthetic head (its vertex count), random phoneme labels. Models: configs/default.yaml's
+model ("jambatalk") and configs/baselines/transformer.yaml's, random weights. Reported: median step time
+over N steps after one warm-up step, as steps/s and frames/s, with the ratio
+JambaTalk / Transformer-only (above 1: JambaTalk trains faster).
+"""
+
+from __future__ import annotations
+
+import time
+
+from . import Record
+
+__all__ = ["run", "measure", "make_batch", "BATCH", "SECONDS", "MODELS"]
+
+BATCH = 4
+SECONDS = 4.0
+FPS = 30.0
+N_TOKENS = 40
+MODELS = ("jambatalk", "transformer")
+
+
+def make_batch(n_vertices: int, template, seed: int = 0) -> dict:
+    """A synthetic training batch shaped like :func:`jambatalk.data.collate`'s."""
+    import numpy as np
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    T = int(SECONDS * FPS)
+    tpl = torch.as_tensor(np.asarray(template, np.float32)).expand(BATCH, n_vertices, 3).clone()
+    vertices = tpl[:, None] + 1e-3 * torch.randn(BATCH, T, n_vertices, 3, generator=g)
+    phonemes = [[(f"p{int(k)}", 0.0, 0.0) for k in rng.integers(0, N_TOKENS, 30)] for _ in range(BATCH)]
+    return {
+        "audio": 0.1 * torch.randn(BATCH, int(SECONDS * 16000), generator=g),
+        "vertices": vertices,
+        "frame_mask": torch.ones(BATCH, T, dtype=torch.bool),
+        "template": tpl,
+        "phonemes": phonemes,
+    }
+
+
+def _setup(name: str):
+    import numpy as np
+    import torch
+    import yaml
+
+    from ..config import ExperimentConfig, from_dict
+    from ..model import JambaTalk
+    from ..synth import default_head
+    from .rtf import CONFIGS
+
+    path = CONFIGS / ("default.yaml" if name == "jambatalk" else f"baselines/{name}.yaml")
+    data = yaml.safe_load(path.read_text())
+    head = default_head()
+    data["model"].update(n_vertices=head.n_vertices, fps=FPS, lip_indices=[int(i) for i in head.regions["lips"]])
+    data["model"]["lip_reader"]["tokens"] = [f"p{i}" for i in range(N_TOKENS)]
+    exp = from_dict(ExperimentConfig, data)
+    torch.manual_seed(0)
+    model = JambaTalk(exp.model, template=np.asarray(head.vertices, np.float32)).train()
+    tc = exp.train
+    opt = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt([p for p in model.parameters() if p.requires_grad], lr=tc.lr, betas=tuple(tc.betas),
+                    weight_decay=tc.weight_decay)
+    return exp, model, optimizer, make_batch(head.n_vertices, head.vertices)
+
+
+def measure(name: str, steps: int) -> dict:
+    """Median seconds of one training step of model ``name`` ("jambatalk" or "transformer") over ``steps``."""
+    import statistics
+
+    import torch
+
+    from ..losses import compute_losses
+
+    exp, model, optimizer, batch = _setup(name)
+
+    def step() -> None:
+        out = model(batch["audio"], batch["template"], n_frames=batch["vertices"].shape[1], lip_reading=True)
+        losses = compute_losses(out, batch, exp.loss, exp.model)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        if exp.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), exp.train.grad_clip)
+        optimizer.step()
+
+    step()  # warm-up
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {"step_s": statistics.median(times), "frames": batch["vertices"].shape[0] * batch["vertices"].shape[1],
+            "threads": torch.get_num_threads(), "steps": steps}
+
+
+def run(quick: bool = False) -> list[Record]:
+    steps = 3 if quick else 10
+    results = {name: measure(name, steps) for name in MODELS}
+    records: list[Record] = []
+    for name, r in results.items():
+        params = {"batch": BATCH, "audio_s": SECONDS, "steps": r["steps"], "threads": r["threads"]}
+        records.append(Record(f"train/{name}/step_time", r["step_s"], "s", params=params))
+        records.append(Record(f"train/{name}/steps_per_s", 1.0 / r["step_s"], "steps/s", params=params))
+        records.append(Record(f"train/{name}/frames_per_s", r["frames"] / r["step_s"], "frames/s", params=params))
+    jt, tr = results["jambatalk"], results["transformer"]
+    records.append(Record("train/jambatalk_vs_transformer/steps_per_s", 1.0 / jt["step_s"], "steps/s",
+                          baseline="transformer", baseline_value=1.0 / tr["step_s"],
+                          params={"ratio": "jambatalk throughput / transformer throughput"}))
+    return records
