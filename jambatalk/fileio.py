@@ -59,7 +59,11 @@ def atomic_dir(path: str | os.PathLike):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or "."))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
+        mask = _umask()
+        os.chmod(tmp, 0o777 & ~mask)
+        for f in tmp.rglob("*"):  # some writers (safetensors) create 0600 files
+            if f.is_file():
+                os.chmod(f, 0o666 & ~mask)
         if path.is_dir():
             old = path.with_name(f".{path.name}.old")
             if old.exists():
