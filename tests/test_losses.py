@@ -1,0 +1,87 @@
+"""Loss terms and the two sources of lip-reading targets."""
+
+import numpy as np
+import pytest
+import torch
+
+from jambatalk.config import LossConfig, model_preset
+from jambatalk.errors import CheckpointError, ConfigError
+from jambatalk.losses import AsrTeacher, collapse_ctc, compute_losses, masked_mse, phoneme_targets, velocity_mse
+from jambatalk.model import JambaTalk
+
+
+def test_masked_and_velocity_mse_ignore_padding():
+    pred = torch.zeros(2, 4, 3)
+    gt = torch.ones(2, 4, 3)
+    gt[1, 2:] = 100.0  # padding
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    assert float(masked_mse(pred, gt, mask)) == pytest.approx(1.0)
+    assert float(velocity_mse(pred, gt, mask)) == pytest.approx(0.0)
+    assert float(velocity_mse(pred, gt, None)) > 0
+
+
+def test_ctc_helpers():
+    assert collapse_ctc(torch.tensor([0, 3, 3, 0, 3, 2, 2, 0])) == [3, 3, 2]
+    assert phoneme_targets([[["a", 0, 1], ["x", 1, 2], ["b", 2, 3]], None], ["a", "b"]) == [[1, 2], []]
+
+
+@pytest.fixture
+def tiny_asr(tmp_path):
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+    torch.manual_seed(0)
+    cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                         conv_dim=[32, 32, 32], conv_kernel=[10, 8, 4], conv_stride=[5, 8, 8],
+                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=8, pad_token_id=0)
+    Wav2Vec2ForCTC(cfg).save_pretrained(tmp_path / "asr")
+    return tmp_path / "asr"
+
+
+def test_asr_mode_uses_the_frozen_teacher_for_latents_and_pseudo_transcripts(tiny_asr):
+    teacher = AsrTeacher(str(tiny_asr))
+    assert teacher.vocab_size == 8 and not any(p.requires_grad for p in teacher.parameters())
+    cfg = model_preset("tiny")
+    cfg.lip_reader.tokens = [f"<{i}>" for i in range(1, 8)]
+    model = JambaTalk(cfg).train()
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.01)
+    audio = torch.randn(1, 16000) * 0.1
+    out = model(audio, n_frames=25)
+    batch = {"vertices": torch.zeros(1, 25, cfg.n_vertices, 3), "audio": audio, "frame_mask": None}
+    losses = compute_losses(out, batch, LossConfig(lip_targets="asr", asr_model=str(tiny_asr)), cfg, teacher)
+    target, logits = teacher(audio)
+    expected = torch.nn.functional.mse_loss(out.lip_latent, target[:, : out.lip_latent.shape[1]])
+    torch.testing.assert_close(losses["lip_latent"], expected)
+    if collapse_ctc(logits[0].argmax(-1)):
+        assert "lip_ctc" in losses and torch.isfinite(losses["lip_ctc"])
+    losses["total"].backward()
+    assert model.lip_reader.latent.weight.grad.abs().sum() > 0
+
+
+def test_asr_mode_needs_a_model_name_and_a_loadable_model(tmp_path):
+    with pytest.raises(ConfigError, match="asr_model"):
+        LossConfig(lip_targets="asr")
+    with pytest.raises(CheckpointError, match="could not be loaded"):
+        AsrTeacher(str(tmp_path / "missing"))
+
+
+def test_phoneme_mode_targets_are_the_encoder_states_detached():
+    torch.manual_seed(0)
+    cfg = model_preset("tiny")
+    model = JambaTalk(cfg).train()
+    audio = torch.randn(1, 16000) * 0.1
+    out = model(audio, n_frames=25)
+    batch = {"vertices": torch.zeros(1, 25, cfg.n_vertices, 3), "audio": audio, "frame_mask": None,
+             "phonemes": [[["a", 0.0, 0.3], ["b", 0.3, 0.6]]]}
+    losses = compute_losses(out, batch, LossConfig(), cfg)
+    torch.testing.assert_close(losses["lip_latent"],
+                               torch.nn.functional.mse_loss(out.lip_latent, out.audio_hidden.detach()))
+    model.zero_grad()
+    losses["lip_latent"].backward()
+    enc = [p.grad for p in model.audio_encoder.parameters() if p.requires_grad]
+    assert all(g is None or g.abs().sum() == 0 for g in enc)  # targets do not pull the encoder
+    weights = LossConfig()
+    total = sum(getattr(weights, k) * losses[k] for k in ("vertex", "velocity", "lip_latent", "lip_ctc")) \
+        + weights.balance * losses["balance"]
+    torch.testing.assert_close(losses["total"], total)
+    assert np.isfinite(float(losses["lip_ctc"]))
