@@ -16,7 +16,6 @@ __all__ = [
     "load_model",
     "load_audio",
     "load_template",
-    "Stream",
     "JambaTalkError",
     "__version__",
 ]
@@ -27,7 +26,6 @@ _LAZY = {
     "animate": "jambatalk.api",
     "Animation": "jambatalk.api",
     "load_model": "jambatalk.api",
-    "Stream": "jambatalk.streaming",
     "load_audio": "jambatalk.audio",
     "load_template": "jambatalk.mesh",
 }

@@ -176,9 +176,10 @@ def cli_animate(args) -> int:
     out = Path(args.out)
     check_output_path(out)
     if args.stream:
-        from .streaming import cli_stream
+        from .errors import NotAvailableError
 
-        return cli_stream(args)
+        raise NotAvailableError("streaming (--stream) is not available yet in this version",
+                                "animate the whole file without --stream")
     anim = animate(args.audio, args.template, args.checkpoint, device=args.device)
     anim.save(out)
     print(f"wrote {out} ({len(anim)} frames at {anim.fps:g} fps, {anim.duration:.2f} s)")

@@ -22,15 +22,12 @@ __all__ = ["plot_vertex_error", "plot_lip_opening", "plot_loss_curves"]
 
 
 def _numpy(x: Any, name: str) -> np.ndarray:
+    """A validated float64 numpy copy of an array or tensor (the metrics' own check)."""
+    from .metrics import _to_float
+
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
-    try:
-        arr = np.asarray(x)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{name} could not be read as a numeric array ({exc})", f"pass {name} as a float array") from exc
-    if arr.dtype.kind not in "iuf":
-        raise InputError(f"{name} has dtype {arr.dtype}; expected real numbers", f"pass {name} as a float array")
-    return arr.astype(np.float64)
+    return np.array(_to_float(x, name))
 
 
 def _png_path(path: str | os.PathLike) -> Path:

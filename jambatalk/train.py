@@ -200,12 +200,8 @@ class Trainer:
         order = self._epoch_order(epoch)
         bs = self.cfg.train.batch_size
         for i in range(skip * bs, len(order), bs):
-            items = []
-            for j in order[i: i + bs]:
-                if hasattr(self.train_set, "set_crop_seed"):
-                    self.train_set.set_crop_seed(self.cfg.train.seed * 7919 + epoch * 100003 + j)
-                items.append(self.train_set[j])
-            yield collate(items)
+            # random crops draw from the torch RNG, whose state checkpoints save and restore
+            yield collate([self.train_set[j] for j in order[i: i + bs]])
 
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

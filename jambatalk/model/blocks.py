@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -46,7 +46,6 @@ class BlockCache:
 
     mixer: Any
     pending: Optional[torch.Tensor] = None  # (B, n, D) residual inputs whose mixer output is delayed
-    extra: dict = field(default_factory=dict)
 
 
 class Block(nn.Module):
