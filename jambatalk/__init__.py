@@ -16,6 +16,7 @@ __all__ = [
     "load_model",
     "load_audio",
     "load_template",
+    "Stream",
     "JambaTalkError",
     "__version__",
 ]
@@ -28,6 +29,7 @@ _LAZY = {
     "load_model": "jambatalk.api",
     "load_audio": "jambatalk.audio",
     "load_template": "jambatalk.mesh",
+    "Stream": "jambatalk.stream",
 }
 
 

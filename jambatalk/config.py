@@ -230,8 +230,13 @@ class LipReaderConfig:
     # CTC output tokens; index 0 is always the blank. Empty: the lip reader has no CTC head.
     tokens: list = field(default_factory=list)
     latent_dim: Optional[int] = None  # None: the audio encoder's hidden size
+    # lip offsets are multiplied by this before the input layer: mesh offsets are millimetres in metres
+    # (FLAME, the built-in head), far below the unit-scale positional encoding they are added to
+    input_scale: float = 1000.0
 
     def __post_init__(self):
+        _check(self.input_scale > 0, f"lip_reader.input_scale is {self.input_scale}",
+               "use a positive scale (1000 for meshes in metres, 1 for millimetres)")
         if self.enabled:
             _check(self.d_model % self.n_heads == 0,
                    f"lip_reader.d_model {self.d_model} is not divisible by n_heads {self.n_heads}",
@@ -279,6 +284,9 @@ class LossConfig:
     lip_latent: float = 0.001
     lip_ctc: float = 0.0001
     balance: float = 1.0  # multiplies each MoE layer's balancing loss (its own coef is in moe.balance_coef)
+    # > 0: the lip reader also reads the ground-truth lips, with the same latent and CTC terms scaled by
+    # this factor; these terms train the lip reader alone (no gradient reaches the decoder)
+    lip_gt: float = 0.0
     # "phonemes": labels from the dataset and the audio encoder's detached hidden states as latent
     # targets (offline); "asr": a frozen Wav2Vec2ForCTC (asr_model) gives both (the paper's).
     lip_targets: str = "phonemes"
@@ -290,7 +298,7 @@ class LossConfig:
         _check(not (self.lip_targets == "asr" and not self.asr_model),
                "loss.lip_targets is 'asr' but loss.asr_model is not set",
                "name a Wav2Vec2ForCTC model (hub name or local folder) in loss.asr_model")
-        for k in ("vertex", "velocity", "lip_latent", "lip_ctc", "balance"):
+        for k in ("vertex", "velocity", "lip_latent", "lip_ctc", "balance", "lip_gt"):
             _check(getattr(self, k) >= 0, f"loss.{k} is negative", "use weights >= 0")
 
 

@@ -3,6 +3,7 @@
 total = vertex * MSE(vertices) + velocity * MSE(frame differences)
         + lip_latent * MSE(lip-reader latents, targets) + lip_ctc * CTC(lip-reader, labels)
         + balance * (MoE balancing terms, each already scaled by its moe.balance_coef)
+        [+ lip_gt * (the two lip terms again, the lip reader reading the ground-truth lips)]
 
 Lip-reading targets come from one of two sources (``loss.lip_targets``):
   * "asr": a frozen Wav2Vec2ForCTC (``loss.asr_model``): its last hidden state is the latent target and
@@ -138,18 +139,22 @@ def compute_losses(out, batch: dict, loss_cfg: LossConfig, model_cfg: ModelConfi
         if target.shape[-1] != out.lip_latent.shape[-1]:
             raise ConfigError(f"lip-reading latent targets have width {target.shape[-1]} but the lip reader outputs "
                               f"{out.lip_latent.shape[-1]}", "set model.lip_reader.latent_dim to the target width")
-        terms["lip_latent"] = masked_mse(out.lip_latent, target, out.audio_mask)
-        weights["lip_latent"] = loss_cfg.lip_latent
-        if out.lip_log_probs is not None and any(labels):
-            in_len = (out.audio_mask.sum(1) if out.audio_mask is not None
-                      else torch.full((gt.shape[0],), Na, device=gt.device)).long()
-            keep = [i for i, seq in enumerate(labels) if seq]
-            flat = torch.tensor([t for i in keep for t in labels[i]], dtype=torch.long, device=gt.device)
-            tgt_len = torch.tensor([len(labels[i]) for i in keep], dtype=torch.long, device=gt.device)
-            lp = out.lip_log_probs[keep].transpose(0, 1).float()  # (Na, B', vocab)
-            terms["lip_ctc"] = F.ctc_loss(lp, flat, in_len[keep], tgt_len, blank=0, reduction="mean",
-                                          zero_infinity=True)
-            weights["lip_ctc"] = loss_cfg.lip_ctc
+        reads = [("", out.lip_latent, out.lip_log_probs, 1.0)]
+        if loss_cfg.lip_gt > 0 and out.gt_lip_latent is not None:
+            reads.append(("_gt", out.gt_lip_latent, out.gt_lip_log_probs, loss_cfg.lip_gt))
+        in_len = (out.audio_mask.sum(1) if out.audio_mask is not None
+                  else torch.full((gt.shape[0],), Na, device=gt.device)).long()
+        keep = [i for i, seq in enumerate(labels) if seq]
+        for suffix, latent, log_probs, scale in reads:
+            terms["lip_latent" + suffix] = masked_mse(latent, target, out.audio_mask)
+            weights["lip_latent" + suffix] = loss_cfg.lip_latent * scale
+            if log_probs is not None and keep:
+                flat = torch.tensor([t for i in keep for t in labels[i]], dtype=torch.long, device=gt.device)
+                tgt_len = torch.tensor([len(labels[i]) for i in keep], dtype=torch.long, device=gt.device)
+                lp = log_probs[keep].transpose(0, 1).float()  # (Na, B', vocab)
+                terms["lip_ctc" + suffix] = F.ctc_loss(lp, flat, in_len[keep], tgt_len, blank=0, reduction="mean",
+                                                       zero_infinity=True)
+                weights["lip_ctc" + suffix] = loss_cfg.lip_ctc * scale
     total = sum(weights[k] * v for k, v in terms.items())
     terms["total"] = total
     return terms

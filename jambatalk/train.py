@@ -218,7 +218,8 @@ class Trainer:
             out = net(batch["audio"], batch["template"], n_frames=batch["vertices"].shape[1],
                            audio_lengths=batch.get("audio_lengths"), frame_lengths=batch.get("frame_lengths"),
                            subject_index=batch.get("subject_index"), lip_reading=train,
-                           target_vertices=batch["vertices"] if train else None)
+                           target_vertices=batch["vertices"] if train else None,
+                           gt_lip_reading=train and self.cfg.loss.lip_gt > 0)
             return compute_losses(out, batch, self.cfg.loss, self.cfg.model, self.teacher)
 
     def train_step(self, batch: dict) -> dict[str, float]:

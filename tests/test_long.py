@@ -49,3 +49,34 @@ def test_long_audio_runs_in_windows_with_attention_limited():
     assert out.shape == (40 * 25, 64, 3) and np.isfinite(out).all()
     # the attention limit is restored after the call
     assert all(getattr(layer.mixer, "long_window", 0) == 0 for layer in model.decoder.layers)
+
+
+def test_streamable_decoder_runs_long_audio_in_chunks_exactly():
+    """A windowed-attention decoder over long audio runs chunk by chunk on its caches: same output."""
+    torch.manual_seed(0)
+    cfg = model_preset("tiny")
+    cfg.decoder.attention_span, cfg.decoder.window, cfg.decoder.lookahead = "window", 20, 3
+    model = JambaTalk(cfg).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.05)
+    assert model.streamable
+    audio = np.random.default_rng(3).normal(size=12 * 16000).astype(np.float32) * 0.1
+    model.decode_chunk = 10_000  # one pass
+    one_pass = model.predict(audio)
+    model.decode_chunk = 37  # 300 frames in chunks of 37
+    chunked = model.predict(audio)
+    diff = float(np.abs(chunked - one_pass).max())
+    print(f"max vertex difference, decoder in chunks vs one pass: {diff:.2e}")
+    assert diff <= 1e-5
+    assert float(np.abs(np.diff(one_pass, axis=0)).max()) > 1e-3
+
+
+def test_bidirectional_decoder_mamba_layers_in_chunks_match_one_pass():
+    model = _model()
+    audio = np.random.default_rng(4).normal(size=10 * 16000).astype(np.float32) * 0.1
+    model.decode_chunk = 10_000
+    one_pass = model.predict(audio)
+    model.decode_chunk = 64
+    diff = float(np.abs(model.predict(audio) - one_pass).max())
+    print(f"max vertex difference, Mamba layers in chunks vs one pass: {diff:.2e}")
+    assert diff <= 1e-5

@@ -85,3 +85,45 @@ def test_phoneme_mode_targets_are_the_encoder_states_detached():
         + weights.balance * losses["balance"]
     torch.testing.assert_close(losses["total"], total)
     assert np.isfinite(float(losses["lip_ctc"]))
+
+
+def test_lip_reader_reads_ground_truth_lips_without_pulling_the_decoder():
+    """loss.lip_gt adds the lip terms on the ground-truth lips; they train the lip reader only."""
+    torch.manual_seed(0)
+    cfg = model_preset("tiny")
+    cfg.lip_reader.tokens = ["a", "b"]
+    model = JambaTalk(cfg).train()
+    audio = torch.randn(1, 16000) * 0.1
+    gt = torch.randn(1, 25, cfg.n_vertices, 3) * 1e-3
+    batch = {"vertices": gt, "audio": audio, "frame_mask": None, "phonemes": [[["a", 0.0, 0.3], ["b", 0.3, 0.6]]]}
+    out = model(audio, n_frames=25, target_vertices=gt, gt_lip_reading=True)
+    assert out.gt_lip_latent is not None and out.gt_lip_log_probs is not None
+    loss_cfg = LossConfig(lip_gt=10.0)
+    losses = compute_losses(out, batch, loss_cfg, cfg)
+    assert {"lip_latent_gt", "lip_ctc_gt"} <= set(losses)
+    assert not torch.allclose(out.gt_lip_latent, out.lip_latent)
+    model.zero_grad()
+    (losses["lip_ctc_gt"] + losses["lip_latent_gt"]).backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.decoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.lip_reader.parameters())
+    total_without = compute_losses(out, batch, LossConfig(lip_gt=0.0), cfg)["total"]
+    extra = loss_cfg.lip_gt * (loss_cfg.lip_latent * losses["lip_latent_gt"] + loss_cfg.lip_ctc * losses["lip_ctc_gt"])
+    torch.testing.assert_close(losses["total"], total_without + extra)
+
+
+def test_lip_reader_input_scale_brings_millimetre_motion_to_unit_scale():
+    """Offsets of a millimetre must change the lip reader's output as much as unit inputs would
+    without the scale: otherwise the positional encoding drowns them."""
+    torch.manual_seed(0)
+    cfg = model_preset("tiny")
+    model = JambaTalk(cfg).eval()
+    n = len(cfg.lip_indices)
+    still = torch.zeros(1, 25, n, 3)
+    moving = still.clone()
+    moving[:, 10:15] = 1e-3
+    a, _ = model.lip_reader(still, 50)
+    b, _ = model.lip_reader(moving, 50)
+    assert float((a - b).abs().max()) > 0.05
+    model.lip_reader.cfg.input_scale = 1.0
+    c, _ = model.lip_reader(moving, 50)
+    assert float((a - c).abs().max()) < 0.01

@@ -85,3 +85,30 @@ def test_same_seed_same_files_and_restart(corpus, tmp_path):
     assert kept.stat().st_mtime_ns == stamp  # finished sequences are skipped
     assert _files(corpus) == _files(other)
     assert not list(other.rglob("*.part*"))
+
+
+def test_inserted_silences_move_timings_and_keep_the_mouth_closed():
+    from jambatalk.synth.corpus import insert_silences, make_sequence
+    from jambatalk.synth.head import default_head
+    from jambatalk.synth.motion import lip_gap
+
+    audio = np.ones(16000, np.float32)
+    ph = [["_", 0.0, 0.1], ["a", 0.1, 0.4], ["_", 0.4, 0.5], ["m", 0.5, 0.9], ["_", 0.9, 1.0]]
+    out, new = insert_silences(audio, 16000, ph, {"lead": 0.25, "tail": 0.5, "inner": [0.3]})
+    assert len(out) == 16000 + int(0.25 * 16000) + int(0.3 * 16000) + int(0.5 * 16000)
+    assert new[0] == ["_", 0.0, 0.35] and new[-1][2] == pytest.approx(len(out) / 16000)
+    assert all(a[2] == pytest.approx(b[1]) for a, b in zip(new, new[1:]))  # contiguous
+    assert new[2] == ["_", 0.65, 1.05]  # the inner pause grew by 0.3 s
+    assert np.all(out[: int(0.25 * 16000)] == 0) and np.all(out[-int(0.5 * 16000):] == 0)
+    # a planned sequence: long silences are in the audio, and the mouth is closed through them
+    item = plan_corpus(5, seed=1)[0]
+    item["augment"] = None
+    vertices, wav, label = make_sequence(item, default_head())
+    lead_end = label["phonemes"][0][2]
+    assert label["phonemes"][0][0] == "_" and lead_end >= item["silence"]["lead"]
+    assert label["phonemes"][-1][2] == pytest.approx(len(wav) / 16000, abs=1e-5)
+    head = default_head()
+    gap = lip_gap(head, vertices)
+    quiet = gap[: max(1, int((lead_end - 0.15) * 30))]
+    assert np.abs(wav[: int((item["silence"]["lead"] - 0.01) * 16000)]).max() == 0
+    assert quiet.max() <= gap.max() * 0.1

@@ -6,7 +6,8 @@
 1. Held-out corpus sentences (the test split: unseen text; half spoken by a voice never heard in
    training): LVE, MVE and FDD of the model and of the static template (a mouth that never moves).
 2. Lip reading: phoneme error rate of the lip reader's greedy CTC decoding from the predicted lips,
-   against chance (random phonemes drawn with the training frequencies, the true length).
+   against chance (random phonemes drawn with the training frequencies, the true length) and against
+   the same reader given still lips (what it outputs from its priors alone).
 3. Real human speech (every .wav in --real): Pearson r between mouth opening and the speech energy
    envelope, and the mouth opening during silences longer than 0.3 s.
 """
@@ -37,6 +38,9 @@ def heldout_metrics(model, root: Path) -> dict:
     lip, upper = spec.lip_indices(root), spec.upper_indices(root)
     heldout = set(json.loads((root / "meta.json").read_text()).get("heldout_speakers", []))
     accs = {k: (SequenceMetrics(lip, upper), SequenceMetrics(lip, upper)) for k in ("all", "heldout_voice")}
+    streams = _can_stream(model)
+    if streams:
+        accs["streamed"] = (SequenceMetrics(lip, upper), SequenceMetrics(lip, upper))
     tokens = model.cfg.lip_reader.tokens
     train_counts = Counter()
     for item in SequenceDataset(spec, root, "train", cache_audio=False):
@@ -45,7 +49,7 @@ def heldout_metrics(model, root: Path) -> dict:
     probs = np.array([train_counts[t] for t in vocab], np.float64)
     probs /= probs.sum()
     rng = np.random.default_rng(0)
-    errors = chance_errors = total = 0
+    errors = chance_errors = still_errors = total = 0
     for item in ds:
         gt = item["vertices"]
         pred = model.predict(item["audio"], item["template"], n_frames=len(gt))
@@ -54,6 +58,12 @@ def heldout_metrics(model, root: Path) -> dict:
         for g in groups:
             accs[g][0].update(item["name"], pred, gt, item["template"])
             accs[g][1].update(item["name"], static, gt, item["template"])
+        if streams:  # what jambatalk.Stream (lookahead 0.3 s) outputs for the same audio
+            from jambatalk.stream import Stream
+
+            streamed = Stream(model, item["template"], lookahead=0.3).offline(item["audio"])[: len(gt)]
+            accs["streamed"][0].update(item["name"], streamed, gt[: len(streamed)], item["template"])
+            accs["streamed"][1].update(item["name"], static[: len(streamed)], gt[: len(streamed)], item["template"])
         if model.lip_reader is not None and item["phonemes"]:
             with torch.no_grad():
                 out = model(torch.as_tensor(item["audio"])[None], torch.as_tensor(item["template"]),
@@ -62,6 +72,10 @@ def heldout_metrics(model, root: Path) -> dict:
             ref = phoneme_targets([item["phonemes"]], tokens)[0]
             errors += edit_distance(hyp, ref)
             total += len(ref)
+            with torch.no_grad():  # control: the same reader given still lips (what it says from priors alone)
+                still = torch.zeros_like(out.offsets[:, :, model.lip_index])
+                _, lp = model.lip_reader(still, out.audio_hidden.shape[1], None)
+            still_errors += edit_distance(collapse_ctc(lp[0].argmax(-1)), ref)
             for _ in range(5):
                 guess = [tokens.index(t) + 1 for t in rng.choice(vocab, size=len(ref), p=probs)]
                 chance_errors += edit_distance(guess, ref) / 5
@@ -70,8 +84,14 @@ def heldout_metrics(model, root: Path) -> dict:
         mo, so = m.compute()["overall"], s.compute()["overall"]
         result[g] = {"model": mo, "static": so, "lve_ratio": mo["lve"] / so["lve"]}
     if total:
-        result["lip_reading"] = {"per": errors / total, "chance_per": chance_errors / total, "phonemes": total}
+        result["lip_reading"] = {"per": errors / total, "chance_per": chance_errors / total,
+                                 "still_lips_per": still_errors / total, "phonemes": total}
     return result
+
+
+def _can_stream(model) -> bool:
+    return model.head is not None and all(getattr(layer.mixer, "span", "window") != "bidirectional"
+                                          for layer in model.decoder.layers)
 
 
 def real_speech(model, folder: Path) -> dict:
@@ -94,14 +114,17 @@ def main(argv=None) -> int:
     torch.set_flush_denormal(True)
     model = load_model(args.checkpoint)
     res = {"heldout": heldout_metrics(model, Path(args.data))}
-    for g in ("all", "heldout_voice"):
+    for g in ("all", "heldout_voice", "streamed"):
+        if g not in res["heldout"]:
+            continue
         r = res["heldout"][g]
         print(f"{g:>14}: LVE {r['model']['lve']:.3e} vs static {r['static']['lve']:.3e} (ratio {r['lve_ratio']:.3f}); "
               f"MVE {r['model']['mve']:.3e} vs {r['static']['mve']:.3e}; "
               f"FDD {r['model']['fdd']:.3e} vs {r['static']['fdd']:.3e}; {r['model']['n_sequences']} sequences")
     if "lip_reading" in res["heldout"]:
         lr = res["heldout"]["lip_reading"]
-        print(f"   lip reading: PER {lr['per']:.3f} vs chance {lr['chance_per']:.3f} over {lr['phonemes']} phonemes")
+        print(f"   lip reading: PER {lr['per']:.3f} vs chance {lr['chance_per']:.3f} and {lr['still_lips_per']:.3f} from "
+              f"still lips, over {lr['phonemes']} phonemes")
     if args.real:
         res["real"] = real_speech(model, Path(args.real))
         for name, r in res["real"].items():

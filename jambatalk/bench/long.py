@@ -41,7 +41,8 @@ def _model(name: str):
     cfg = model_preset(name)
     import numpy as np
 
-    return JambaTalk(cfg, template=np.zeros((cfg.n_vertices, 3), np.float32)).eval()
+    template = np.random.default_rng(0).normal(scale=0.1, size=(cfg.n_vertices, 3)).astype(np.float32)
+    return JambaTalk(cfg, template=template).eval()
 
 
 def case(model_name: str, seconds: float) -> dict:

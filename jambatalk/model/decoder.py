@@ -70,6 +70,19 @@ class JambaDecoder(nn.Module):
                 aux_total = aux_total + aux
         return self.norm(x), aux_total
 
+    @torch.no_grad()
+    def forward_long(self, x: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Inference over a long sequence in bounded memory: each Mamba block runs over it in chunks of
+        ``chunk`` frames, carrying its state (the same result as one pass); attention blocks run in one
+        call (windowed attention works in query blocks). Returns the normed hidden states (B, L, D)."""
+        for layer in self.layers:
+            if hasattr(layer.mixer, "span"):
+                x, _ = layer(x, None)
+                continue
+            cache = layer.allocate_cache(x.shape[0], device=x.device, dtype=x.dtype)
+            x = torch.cat([layer.step(x[:, s: s + chunk], cache) for s in range(0, x.shape[1], chunk)], dim=1)
+        return self.norm(x)
+
     # -- streaming -----------------------------------------------------------------------------
     def allocate_cache(self, batch_size: int, device=None, dtype=None) -> list:
         return [layer.allocate_cache(batch_size, device=device, dtype=dtype) for layer in self.layers]

@@ -36,6 +36,8 @@ class ModelOutput:
     audio_mask: Optional[torch.Tensor]  # (B, Na) True at valid audio frames
     lip_latent: Optional[torch.Tensor] = None  # (B, Na, H) lip reader latents (training)
     lip_log_probs: Optional[torch.Tensor] = None  # (B, Na, vocab) CTC log-probabilities (training)
+    gt_lip_latent: Optional[torch.Tensor] = None  # the same, read from the ground-truth lips (loss.lip_gt)
+    gt_lip_log_probs: Optional[torch.Tensor] = None
 
 
 def _lengths_mask(lengths: Optional[torch.Tensor], size: int, device) -> Optional[torch.Tensor]:
@@ -135,6 +137,15 @@ class JambaTalk(nn.Module):
         h, aux = self.decoder(x, key_padding_mask=frame_mask)
         return self.head(h).view(x.shape[0], n_frames, self.cfg.n_vertices, 3), frame_mask, aux
 
+    #: frames per chunk when predict() runs the decoder's Mamba layers over long audio
+    decode_chunk = 2048
+
+    @property
+    def streamable(self) -> bool:
+        """True when the decoder can run step by step (no bidirectional attention; not FaceFormer-style)."""
+        return self.head is not None and all(getattr(layer.mixer, "span", "causal") != "bidirectional"
+                                             for layer in self.decoder.layers)
+
     @contextlib.contextmanager
     def long_context(self, frames: int):
         """Within this block, bidirectional attention on sequences longer than 2 x ``frames`` attends
@@ -152,15 +163,18 @@ class JambaTalk(nn.Module):
     def forward(self, audio: torch.Tensor, template: Optional[torch.Tensor] = None, *,
                 n_frames: Optional[int] = None, audio_lengths: Optional[torch.Tensor] = None,
                 frame_lengths: Optional[torch.Tensor] = None, subject_index: Optional[torch.Tensor] = None,
-                lip_reading: Optional[bool] = None, target_vertices: Optional[torch.Tensor] = None) -> ModelOutput:
+                lip_reading: Optional[bool] = None, target_vertices: Optional[torch.Tensor] = None,
+                gt_lip_reading: bool = False) -> ModelOutput:
         """audio (B, N) 16 kHz; template (B, V, 3) or (V, 3) (default: the model's own).
 
-        ``target_vertices`` (B, T, V, 3): ground truth for teacher forcing (FaceFormer-style decoder only)."""
+        ``target_vertices`` (B, T, V, 3): ground truth for teacher forcing (FaceFormer-style decoder only)
+        and, with ``gt_lip_reading``, for the lip reader to read as well (``loss.lip_gt``)."""
         if n_frames is None:
             n_frames = frames_for_samples(audio.shape[-1], self.cfg.fps)
         tpl = self.template if template is None else template
         tpl = tpl[:, None] if tpl.dim() == 3 else tpl
-        target = None if target_vertices is None or self.head is not None else target_vertices[:, :n_frames] - tpl
+        gt_offsets = None if target_vertices is None else target_vertices[:, :n_frames] - tpl
+        target = None if self.head is not None else gt_offsets
         hidden, hidden_lengths = self.encode_audio(audio, audio_lengths)
         offsets, frame_mask, aux = self.decode(hidden, hidden_lengths, n_frames, frame_lengths, subject_index, target)
         vertices = offsets + tpl
@@ -174,6 +188,11 @@ class JambaTalk(nn.Module):
             if frame_mask is not None:
                 lips = lips * frame_mask[:, :, None, None]
             out.lip_latent, out.lip_log_probs = self.lip_reader(lips, hidden.shape[1], audio_mask)
+            if gt_lip_reading and gt_offsets is not None:
+                gt_lips = gt_offsets[:, :, self.lip_index].detach()
+                if frame_mask is not None:
+                    gt_lips = gt_lips * frame_mask[:, :, None, None]
+                out.gt_lip_latent, out.gt_lip_log_probs = self.lip_reader(gt_lips, hidden.shape[1], audio_mask)
         return out
 
     @torch.no_grad()
@@ -184,7 +203,8 @@ class JambaTalk(nn.Module):
         Audio up to ``window_seconds`` runs in one pass. Longer audio is encoded in overlapping windows
         (``context_seconds`` of context on each side of every kept frame), its Mamba layers run over the
         whole sequence, and its attention within +-window_seconds/2, so time grows linearly with the
-        length and memory stays bounded; the vertex head fills the output in chunks.
+        length and memory stays bounded; beyond :attr:`decode_chunk` frames the Mamba layers run in chunks
+        carrying their state (the same result as one pass), and the vertex head fills the output in chunks.
         """
         was = self.training
         self.eval()
@@ -203,7 +223,10 @@ class JambaTalk(nn.Module):
             if self.head is None:  # FaceFormer-style: frame by frame, O(T^2) decoder passes
                 return (self.decoder.generate(x)[0].view(n_frames, V, 3) + tpl).float().cpu().numpy()
             with self.long_context(int(window_seconds * self.cfg.fps / 2)):
-                h, _ = self.decoder(x)
+                if n_frames > self.decode_chunk:  # Mamba layers in chunks carrying their state: bounded memory
+                    h = self.decoder.forward_long(x, self.decode_chunk)
+                else:
+                    h, _ = self.decoder(x)
             out = np.empty((n_frames, V, 3), dtype=np.float32)
             step = max(1, (1 << 24) // (3 * V))  # ~64 MB of float32 per chunk
             for s in range(0, n_frames, step):

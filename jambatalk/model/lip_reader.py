@@ -43,7 +43,7 @@ class LipReader(nn.Module):
 
     def forward(self, lip_offsets: torch.Tensor, n_audio_frames: int, audio_mask: Optional[torch.Tensor] = None):
         B, T = lip_offsets.shape[:2]
-        h = self.inp(lip_offsets.reshape(B, T, -1))
+        h = self.inp(lip_offsets.reshape(B, T, -1) * self.cfg.input_scale)
         h = resample_features(h, n_audio_frames)
         h = h + sinusoidal_positions(n_audio_frames, h.shape[-1], h.device).to(h.dtype)
         pad = None if audio_mask is None else ~audio_mask

@@ -37,7 +37,7 @@ from .motion import deform, frame_params, n_frames_for
 from .speakers import HELDOUT_SPEAKERS, SPEAKERS, TRAIN_SPEAKERS, Speaker
 from .text import generate_sentences
 
-__all__ = ["generate_corpus", "plan_corpus", "make_sequence", "cli_synth", "load_template_head", "FPS"]
+__all__ = ["generate_corpus", "plan_corpus", "make_sequence", "insert_silences", "random_silences", "cli_synth", "load_template_head", "FPS"]
 
 FPS = 30
 _HEAD: dict = {}
@@ -113,8 +113,55 @@ def plan_corpus(n_sentences: int, seed: int = 0) -> list[dict]:
             "name": f"{speaker.name}_sent{i:03d}", "index": i, "text": text, "speaker": speaker.name, "split": split,
             "voice_seed": int(item_rng.integers(2**31)), "face_seed": int(item_rng.integers(2**31)),
             "augment": random_augmentation(item_rng) if split != "test" else None,
+            "silence": random_silences(item_rng),
         })
     return items
+
+
+def random_silences(rng: np.random.Generator) -> dict:
+    """Silence to add around and inside an utterance (seconds), so that models see pauses longer than
+    the few milliseconds espeak-ng leaves at the edges and the ~0.2 s it leaves at commas: a lead, a
+    tail, and for each inner pause an extra length (0 for about half of them)."""
+    return {"lead": float(rng.uniform(0.05, 0.8)), "tail": float(rng.uniform(0.05, 0.8)),
+            "inner": [float(x) if rng.random() < 0.5 else 0.0 for x in rng.uniform(0.1, 0.6, 8)]}
+
+
+def insert_silences(audio: np.ndarray, sample_rate: int, phonemes: list, spec: dict) -> tuple[np.ndarray, list]:
+    """Add digital silence at the start, the end and inside the inner pauses ("_") of an utterance;
+    phoneme timings move with the audio and the pauses grow by the silence added to them."""
+    pieces, out_ph, cursor, shift = [], [], 0, 0.0
+    inner = list(spec.get("inner", []))
+    lead = int(round(spec.get("lead", 0.0) * sample_rate))
+    pieces.append(np.zeros(lead, dtype=np.float32))
+    shift = lead / sample_rate
+    if lead:
+        out_ph.append(["_", 0.0, shift])
+    for k, (sym, start, end) in enumerate(phonemes):
+        extra = 0
+        if sym == "_" and 0 < k < len(phonemes) - 1 and inner:
+            extra = int(round(inner.pop(0) * sample_rate))
+        if extra:
+            mid = int(round((start + end) / 2 * sample_rate))
+            pieces.append(audio[cursor:mid])
+            pieces.append(np.zeros(extra, dtype=np.float32))
+            cursor = mid
+        out_ph.append([sym, start + shift, end + shift + extra / sample_rate])
+        shift += extra / sample_rate
+    pieces.append(audio[cursor:])
+    tail = int(round(spec.get("tail", 0.0) * sample_rate))
+    pieces.append(np.zeros(tail, dtype=np.float32))
+    out = np.concatenate(pieces).astype(np.float32)
+    if tail:
+        end = out_ph[-1][2] if out_ph else 0.0
+        out_ph.append(["_", end, len(out) / sample_rate])
+    merged = []
+    for ph in out_ph:  # neighbouring pauses become one
+        if merged and ph[0] == "_" and merged[-1][0] == "_":
+            merged[-1][2] = ph[2]
+        else:
+            merged.append(list(ph))
+    merged[-1][2] = len(out) / sample_rate
+    return out, [[p[0], round(p[1], 6), round(p[2], 6)] for p in merged]
 
 
 def make_sequence(item: dict, head: Head, fps: int = FPS) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -122,16 +169,20 @@ def make_sequence(item: dict, head: Head, fps: int = FPS) -> tuple[np.ndarray, n
     speaker = SPEAKERS[item["speaker"]]
     utt = synthesize(item["text"], speaker.voice, speaker.rate, speaker.pitch, speaker.pitch_range,
                      seed=item["voice_seed"])
-    n = n_frames_for(utt.duration, fps)
-    params = frame_params(utt.phonemes, n, fps, speaker.style, item["face_seed"])
-    vertices = deform(head, params, speaker.style, _speaker_template(head, speaker))
     audio = resample(utt.audio, utt.sample_rate, SAMPLE_RATE)
+    phonemes = utt.phonemes
+    if item.get("silence"):
+        audio, phonemes = insert_silences(audio, SAMPLE_RATE, phonemes, item["silence"])
+    duration = len(audio) / SAMPLE_RATE
+    n = n_frames_for(duration, fps)
+    params = frame_params(phonemes, n, fps, speaker.style, item["face_seed"])
+    vertices = deform(head, params, speaker.style, _speaker_template(head, speaker))
     if item.get("augment"):
         audio = augment(audio, SAMPLE_RATE, item["augment"])
     label = {
-        "text": item["text"], "phonemes": utt.phonemes, "speaker": speaker.name, "voice": speaker.voice,
+        "text": item["text"], "phonemes": phonemes, "speaker": speaker.name, "voice": speaker.voice,
         "split": item["split"], "augment": item.get("augment"), "fps": fps, "n_frames": int(n),
-        "duration": round(utt.duration, 6),
+        "duration": round(duration, 6),
     }
     return vertices, audio, label
 

@@ -1,0 +1,36 @@
+"""Benchmark plumbing: records, ratios, the stream measurement on a tiny model, bad names."""
+
+import numpy as np
+import pytest
+import torch
+
+from jambatalk.bench import Record, format_table, run_benchmarks
+from jambatalk.config import model_preset
+from jambatalk.errors import InputError
+from jambatalk.model import JambaTalk
+
+
+def test_record_ratio_and_table():
+    r = Record("x/y", 2.0, "s", baseline="b", baseline_value=8.0, params={"n": 1})
+    assert r.ratio == 0.25
+    table = format_table([r, Record("z", 1.0, "ms")])
+    assert "x/y" in table and "0.250" in table and "n=1" in table
+
+
+def test_unknown_benchmark_is_refused():
+    with pytest.raises(InputError, match="unknown benchmark"):
+        run_benchmarks(["nope"])
+
+
+def test_stream_measurement_counts_every_chunk_and_frame():
+    from jambatalk.bench.stream import measure
+
+    torch.manual_seed(0)
+    cfg = model_preset("tiny")
+    cfg.audio.feat_extract_norm = "layer"
+    cfg.decoder.attention_span, cfg.decoder.window, cfg.decoder.lookahead = "window", 12, 2
+    model = JambaTalk(cfg, template=np.zeros((cfg.n_vertices, 3), np.float32)).eval()
+    r = measure(model, seconds=5.0, chunk_ms=100.0, lookahead=0.1)
+    assert r["chunks"] == 50 and r["frames"] == 5 * 25
+    assert 0 < r["median_ms"] <= r["p99_ms"] <= r["max_ms"]
+    assert r["latency_s"] > 0.4
