@@ -206,14 +206,14 @@ def cli_animate(args) -> int:
 
     out = Path(args.out)
     check_output_path(out)
+    report = None
     if args.stream:
         anim, report = stream_file(args.audio, args.template, args.checkpoint, chunk_ms=args.chunk_ms,
                                    device=args.device)
-        anim.save(out)
-        print(report)
-        print(f"wrote {out} ({len(anim)} frames at {anim.fps:g} fps, {anim.duration:.2f} s)")
-        return 0
-    anim = animate(args.audio, args.template, args.checkpoint, device=args.device)
+    else:
+        anim = animate(args.audio, args.template, args.checkpoint, device=args.device)
     anim.save(out)
+    if report:
+        print(report)
     print(f"wrote {out} ({len(anim)} frames at {anim.fps:g} fps, {anim.duration:.2f} s)")
     return 0

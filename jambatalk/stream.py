@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from .audio import SAMPLE_RATE
 from .errors import ConfigError, InputError
+from .model.audio_encoder import frames_for_samples
 
 __all__ = ["Stream"]
 
@@ -59,8 +60,7 @@ class Stream:
         if net.head is None:
             raise ConfigError("this model has the FaceFormer-style autoregressive decoder, which Stream does not run",
                               "stream a JambaTalk model (decoder.type jamba)")
-        spans = {layer.mixer.span for layer in net.decoder.layers if hasattr(layer.mixer, "span")}
-        if "bidirectional" in spans:
+        if not net.streamable:
             raise ConfigError("this model's decoder attention is bidirectional (it sees the whole future), so it "
                               "cannot stream",
                               "use a model trained with decoder.attention_span 'window' or 'causal' (the built-in "
@@ -120,17 +120,24 @@ class Stream:
         self._blocks = 0  # encoder blocks done
         self._feats: Optional[torch.Tensor] = None  # the last features (for interpolation), (k, H)
         self._feat_start = 0  # absolute index of _feats[0]
-        self._n_feats = 0  # features computed so far
         self._next_frame = 0  # next mesh frame to feed the decoder
         self._frames_out = 0
         self._cache = self.model.decoder.allocate_cache(1, device=self.model.device)
         self._closed = False
 
+    @property
+    def _n_feats(self) -> int:
+        """Features computed so far."""
+        return 0 if self._feats is None else self._feat_start + self._feats.shape[0]
+
     # -- the shared computations (streaming and offline call the same code) ---------------------
+    def _block_end(self, k: int) -> int:
+        """The sample at which block ``k``'s window ends when the audio goes on (its lookahead included)."""
+        return (k + 1) * self.block_frames * self.hop + self.rf_extra + self.lookahead_samples
+
     def _window(self, k: int, end_limit: int) -> tuple[int, int]:
         start = max(0, k * self.block_frames * self.hop - self.context_samples)
-        end = min(end_limit, (k + 1) * self.block_frames * self.hop + self.rf_extra + self.lookahead_samples)
-        return start, end
+        return start, min(end_limit, self._block_end(k))
 
     def _encode(self, seg: np.ndarray, stats: tuple[float, float]) -> torch.Tensor:
         """One window (samples) -> its features (n, H)."""
@@ -176,11 +183,13 @@ class Stream:
             x = x + net.style(torch.tensor([self.subject], device=x.device))[:, None]
         return x
 
+    def _empty(self) -> np.ndarray:
+        return np.zeros((0, self.model.cfg.n_vertices, 3), dtype=np.float32)
+
     def _to_vertices(self, h: torch.Tensor) -> np.ndarray:
-        V = self.model.cfg.n_vertices
         if h.shape[1] == 0:
-            return np.zeros((0, V, 3), dtype=np.float32)
-        return (self.model.head(h[0]).view(-1, V, 3) + self.template).float().cpu().numpy()
+            return self._empty()
+        return (self.model.head(h[0]).view(-1, self.model.cfg.n_vertices, 3) + self.template).float().cpu().numpy()
 
     # -- streaming -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -205,7 +214,7 @@ class Stream:
     def flush(self) -> np.ndarray:
         """End of the utterance: returns every frame still held back; the stream then needs :meth:`reset`."""
         if self._closed:
-            return np.zeros((0, self.model.cfg.n_vertices, 3), dtype=np.float32)
+            return self._empty()
         out = self._advance(final=True)
         self._closed = True
         return out
@@ -214,8 +223,6 @@ class Stream:
         return float(arr[index - self._buf_start])
 
     def _advance(self, final: bool) -> np.ndarray:
-        from .model.audio_encoder import frames_for_samples
-
         enc = self.model.audio_encoder
         total_feats = enc.n_frames(self._n) if final else None
         new_feats = []
@@ -225,7 +232,7 @@ class Stream:
             if final and lo_frame >= total_feats:
                 break
             start, end = self._window(k, self._n)
-            if not final and end < (k + 1) * self.block_frames * self.hop + self.rf_extra + self.lookahead_samples:
+            if not final and end < self._block_end(k):
                 break  # the block's lookahead has not arrived yet
             s0 = max(0, end - self.norm_samples)
             stats = self._stats(self._prefix(self._csum, s0), self._prefix(self._csum, end),
@@ -240,7 +247,6 @@ class Stream:
         if new_feats:
             keep = self._feats if self._feats is not None else new_feats[0][:0]
             self._feats = torch.cat([keep] + new_feats, dim=0)
-            self._n_feats = self._feat_start + self._feats.shape[0]
         n_total = frames_for_samples(self._n, self.fps) if final else None
         ready = self._frames_ready(self._n_feats, final, n_total)
         h_parts = []
@@ -251,8 +257,7 @@ class Stream:
         if final:
             like = torch.zeros(1, 0, self.model.cfg.decoder.d_model, device=self.model.device)
             h_parts.append(self.model.decoder.flush(self._cache, like))
-        out = self._to_vertices(torch.cat(h_parts, dim=1)) if h_parts else self._to_vertices(
-            torch.zeros(1, 0, 1))
+        out = self._to_vertices(torch.cat(h_parts, dim=1)) if h_parts else self._empty()
         self._frames_out += len(out)
         self._trim()
         return out
@@ -281,8 +286,6 @@ class Stream:
     def offline(self, audio) -> np.ndarray:
         """What pushing ``audio`` (16 kHz mono) in any chunks and flushing returns, computed in one pass
         (the whole decoder at once); (T, V, 3). Does not touch the stream's state."""
-        from .model.audio_encoder import frames_for_samples
-
         x = np.asarray(audio, dtype=np.float32).reshape(-1)
         N = len(x)
         enc = self.model.audio_encoder

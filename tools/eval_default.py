@@ -38,7 +38,7 @@ def heldout_metrics(model, root: Path) -> dict:
     lip, upper = spec.lip_indices(root), spec.upper_indices(root)
     heldout = set(json.loads((root / "meta.json").read_text()).get("heldout_speakers", []))
     accs = {k: (SequenceMetrics(lip, upper), SequenceMetrics(lip, upper)) for k in ("all", "heldout_voice")}
-    streams = _can_stream(model)
+    streams = model.streamable
     if streams:
         accs["streamed"] = (SequenceMetrics(lip, upper), SequenceMetrics(lip, upper))
     tokens = model.cfg.lip_reader.tokens
@@ -87,11 +87,6 @@ def heldout_metrics(model, root: Path) -> dict:
         result["lip_reading"] = {"per": errors / total, "chance_per": chance_errors / total,
                                  "still_lips_per": still_errors / total, "phonemes": total}
     return result
-
-
-def _can_stream(model) -> bool:
-    return model.head is not None and all(getattr(layer.mixer, "span", "window") != "bidirectional"
-                                          for layer in model.decoder.layers)
 
 
 def real_speech(model, folder: Path) -> dict:

@@ -173,8 +173,7 @@ class JambaTalk(nn.Module):
             n_frames = frames_for_samples(audio.shape[-1], self.cfg.fps)
         tpl = self.template if template is None else template
         tpl = tpl[:, None] if tpl.dim() == 3 else tpl
-        gt_offsets = None if target_vertices is None else target_vertices[:, :n_frames] - tpl
-        target = None if self.head is not None else gt_offsets
+        target = None if target_vertices is None or self.head is not None else target_vertices[:, :n_frames] - tpl
         hidden, hidden_lengths = self.encode_audio(audio, audio_lengths)
         offsets, frame_mask, aux = self.decode(hidden, hidden_lengths, n_frames, frame_lengths, subject_index, target)
         vertices = offsets + tpl
@@ -188,8 +187,8 @@ class JambaTalk(nn.Module):
             if frame_mask is not None:
                 lips = lips * frame_mask[:, :, None, None]
             out.lip_latent, out.lip_log_probs = self.lip_reader(lips, hidden.shape[1], audio_mask)
-            if gt_lip_reading and gt_offsets is not None:
-                gt_lips = gt_offsets[:, :, self.lip_index].detach()
+            if gt_lip_reading and target_vertices is not None:
+                gt_lips = (target_vertices[:, :n_frames, self.lip_index] - tpl[..., self.lip_index, :]).detach()
                 if frame_mask is not None:
                     gt_lips = gt_lips * frame_mask[:, :, None, None]
                 out.gt_lip_latent, out.gt_lip_log_probs = self.lip_reader(gt_lips, hidden.shape[1], audio_mask)

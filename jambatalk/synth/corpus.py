@@ -129,11 +129,9 @@ def random_silences(rng: np.random.Generator) -> dict:
 def insert_silences(audio: np.ndarray, sample_rate: int, phonemes: list, spec: dict) -> tuple[np.ndarray, list]:
     """Add digital silence at the start, the end and inside the inner pauses ("_") of an utterance;
     phoneme timings move with the audio and the pauses grow by the silence added to them."""
-    pieces, out_ph, cursor, shift = [], [], 0, 0.0
     inner = list(spec.get("inner", []))
     lead = int(round(spec.get("lead", 0.0) * sample_rate))
-    pieces.append(np.zeros(lead, dtype=np.float32))
-    shift = lead / sample_rate
+    pieces, out_ph, cursor, shift = [np.zeros(lead, dtype=np.float32)], [], 0, lead / sample_rate
     if lead:
         out_ph.append(["_", 0.0, shift])
     for k, (sym, start, end) in enumerate(phonemes):
