@@ -1,5 +1,6 @@
 """Mixture of experts: deterministic routing and the balancing loss."""
 
+import pytest
 import torch
 
 from jambatalk.config import MoEConfig
@@ -16,17 +17,19 @@ def test_moe_is_deterministic_at_eval():
     assert aux is None  # no balancing term outside training
 
 
-def test_moe_top_k_equals_dense_mixture_of_selected_experts():
+@pytest.mark.parametrize("top_k", [1, 2, 3], ids=["top1", "top2", "all-experts"])
+def test_moe_top_k_equals_dense_mixture_of_selected_experts(top_k):
+    """Routed (top_k < n_experts) and unrouted (every expert) paths both give the weighted mixture."""
     torch.manual_seed(0)
-    moe = MoE(8, MoEConfig(n_experts=3, top_k=2)).eval()
+    moe = MoE(8, MoEConfig(n_experts=3, top_k=top_k)).eval()
     x = torch.randn(5, 8)
     y, _ = moe(x)
     logits = moe.router(x)
-    w, idx = logits.topk(2, -1)
+    w, idx = logits.topk(top_k, -1)
     w = w.softmax(-1)
     for t in range(5):
         ref = 0
-        for j in range(2):
+        for j in range(top_k):
             e = idx[t, j]
             h = torch.nn.functional.gelu(x[t] @ moe.w1[e] + moe.b1[e])
             ref = ref + w[t, j] * (h @ moe.w2[e] + moe.b2[e])

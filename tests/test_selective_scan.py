@@ -7,7 +7,7 @@ import torch
 
 from jambatalk.errors import InputError, MissingDependencyError
 from jambatalk.ops import selective_scan, selective_scan_ref
-from jambatalk.ops.selective_scan import chunk_size_for
+from jambatalk.ops.selective_scan import _scan_inference, chunk_size_for, inference_block_for
 
 RTOL = 1e-4
 
@@ -72,6 +72,40 @@ def test_scan_matches_loop_reference(shape, full):
         assert _rel_err(grads[name], g_ref) <= RTOL, name
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("block", [None, 16, 5], ids=["auto-block", "block16", "block5"])
+def test_forward_only_scan_matches_loop_reference(shape, block):
+    """Without gradients the scan runs step by step in blocks carrying the state: same values."""
+    t = _inputs(*shape, seed=sum(shape) + 1)
+    delta = torch.nn.functional.softplus(t["delta"] + t["delta_bias"][:, None])
+    args = (t["u"], delta, t["A"], t["B"], t["C"])
+    for h0 in (None, t["initial_state"]):
+        y, last = _scan_inference(*args, h0, block)
+        y_ref, last_ref = selective_scan_ref(*args, initial_state=h0, return_last_state=True)
+        assert y.shape == y_ref.shape and last.shape == last_ref.shape
+        assert _rel_err(y, y_ref) <= RTOL
+        assert _rel_err(last, last_ref) <= RTOL
+
+
+def test_public_scan_takes_the_forward_only_path_without_gradients():
+    t = _inputs(2, 4, 4, 70, seed=5)
+    args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True)
+    y_ref = selective_scan_ref(*args)
+    with torch.no_grad():
+        y_fast = selective_scan(*args, use_kernels="never")
+    y_train = selective_scan(*args[:2], t["A"].clone().requires_grad_(), *args[3:], use_kernels="never")
+    assert y_train.requires_grad and not y_fast.requires_grad
+    assert _rel_err(y_fast, y_ref) <= RTOL and _rel_err(y_train.detach(), y_ref) <= RTOL
+
+
+def test_forward_only_blocks_are_bounded():
+    assert inference_block_for(1, 256, 16) == 256  # 4 MB buffers for the default model's width
+    assert inference_block_for(64, 2048, 16) == 16 and inference_block_for(1, 4, 2) == 512
+    for batch, d_inner, d_state in ((1, 256, 16), (4, 1024, 16), (32, 512, 16)):
+        block = inference_block_for(batch, d_inner, d_state)
+        assert block * batch * d_inner * d_state <= (1 << 20) or block == 16
+
+
 @pytest.mark.parametrize("option", ["D", "z", "delta_bias"])
 def test_each_optional_input_alone(option):
     tensors = _inputs(2, 4, 4, 45, seed=7)
@@ -90,6 +124,9 @@ def test_strong_decay_stays_finite_and_exact():
     tensors["A"] = tensors["A"] * 4
     y, last, grads = _run(selective_scan, tensors, {})
     y_ref, last_ref, grads_ref = _run(selective_scan_ref, tensors, {})
+    with torch.no_grad():
+        y_fast = selective_scan(**tensors)
+    assert torch.isfinite(y_fast).all() and _rel_err(y_fast, y_ref) <= RTOL
     assert torch.isfinite(y).all() and all(torch.isfinite(g).all() for g in grads.values())
     assert _rel_err(y, y_ref) <= RTOL
     for name, g_ref in grads_ref.items():

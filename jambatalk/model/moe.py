@@ -61,6 +61,14 @@ class MoE(nn.Module):
         flat = x.reshape(-1, shape[-1])
         logits = self.router(flat)
         self.last_router_logits = logits.detach()
+        if self.cfg.top_k >= self.cfg.n_experts:  # every token visits every expert: no routing to do
+            weights = logits.softmax(-1).to(x.dtype)
+            out = None
+            for e in range(self.cfg.n_experts):
+                h = F.gelu(torch.addmm(self.b1[e], flat, self.w1[e]))
+                y = torch.addmm(self.b2[e], self.dropout(h), self.w2[e]) * weights[:, e, None]
+                out = y if out is None else out + y
+            return out.reshape(shape), self._balance(logits, token_mask)
         weights, experts = logits.topk(self.cfg.top_k, dim=-1)
         weights = weights.softmax(-1).to(x.dtype)
         out = torch.zeros_like(flat)
@@ -71,8 +79,11 @@ class MoE(nn.Module):
             h = F.gelu(flat[token] @ self.w1[e] + self.b1[e])
             y = self.dropout(h) @ self.w2[e] + self.b2[e]
             out.index_add_(0, token, y * weights[token, slot, None])
-        aux = None
-        if self.training and self.cfg.balance_coef > 0:
-            mask = None if token_mask is None else token_mask.reshape(-1)
-            aux = self.cfg.balance_coef * load_balancing_loss(logits, self.cfg.top_k, mask)
-        return out.reshape(shape), aux
+        return out.reshape(shape), self._balance(logits, token_mask)
+
+    def _balance(self, logits: torch.Tensor, token_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The weighted load-balancing loss while training, else None."""
+        if not (self.training and self.cfg.balance_coef > 0):
+            return None
+        mask = None if token_mask is None else token_mask.reshape(-1)
+        return self.cfg.balance_coef * load_balancing_loss(logits, self.cfg.top_k, mask)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError, MissingDependencyError
 
-__all__ = ["selective_scan", "selective_scan_ref", "chunk_size_for", "kernel_available", "USE_KERNELS"]
+__all__ = ["selective_scan", "selective_scan_ref", "chunk_size_for", "inference_block_for", "kernel_available", "USE_KERNELS"]
 
 #: Accepted values of ``use_kernels``.
 USE_KERNELS = ("auto", "always", "never")
@@ -246,6 +246,54 @@ class _ScanCore(torch.autograd.Function):
         return (g_du * delta, g_delta, g_A, _untile(g_B, length), _untile(g_C, length), g_h0, None)
 
 
+#: Floats in each of the inference scan's two block buffers (4 MB): a block holds this many
+#: batch x d_inner x d_state states (256 steps for batch 1, d_inner 256, d_state 16), within 16..512
+#: steps, so its memory is bounded whatever the sequence length.
+INFERENCE_BLOCK_FLOATS = 1 << 20
+
+
+def inference_block_for(batch: int, d_inner: int, d_state: int) -> int:
+    """Steps per block of the forward-only scan."""
+    return int(min(512, max(16, INFERENCE_BLOCK_FLOATS // max(1, batch * d_inner * d_state))))
+
+
+def _scan_inference(u, delta, A, B, C, h0, block: Optional[int] = None):
+    """Forward-only scan, a step at a time in time-major blocks: (y (batch, d_inner, L), last state).
+
+    Without a backward pass nothing needs the states of every step at once, so a block's decays and
+    inputs are formed (three vectorised passes), the recurrence runs step by step in place (one
+    multiply-add per step on a (batch, d_inner, d_state) slice), and each block's outputs are read
+    off with one contraction over the states. Against the chunked scan this skips the second
+    decay pass that carries chunk-entry states, and its memory is bounded by ``block``
+    (:func:`inference_block_for`).
+    """
+    batch, d_inner, length = u.shape
+    block = block or inference_block_for(batch, d_inner, A.shape[1])
+    dt = delta.permute(2, 0, 1).contiguous()  # (L, batch, d_inner)
+    du = (delta * u).permute(2, 0, 1).contiguous()
+    B_t, C_t = B.permute(2, 0, 1).contiguous(), C.permute(2, 0, 1).contiguous()  # (L, batch, d_state)
+    m = min(block, length)
+    a_buf = u.new_empty(m, batch, d_inner, A.shape[1])
+    h_buf = torch.empty_like(a_buf)
+    y = u.new_empty(length, batch, d_inner)
+    h = h0
+    for s in range(0, length, block):
+        e = min(length, s + block)
+        a, x = a_buf[: e - s], h_buf[: e - s]
+        torch.mul(dt[s:e, :, :, None], A, out=a)
+        a.clamp_min_(LOG_DECAY_FLOOR).exp_()
+        torch.mul(du[s:e, :, :, None], B_t[s:e, :, None, :], out=x)
+        steps, decays = x.unbind(0), a.unbind(0)
+        prev = h
+        for t in range(e - s):
+            if prev is not None:
+                steps[t].addcmul_(decays[t], prev)
+            prev = steps[t]
+        y[s:e] = torch.einsum("lbdn,lbn->lbd", x, C_t[s:e])
+        h = prev.clone()
+    return y.permute(1, 2, 0), h
+
+
 def _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state):
     dtype_in = u.dtype
     u, delta, A, B, C = (t.float() for t in (u, delta, A, B, C))
@@ -254,7 +302,10 @@ def _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last
     if delta_softplus:
         delta = F.softplus(delta)
     h0 = initial_state.float() if initial_state is not None else None
-    y, last = _ScanCore.apply(u, delta, A, B, C, h0, chunk_size_for(u.shape[-1]))
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, delta, A, B, C, h0)):
+        y, last = _ScanCore.apply(u, delta, A, B, C, h0, chunk_size_for(u.shape[-1]))
+    else:
+        y, last = _scan_inference(u, delta, A, B, C, h0)
     if D is not None:
         y = y + u * D.float()[:, None]
     if z is not None:
