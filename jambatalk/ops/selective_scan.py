@@ -8,7 +8,11 @@ The recurrence, per batch ``b``, channel ``d`` and state ``n``, is::
 Shapes follow mamba-ssm: ``u, delta, z: (batch, d_inner, L)``, ``A: (d_inner, d_state)``,
 ``B, C: (batch, d_state, L)``, ``D, delta_bias: (d_inner,)``.
 
-The PyTorch path never loops over every time step. It cuts the sequence into ``n_chunks`` chunks
+The PyTorch path has two forms. Without gradients (inference, streaming) it runs a step at a time
+in time-major blocks of bounded size (:func:`_scan_inference`): three vectorised passes per block
+build the decays and inputs, one in-place multiply-add per step advances the state, and one
+contraction per block reads the outputs; its memory does not grow with the length. When a gradient
+is needed it never loops over every time step. It cuts the sequence into ``n_chunks`` chunks
 of ``T`` steps and lays every per-step tensor out as ``(T, batch, n_chunks, d_inner, d_state)``:
 
 1. a loop over the ``T`` positions inside a chunk, vectorised over all chunks at once, runs the
