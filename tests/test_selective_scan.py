@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -87,13 +89,18 @@ def test_forward_only_scan_matches_loop_reference(shape, block):
         assert _rel_err(last, last_ref) <= RTOL
 
 
-def test_public_scan_takes_the_forward_only_path_without_gradients():
+def test_public_scan_takes_the_forward_only_path_without_gradients(monkeypatch):
+    module = importlib.import_module("jambatalk.ops.selective_scan")
+    calls = []
+    monkeypatch.setattr(module, "_scan_inference", lambda *a, **k: calls.append(1) or _scan_inference(*a, **k))
     t = _inputs(2, 4, 4, 70, seed=5)
     args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True)
     y_ref = selective_scan_ref(*args)
     with torch.no_grad():
         y_fast = selective_scan(*args, use_kernels="never")
+    assert len(calls) == 1
     y_train = selective_scan(*args[:2], t["A"].clone().requires_grad_(), *args[3:], use_kernels="never")
+    assert len(calls) == 1  # a gradient is needed: the chunked scan with its backward
     assert y_train.requires_grad and not y_fast.requires_grad
     assert _rel_err(y_fast, y_ref) <= RTOL and _rel_err(y_train.detach(), y_ref) <= RTOL
 

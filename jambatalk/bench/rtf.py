@@ -87,31 +87,13 @@ def build(name: str):
 
 
 def _encode(model, audio, window_seconds: float = 20.0, context_seconds: float = 2.0):
-    """The encoder path of JambaTalk.predict: windowed encoder, resampling and projection -> (1, T, D)."""
-    import torch
-
-    from ..model.audio_encoder import frames_for_samples
-
-    a = torch.as_tensor(audio).reshape(1, -1)
-    n_frames = frames_for_samples(a.shape[-1], model.cfg.fps)
-    sr = model.cfg.audio.sample_rate
-    hidden = model.audio_encoder.encode_windows(a, int(window_seconds * sr), int(context_seconds * sr))
-    return model._decoder_input(hidden, torch.tensor([hidden.shape[1]]), n_frames)
+    """The encoder stage of JambaTalk.predict -> decoder input (1, T, D)."""
+    return model._predict_input(audio, None, window_seconds, context_seconds, None)
 
 
 def _jamba_decode(model, x, window_seconds: float = 20.0):
-    """Decoder + head of JambaTalk.predict on projected features x (1, T, D) -> (T, V, 3) numpy."""
-    import numpy as np
-
-    V, T = model.cfg.n_vertices, x.shape[1]
-    with model.long_context(int(window_seconds * model.cfg.fps / 2)):
-        h, _ = model.decoder(x)
-    out = np.empty((T, V, 3), dtype=np.float32)
-    step = max(1, (1 << 24) // (3 * V))
-    for s in range(0, T, step):
-        chunk = model.head(h[0, s: s + step]).view(-1, V, 3) + model.template
-        out[s: s + chunk.shape[0]] = chunk.numpy()
-    return out
+    """The decoder stage of JambaTalk.predict (decoder, head) on its input x (1, T, D) -> (T, V, 3) numpy."""
+    return model._predict_output(x, model.template, window_seconds)
 
 
 def _ff_decode(model, ff, x):

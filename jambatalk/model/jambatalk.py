@@ -208,32 +208,43 @@ class JambaTalk(nn.Module):
         was = self.training
         self.eval()
         try:
-            a = torch.as_tensor(np.asarray(audio, dtype=np.float32), device=self.device).reshape(1, -1)
-            if n_frames is None:
-                n_frames = frames_for_samples(a.shape[-1], self.cfg.fps)
-            sr = self.cfg.audio.sample_rate
-            hidden = self.audio_encoder.encode_windows(a, int(window_seconds * sr), int(context_seconds * sr))
-            lengths = torch.tensor([hidden.shape[1]], device=self.device)
-            subj = None if subject is None else torch.tensor([subject], device=self.device)
-            x = self._decoder_input(hidden, lengths, n_frames, subject_index=subj)
+            x = self._predict_input(audio, n_frames, window_seconds, context_seconds, subject)
             tpl = self.template if template is None else torch.as_tensor(
                 np.asarray(template, dtype=np.float32), device=self.device).reshape(-1, 3)
-            V = self.cfg.n_vertices
-            if self.head is None:  # FaceFormer-style: frame by frame, O(T^2) decoder passes
-                return (self.decoder.generate(x)[0].view(n_frames, V, 3) + tpl).float().cpu().numpy()
-            with self.long_context(int(window_seconds * self.cfg.fps / 2)):
-                if n_frames > self.decode_chunk:  # Mamba layers in chunks carrying their state: bounded memory
-                    h = self.decoder.forward_long(x, self.decode_chunk)
-                else:
-                    h, _ = self.decoder(x)
-            out = np.empty((n_frames, V, 3), dtype=np.float32)
-            step = max(1, (1 << 24) // (3 * V))  # ~64 MB of float32 per chunk
-            for s in range(0, n_frames, step):
-                chunk = self.head(h[0, s: s + step]).view(-1, V, 3) + tpl
-                out[s: s + chunk.shape[0]] = chunk.float().cpu().numpy()
-            return out
+            return self._predict_output(x, tpl, window_seconds)
         finally:
             self.train(was)
+
+    @torch.no_grad()
+    def _predict_input(self, audio, n_frames: Optional[int], window_seconds: float, context_seconds: float,
+                       subject: Optional[int]) -> torch.Tensor:
+        """predict()'s encoder stage: windowed encoding, resampling and projection -> (1, T, D)."""
+        a = torch.as_tensor(np.asarray(audio, dtype=np.float32), device=self.device).reshape(1, -1)
+        if n_frames is None:
+            n_frames = frames_for_samples(a.shape[-1], self.cfg.fps)
+        sr = self.cfg.audio.sample_rate
+        hidden = self.audio_encoder.encode_windows(a, int(window_seconds * sr), int(context_seconds * sr))
+        lengths = torch.tensor([hidden.shape[1]], device=self.device)
+        subj = None if subject is None else torch.tensor([subject], device=self.device)
+        return self._decoder_input(hidden, lengths, n_frames, subject_index=subj)
+
+    @torch.no_grad()
+    def _predict_output(self, x: torch.Tensor, tpl: torch.Tensor, window_seconds: float) -> np.ndarray:
+        """predict()'s decoder stage: decoder input (1, T, D) and template (V, 3) -> vertices (T, V, 3) numpy."""
+        n_frames, V = x.shape[1], self.cfg.n_vertices
+        if self.head is None:  # FaceFormer-style: frame by frame, O(T^2) decoder passes
+            return (self.decoder.generate(x)[0].view(n_frames, V, 3) + tpl).float().cpu().numpy()
+        with self.long_context(int(window_seconds * self.cfg.fps / 2)):
+            if n_frames > self.decode_chunk:  # Mamba layers in chunks carrying their state: bounded memory
+                h = self.decoder.forward_long(x, self.decode_chunk)
+            else:
+                h, _ = self.decoder(x)
+        out = np.empty((n_frames, V, 3), dtype=np.float32)
+        step = max(1, (1 << 24) // (3 * V))  # ~64 MB of float32 per chunk
+        for s in range(0, n_frames, step):
+            chunk = self.head(h[0, s: s + step]).view(-1, V, 3) + tpl
+            out[s: s + chunk.shape[0]] = chunk.float().cpu().numpy()
+        return out
 
     # -- save / load ---------------------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike) -> Path:

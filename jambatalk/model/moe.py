@@ -63,11 +63,7 @@ class MoE(nn.Module):
         self.last_router_logits = logits.detach()
         if self.cfg.top_k >= self.cfg.n_experts:  # every token visits every expert: no routing to do
             weights = logits.softmax(-1).to(x.dtype)
-            out = None
-            for e in range(self.cfg.n_experts):
-                h = F.gelu(torch.addmm(self.b1[e], flat, self.w1[e]))
-                y = torch.addmm(self.b2[e], self.dropout(h), self.w2[e]) * weights[:, e, None]
-                out = y if out is None else out + y
+            out = sum(self._expert(e, flat) * weights[:, e, None] for e in range(self.cfg.n_experts))
             return out.reshape(shape), self._balance(logits, token_mask)
         weights, experts = logits.topk(self.cfg.top_k, dim=-1)
         weights = weights.softmax(-1).to(x.dtype)
@@ -76,10 +72,13 @@ class MoE(nn.Module):
             token, slot = (experts == e).nonzero(as_tuple=True)
             if token.numel() == 0:
                 continue
-            h = F.gelu(flat[token] @ self.w1[e] + self.b1[e])
-            y = self.dropout(h) @ self.w2[e] + self.b2[e]
-            out.index_add_(0, token, y * weights[token, slot, None])
+            out.index_add_(0, token, self._expert(e, flat[token]) * weights[token, slot, None])
         return out.reshape(shape), self._balance(logits, token_mask)
+
+    def _expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        """Expert ``e``'s feed-forward on tokens (N, D) -> (N, D)."""
+        h = F.gelu(torch.addmm(self.b1[e], x, self.w1[e]))
+        return torch.addmm(self.b2[e], self.dropout(h), self.w2[e])
 
     def _balance(self, logits: torch.Tensor, token_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """The weighted load-balancing loss while training, else None."""

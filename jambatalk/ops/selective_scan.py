@@ -287,12 +287,11 @@ def _scan_inference(u, delta, A, B, C, h0, block: Optional[int] = None):
         torch.mul(dt[s:e, :, :, None], A, out=a)
         a.clamp_min_(LOG_DECAY_FLOOR).exp_()
         torch.mul(du[s:e, :, :, None], B_t[s:e, :, None, :], out=x)
-        steps, decays = x.unbind(0), a.unbind(0)
         prev = h
-        for t in range(e - s):
+        for step, decay in zip(x.unbind(0), a.unbind(0)):
             if prev is not None:
-                steps[t].addcmul_(decays[t], prev)
-            prev = steps[t]
+                step.addcmul_(decay, prev)
+            prev = step
         y[s:e] = torch.einsum("lbdn,lbn->lbd", x, C_t[s:e])
         h = prev.clone()
     return y.permute(1, 2, 0), h
