@@ -133,7 +133,7 @@ def _as_model(model, device):
 
 
 def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = None, fps: Optional[float] = None,
-            device=None) -> Animation:
+            silence_gate: Optional[bool] = None, device=None) -> Animation:
     """Animate a face from speech.
 
     Args:
@@ -142,6 +142,8 @@ def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = No
             (V, 3) array; None uses the model's own template.
         model: a loaded :class:`~jambatalk.model.JambaTalk`, a model folder, or None for the built-in model.
         fps: output frame rate (default: the model's); motion is predicted at the model's rate and resampled.
+        silence_gate: close the mouth in pauses of the speech (:mod:`jambatalk.silence`); None: the model's
+            setting (on for the built-in model).
         device: torch device (default: CUDA when available, else CPU).
     """
     samples = load_audio(audio, sample_rate)
@@ -163,14 +165,14 @@ def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = No
         tpl, faces = load_template(template, n_vertices=net.cfg.n_vertices)
     if faces is None and net.faces.numel():
         faces = net.faces.cpu().numpy()
-    vertices = net.predict(samples, tpl)
+    vertices = net.predict(samples, tpl, silence_gate=silence_gate)
     out_fps = float(fps) if fps is not None else float(net.fps)
     vertices = resample_frames(vertices, net.fps, out_fps)
     return Animation(vertices=vertices, template=tpl, faces=faces, fps=out_fps, audio=samples)
 
 
 def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lookahead: float = 0.3,
-                device=None) -> tuple[Animation, str]:
+                silence_gate: Optional[bool] = None, device=None) -> tuple[Animation, str]:
     """Feed a recording to a :class:`~jambatalk.stream.Stream` in ``chunk_ms`` chunks, as if it were live.
 
     Returns the animation and a report: the stream's latency bound, and the compute time per chunk
@@ -182,7 +184,7 @@ def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lo
     if not chunk_ms > 0:
         raise InputError(f"--chunk-ms is {chunk_ms}", "pass a positive chunk length in milliseconds, e.g. 100")
     samples = load_audio(audio)
-    stream = Stream(model, template, lookahead=lookahead, device=device)
+    stream = Stream(model, template, lookahead=lookahead, silence_gate=silence_gate, device=device)
     n = max(1, int(round(chunk_ms * SAMPLE_RATE / 1000.0)))
     frames, times = [], []
     for pos in range(0, len(samples), n):
@@ -207,11 +209,12 @@ def cli_animate(args) -> int:
     out = Path(args.out)
     check_output_path(out)
     report = None
+    gate = None if args.silence_gate is None else args.silence_gate == "on"
     if args.stream:
         anim, report = stream_file(args.audio, args.template, args.checkpoint, chunk_ms=args.chunk_ms,
-                                   device=args.device)
+                                   silence_gate=gate, device=args.device)
     else:
-        anim = animate(args.audio, args.template, args.checkpoint, device=args.device)
+        anim = animate(args.audio, args.template, args.checkpoint, silence_gate=gate, device=args.device)
     anim.save(out)
     if report:
         print(report)

@@ -37,6 +37,9 @@ def _add_animate(sub):
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when available)")
     p.add_argument("--stream", action="store_true", help="read the file as if it were live audio and report latency")
     p.add_argument("--chunk-ms", type=float, default=100.0, help="chunk size for --stream (default 100 ms)")
+    p.add_argument("--silence-gate", choices=("on", "off"), default=None,
+                   help="close the mouth in pauses of the speech (default: the model's setting; on for the "
+                        "built-in model)")
 
 
 def _add_demo(sub):

@@ -23,6 +23,7 @@ __all__ = [
     "MoEConfig",
     "DecoderConfig",
     "LipReaderConfig",
+    "SilenceGateConfig",
     "ModelConfig",
     "LossConfig",
     "TrainConfig",
@@ -249,6 +250,28 @@ class LipReaderConfig:
 
 
 @dataclass
+class SilenceGateConfig:
+    """Closing the mouth in pauses at inference (:mod:`jambatalk.silence`); training never uses it.
+
+    ``enabled`` is the model's default, which :func:`jambatalk.animate` (``silence_gate=``), :class:`jambatalk.Stream`
+    and ``jambatalk animate --silence-gate`` override.
+    """
+
+    enabled: bool = False
+    threshold_db: float = 35.0  # speech: within this many dB of the loudest frame so far ...
+    floor_db: float = -60.0  # ... and louder than this (dB re full scale, mean square over the frame)
+    hold: float = 0.1  # seconds the gain stays at 1 after a speech frame
+    release: float = 0.1  # seconds over which it then falls to 0
+    attack: float = 0.1  # seconds before the next speech frame over which it rises back to 1
+
+    def __post_init__(self):
+        for name in ("threshold_db", "hold", "release", "attack"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value >= 0, f"silence_gate.{name} is {value}", f"give {name} >= 0")
+        _check(math.isfinite(self.floor_db), f"silence_gate.floor_db is {self.floor_db}", "give a level in dB, e.g. -60")
+
+
+@dataclass
 class ModelConfig:
     """Everything needed to rebuild a JambaTalk model; stored as config.json in every checkpoint."""
 
@@ -260,9 +283,11 @@ class ModelConfig:
     lip_indices: list = field(default_factory=list)  # vertex indices the lip reader sees
     n_subjects: int = 0  # > 0: a learned per-subject style embedding (off in the paper)
     dataset: Optional[str] = None  # name of the dataset spec the model was trained for (informative)
+    silence_gate: SilenceGateConfig = field(default_factory=SilenceGateConfig)
 
     def __post_init__(self):
-        for name, cls in (("audio", AudioEncoderConfig), ("decoder", DecoderConfig), ("lip_reader", LipReaderConfig)):
+        for name, cls in (("audio", AudioEncoderConfig), ("decoder", DecoderConfig), ("lip_reader", LipReaderConfig),
+                          ("silence_gate", SilenceGateConfig)):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, from_dict(cls, getattr(self, name), name))
         _check(self.n_vertices > 0, f"n_vertices is {self.n_vertices}", "give the mesh's vertex count")

@@ -49,12 +49,16 @@ class Stream:
         context: seconds of audio before a block that its encoding sees.
         norm_seconds: seconds of audio whose statistics normalise each window.
         subject: speaking-style index for models trained with subjects (None: neutral).
+        silence_gate: close the mouth in pauses (:mod:`jambatalk.silence`); None: the model's setting.
+            Its gains read ``attack`` seconds of future audio, which the encoder lookahead usually covers.
         device: torch device (default: the model's).
     """
 
     def __init__(self, model=None, template=None, lookahead: float = 0.3, *, block: float = 0.4,
-                 context: float = 1.0, norm_seconds: float = 10.0, subject: Optional[int] = None, device=None):
+                 context: float = 1.0, norm_seconds: float = 10.0, subject: Optional[int] = None,
+                 silence_gate: Optional[bool] = None, device=None):
         from .api import _as_model
+        from .silence import SilenceGate
 
         net = _as_model(model, device)
         if net.head is None:
@@ -95,6 +99,7 @@ class Stream:
         self.faces = faces
         self.template = torch.as_tensor(np.asarray(tpl.detach().cpu() if torch.is_tensor(tpl) else tpl,
                                                    dtype=np.float32), device=net.device).reshape(-1, 3)
+        self.gate = SilenceGate(net.cfg.silence_gate, net.fps, sr) if net.gates_silence(silence_gate) else None
         self.reset()
 
     # -- properties ----------------------------------------------------------------------------
@@ -107,7 +112,10 @@ class Stream:
         """Worst-case seconds between a sound and the frame showing it, before compute time: a full
         block, the encoder lookahead and receptive field, the interpolation step and the decoder's lookahead."""
         audio = (self.block_frames * self.hop + self.rf_extra + self.lookahead_samples) / SAMPLE_RATE
-        return audio + 1.0 / self.feature_rate + self.model.decoder.delay / self.fps
+        model = audio + 1.0 / self.feature_rate + self.model.decoder.delay / self.fps
+        if self.gate is None:
+            return model
+        return max(model, (self.gate.delay + 1) / self.fps)  # a gain waits for the end of its attack
 
     # -- state ---------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -124,6 +132,10 @@ class Stream:
         self._frames_out = 0
         self._cache = self.model.decoder.allocate_cache(1, device=self.model.device)
         self._closed = False
+        self._held = self._empty_offsets()  # offsets awaiting their silence-gate gain
+        self._gains = np.zeros(0, dtype=np.float32)  # gains awaiting their frame
+        if self.gate is not None:
+            self.gate.reset()
 
     @property
     def _n_feats(self) -> int:
@@ -186,10 +198,29 @@ class Stream:
     def _empty(self) -> np.ndarray:
         return np.zeros((0, self.model.cfg.n_vertices, 3), dtype=np.float32)
 
-    def _to_vertices(self, h: torch.Tensor) -> np.ndarray:
+    def _empty_offsets(self) -> torch.Tensor:
+        return torch.zeros(0, self.model.cfg.n_vertices, 3, device=self.model.device)
+
+    def _offsets(self, h: torch.Tensor) -> torch.Tensor:
         if h.shape[1] == 0:
-            return self._empty()
-        return (self.model.head(h[0]).view(-1, self.model.cfg.n_vertices, 3) + self.template).float().cpu().numpy()
+            return self._empty_offsets()
+        return self.model.head(h[0]).view(-1, self.model.cfg.n_vertices, 3)
+
+    def _to_vertices(self, offsets: torch.Tensor, gains: Optional[np.ndarray] = None) -> np.ndarray:
+        if gains is not None:
+            offsets = offsets * torch.as_tensor(gains, device=offsets.device)[:, None, None]
+        return (offsets + self.template).float().cpu().numpy()
+
+    def _release(self, offsets: torch.Tensor, final: bool, n_total: Optional[int]) -> np.ndarray:
+        """The frames whose silence-gate gains are known (all of them without a gate)."""
+        if self.gate is None:
+            return self._to_vertices(offsets)
+        self._held = torch.cat([self._held, offsets])
+        self._gains = np.concatenate([self._gains, self.gate.gains(final, n_total)])
+        n = min(len(self._held), len(self._gains))
+        out = self._to_vertices(self._held[:n], self._gains[:n])
+        self._held, self._gains = self._held[n:], self._gains[n:]
+        return out
 
     # -- streaming -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -204,6 +235,8 @@ class Stream:
         if x.size and not np.all(np.isfinite(x)):
             raise InputError("the pushed audio contains NaN or infinite samples", "clean the input signal")
         if x.size:
+            if self.gate is not None:
+                self.gate.push(x)
             self._buf = np.concatenate([self._buf, x])
             self._csum = np.concatenate([self._csum, self._csum[-1] + np.cumsum(x, dtype=np.float64)])
             self._csq = np.concatenate([self._csq, self._csq[-1] + np.cumsum(np.square(x, dtype=np.float64))])
@@ -257,7 +290,8 @@ class Stream:
         if final:
             like = torch.zeros(1, 0, self.model.cfg.decoder.d_model, device=self.model.device)
             h_parts.append(self.model.decoder.flush(self._cache, like))
-        out = self._to_vertices(torch.cat(h_parts, dim=1)) if h_parts else self._empty()
+        offsets = self._offsets(torch.cat(h_parts, dim=1)) if h_parts else self._empty_offsets()
+        out = self._release(offsets, final, n_total)
         self._frames_out += len(out)
         self._trim()
         return out
@@ -305,4 +339,5 @@ class Stream:
         T = frames_for_samples(N, self.fps)
         xin = self._decoder_input(self._interpolate(feats, 0, 0, T, feats.shape[0] - 1))
         h, _ = self.model.decoder(xin)
-        return self._to_vertices(h)
+        gains = None if self.gate is None else self.model.silence_gains(x, T)
+        return self._to_vertices(self._offsets(h), gains)

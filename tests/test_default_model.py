@@ -66,9 +66,9 @@ def test_unseen_sentences_and_voice_beat_a_static_mouth(model):
 def test_real_speech_opens_the_mouth_with_energy_and_closes_it_in_silence(model, name):
     """The mouth follows the speech energy and closes in silences on real recordings.
 
-    Measured with the built-in model: r = 0.21 to 0.83 and a silence opening of 0.11 to 0.21 of the
-    speaking opening (tools/eval_default.py); asserted are regression floors, not the targets
-    (r >= 0.3 and closed lips), which the built-in model does not reach on every file yet."""
+    Measured with the built-in model and its silence gate: r = 0.22 to 0.83 and a silence opening of
+    0.02 to 0.08 of the speaking opening (0.11 to 0.21 without the gate; tools/eval_default.py).
+    Asserted are regression floors; r >= 0.3 is not reached on every file yet."""
     from jambatalk.audio import load_audio
     from jambatalk.synth import default_head, lip_gap
     from jambatalk.synth.checks import speech_mouth_checks
@@ -81,7 +81,7 @@ def test_real_speech_opens_the_mouth_with_energy_and_closes_it_in_silence(model,
     print(name, checks)
     assert checks["r"] >= 0.15
     if checks["silent_frames"]:
-        assert checks["silence_opening_rel"] <= 0.5
+        assert checks["silence_opening_rel"] <= 0.15
 
 
 def test_demo_writes_an_mp4_with_audio(tmp_path):

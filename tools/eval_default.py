@@ -1,7 +1,7 @@
 """Qualify the built-in default model (or any synthetic-corpus checkpoint).
 
     python tools/eval_default.py --data data/synthetic [--checkpoint runs/default/best] \
-        [--real ../shared/data/real] [--json results.json]
+        [--real ../shared/data/real] [--silence-gate on|off] [--json results.json]
 
 1. Held-out corpus sentences (the test split: unseen text; half spoken by a voice never heard in
    training): LVE, MVE and FDD of the model and of the static template (a mouth that never moves).
@@ -10,6 +10,9 @@
    the same reader given still lips (what it outputs from its priors alone).
 3. Real human speech (every .wav in --real): Pearson r between mouth opening and the speech energy
    envelope, and the mouth opening during silences longer than 0.3 s.
+
+Motion comes from ``model.predict`` and ``Stream.offline`` with the model's silence-gate setting, or
+as ``--silence-gate`` says (off: the network's raw output). The lip reader reads the raw lips.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from jambatalk.synth import default_head, lip_gap
 from jambatalk.synth.checks import edit_distance, speech_mouth_checks
 
 
-def heldout_metrics(model, root: Path) -> dict:
+def heldout_metrics(model, root: Path, gate=None) -> dict:
     spec = get_spec("synthetic")
     ds = SequenceDataset(spec, root, "test", cache_audio=False)
     lip, upper = spec.lip_indices(root), spec.upper_indices(root)
@@ -52,7 +55,7 @@ def heldout_metrics(model, root: Path) -> dict:
     errors = chance_errors = still_errors = total = 0
     for item in ds:
         gt = item["vertices"]
-        pred = model.predict(item["audio"], item["template"], n_frames=len(gt))
+        pred = model.predict(item["audio"], item["template"], n_frames=len(gt), silence_gate=gate)
         static = np.broadcast_to(item["template"], gt.shape)
         groups = ["all"] + (["heldout_voice"] if item["subject"] in heldout else [])
         for g in groups:
@@ -61,7 +64,8 @@ def heldout_metrics(model, root: Path) -> dict:
         if streams:  # what jambatalk.Stream (lookahead 0.3 s) outputs for the same audio
             from jambatalk.stream import Stream
 
-            streamed = Stream(model, item["template"], lookahead=0.3).offline(item["audio"])[: len(gt)]
+            streamed = Stream(model, item["template"], lookahead=0.3, silence_gate=gate).offline(
+                item["audio"])[: len(gt)]
             accs["streamed"][0].update(item["name"], streamed, gt[: len(streamed)], item["template"])
             accs["streamed"][1].update(item["name"], static[: len(streamed)], gt[: len(streamed)], item["template"])
         if model.lip_reader is not None and item["phonemes"]:
@@ -89,12 +93,12 @@ def heldout_metrics(model, root: Path) -> dict:
     return result
 
 
-def real_speech(model, folder: Path) -> dict:
+def real_speech(model, folder: Path, gate=None) -> dict:
     head = default_head()
     out = {}
     for wav in sorted(folder.glob("*.wav")):
         audio = load_audio(wav)
-        verts = model.predict(audio)
+        verts = model.predict(audio, silence_gate=gate)
         out[wav.name] = speech_mouth_checks(lip_gap(head, verts), audio, model.fps)
     return out
 
@@ -104,11 +108,15 @@ def main(argv=None) -> int:
     parser.add_argument("--data", required=True, help="the synthetic corpus (jambatalk synth --dst ...)")
     parser.add_argument("--checkpoint", default=None, help="model folder (default: the built-in model)")
     parser.add_argument("--real", default=None, help="folder of real speech .wav files")
+    parser.add_argument("--silence-gate", choices=("on", "off"), default=None,
+                        help="close the mouth in pauses (default: the model's setting)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
     torch.set_flush_denormal(True)
     model = load_model(args.checkpoint)
-    res = {"heldout": heldout_metrics(model, Path(args.data))}
+    gate = None if args.silence_gate is None else args.silence_gate == "on"
+    print(f"silence gate: {'on' if model.gates_silence(gate) else 'off'}")
+    res = {"silence_gate": model.gates_silence(gate), "heldout": heldout_metrics(model, Path(args.data), gate)}
     for g in ("all", "heldout_voice", "streamed"):
         if g not in res["heldout"]:
             continue
@@ -121,7 +129,7 @@ def main(argv=None) -> int:
         print(f"   lip reading: PER {lr['per']:.3f} vs chance {lr['chance_per']:.3f} and {lr['still_lips_per']:.3f} from "
               f"still lips, over {lr['phonemes']} phonemes")
     if args.real:
-        res["real"] = real_speech(model, Path(args.real))
+        res["real"] = real_speech(model, Path(args.real), gate)
         for name, r in res["real"].items():
             print(f"{name:>32}: r = {r['r']:.3f}; mouth opening in silence {r['silence_opening_rel']:.3f} of speech "
                   f"({r['silent_frames']} silent frames)")

@@ -196,7 +196,8 @@ class JambaTalk(nn.Module):
 
     @torch.no_grad()
     def predict(self, audio, template=None, n_frames: Optional[int] = None, *, window_seconds: float = 20.0,
-                context_seconds: float = 2.0, subject: Optional[int] = None) -> np.ndarray:
+                context_seconds: float = 2.0, subject: Optional[int] = None,
+                silence_gate: Optional[bool] = None) -> np.ndarray:
         """One utterance of any length: float 16 kHz samples (N,) -> vertices (T, V, 3) float32 numpy.
 
         Audio up to ``window_seconds`` runs in one pass. Longer audio is encoded in overlapping windows
@@ -204,6 +205,9 @@ class JambaTalk(nn.Module):
         whole sequence, and its attention within +-window_seconds/2, so time grows linearly with the
         length and memory stays bounded; beyond :attr:`decode_chunk` frames the Mamba layers run in chunks
         carrying their state (the same result as one pass), and the vertex head fills the output in chunks.
+
+        ``silence_gate`` closes the mouth in pauses (:mod:`jambatalk.silence`); None: the model's
+        setting (``cfg.silence_gate.enabled``).
         """
         was = self.training
         self.eval()
@@ -211,9 +215,21 @@ class JambaTalk(nn.Module):
             x = self._predict_input(audio, n_frames, window_seconds, context_seconds, subject)
             tpl = self.template if template is None else torch.as_tensor(
                 np.asarray(template, dtype=np.float32), device=self.device).reshape(-1, 3)
-            return self._predict_output(x, tpl, window_seconds)
+            gains = self.silence_gains(audio, x.shape[1]) if self.gates_silence(silence_gate) else None
+            return self._predict_output(x, tpl, window_seconds, gains)
         finally:
             self.train(was)
+
+    def gates_silence(self, silence_gate: Optional[bool] = None) -> bool:
+        """Whether inference closes the mouth in pauses: ``silence_gate``, or the model's setting when None."""
+        return self.cfg.silence_gate.enabled if silence_gate is None else bool(silence_gate)
+
+    def silence_gains(self, audio, n_frames: int) -> np.ndarray:
+        """The silence gate's gain for each of ``n_frames`` frames of 16 kHz ``audio``, (n_frames,)."""
+        from ..silence import SilenceGate
+
+        gate = SilenceGate(self.cfg.silence_gate, self.cfg.fps, self.cfg.audio.sample_rate)
+        return gate.gains_for(np.asarray(audio, dtype=np.float32).reshape(-1), n_frames)
 
     @torch.no_grad()
     def _predict_input(self, audio, n_frames: Optional[int], window_seconds: float, context_seconds: float,
@@ -229,11 +245,15 @@ class JambaTalk(nn.Module):
         return self._decoder_input(hidden, lengths, n_frames, subject_index=subj)
 
     @torch.no_grad()
-    def _predict_output(self, x: torch.Tensor, tpl: torch.Tensor, window_seconds: float) -> np.ndarray:
-        """predict()'s decoder stage: decoder input (1, T, D) and template (V, 3) -> vertices (T, V, 3) numpy."""
+    def _predict_output(self, x: torch.Tensor, tpl: torch.Tensor, window_seconds: float,
+                        gains: Optional[np.ndarray] = None) -> np.ndarray:
+        """predict()'s decoder stage: decoder input (1, T, D) and template (V, 3) -> vertices (T, V, 3) numpy;
+        ``gains`` (T,), when given, scale each frame's offsets (the silence gate)."""
         n_frames, V = x.shape[1], self.cfg.n_vertices
+        g = None if gains is None else torch.as_tensor(gains, dtype=torch.float32, device=self.device)[:, None, None]
         if self.head is None:  # FaceFormer-style: frame by frame, O(T^2) decoder passes
-            return (self.decoder.generate(x)[0].view(n_frames, V, 3) + tpl).float().cpu().numpy()
+            offsets = self.decoder.generate(x)[0].view(n_frames, V, 3)
+            return ((offsets if g is None else offsets * g) + tpl).float().cpu().numpy()
         with self.long_context(int(window_seconds * self.cfg.fps / 2)):
             if n_frames > self.decode_chunk:  # Mamba layers in chunks carrying their state: bounded memory
                 h = self.decoder.forward_long(x, self.decode_chunk)
@@ -242,8 +262,10 @@ class JambaTalk(nn.Module):
         out = np.empty((n_frames, V, 3), dtype=np.float32)
         step = max(1, (1 << 24) // (3 * V))  # ~64 MB of float32 per chunk
         for s in range(0, n_frames, step):
-            chunk = self.head(h[0, s: s + step]).view(-1, V, 3) + tpl
-            out[s: s + chunk.shape[0]] = chunk.float().cpu().numpy()
+            offsets = self.head(h[0, s: s + step]).view(-1, V, 3)
+            if g is not None:
+                offsets = offsets * g[s: s + step]
+            out[s: s + offsets.shape[0]] = (offsets + tpl).float().cpu().numpy()
         return out
 
     # -- save / load ---------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""Closing the mouth in pauses: a gain per mesh frame from the speech energy, applied to the motion.
+
+A model trained on clean speech can keep the lips slightly parted through the pauses of a real
+recording (room noise, breaths). With the gate on, the predicted motion (vertices minus template)
+of every frame is scaled by a gain in [0, 1]:
+
+* each frame's energy is the mean square of the audio it spans, in dB;
+* a frame is **speech** when its energy is within ``threshold_db`` of the loudest frame so far and
+  above the absolute ``floor_db`` (so a silent start or digital silence never counts as speech);
+* the gain is 1 on speech frames and for ``hold`` seconds after one, falls linearly to 0 over the
+  next ``release`` seconds, and rises linearly back to 1 over the ``attack`` seconds before the next
+  speech frame (the mouth opens before the sound, as speakers do).
+
+So the mouth closes fully in pauses longer than hold + release + attack (0.3 s by default), and
+short gaps inside words pass through unchanged. The rule reads the past and ``attack`` seconds of
+future only, so :class:`SilenceGate` runs the same computation incrementally on a live stream
+(:class:`jambatalk.Stream`) and in one pass (:meth:`SilenceGate.gains_for`), with equal results.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .config import SilenceGateConfig
+
+__all__ = ["SilenceGateConfig", "SilenceGate", "silence_gains"]
+
+
+def _frames(seconds: float, fps: float) -> int:
+    return int(round(seconds * fps))
+
+
+class SilenceGate:
+    """Per-frame gains from audio pushed in any chunks; :meth:`gains` returns those that became final.
+
+    Args:
+        cfg: the gate's settings.
+        fps: mesh frame rate; frame t spans samples [round(t * sr / fps), round((t + 1) * sr / fps)).
+        sample_rate: audio sample rate.
+    """
+
+    def __init__(self, cfg: SilenceGateConfig, fps: float, sample_rate: int = SAMPLE_RATE):
+        self.cfg, self.fps, self.sample_rate = cfg, float(fps), int(sample_rate)
+        self.hold = _frames(cfg.hold, fps)
+        self.release = max(1, _frames(cfg.release, fps))
+        self.attack = _frames(cfg.attack, fps)
+        self.reset()
+
+    @property
+    def delay(self) -> int:
+        """Frames of future audio a gain needs (the attack)."""
+        return self.attack
+
+    def reset(self) -> None:
+        self._pending = np.zeros(0, dtype=np.float64)  # samples of the frame being filled
+        self._speech: list[bool] = []  # flags of frames whose gain is not out yet (and the lookahead)
+        self._first = 0  # frame index of _speech[0]
+        self._peak = -math.inf
+        self._since = math.inf  # frames since the last speech frame before _first
+
+    def _bound(self, t: int) -> int:
+        return int(round(t * self.sample_rate / self.fps))
+
+    def _flag(self, mean_square: float) -> bool:
+        db = 10.0 * math.log10(mean_square) if mean_square > 0 else -math.inf
+        self._peak = max(self._peak, db)
+        return db > self.cfg.floor_db and db >= self._peak - self.cfg.threshold_db
+
+    def push(self, samples: np.ndarray) -> None:
+        """Add audio; every frame it completes gets its speech flag."""
+        x = np.concatenate([self._pending, np.asarray(samples, dtype=np.float64).reshape(-1)])
+        t = self._first + len(self._speech)
+        start = self._bound(t)  # absolute sample where frame t starts; _pending begins there
+        pos = 0
+        while True:
+            n = self._bound(t + 1) - start
+            if pos + n > len(x):
+                break
+            seg = x[pos: pos + n]
+            self._speech.append(self._flag(float(np.mean(seg * seg)) if n else 0.0))
+            pos, start, t = pos + n, start + n, t + 1
+        self._pending = x[pos:]
+
+    def gains(self, final: bool = False, n_frames: Optional[int] = None) -> np.ndarray:
+        """Gains of the next frames whose lookahead has arrived (all of them when ``final``: a last partial
+        frame counts with the samples it has, and frames past the audio up to ``n_frames`` are silent)."""
+        if final:
+            if len(self._pending):
+                seg = self._pending
+                self._speech.append(self._flag(float(np.mean(seg * seg))))
+                self._pending = self._pending[:0]
+            if n_frames is not None:
+                self._speech.extend([False] * max(0, n_frames - self._first - len(self._speech)))
+            ready = len(self._speech) if n_frames is None else max(0, n_frames - self._first)
+        else:
+            ready = max(0, len(self._speech) - self.attack)
+        out = np.empty(ready, dtype=np.float32)
+        flags = self._speech
+        for i in range(ready):
+            since = 0 if flags[i] else self._since + 1
+            self._since = since
+            gain = 1.0 - (since - self.hold) / self.release if since > self.hold else 1.0
+            for k in range(1, self.attack + 1):  # the next speech frame within the attack
+                if i + k < len(flags) and flags[i + k]:
+                    gain = max(gain, 1.0 - (k - 1) / self.attack)
+                    break
+            out[i] = min(1.0, max(0.0, gain))
+        del self._speech[:ready]
+        self._first += ready
+        return out
+
+    def gains_for(self, audio: np.ndarray, n_frames: int) -> np.ndarray:
+        """All ``n_frames`` gains of a whole recording in one pass (the gate is reset first)."""
+        self.reset()
+        self.push(audio)
+        return self.gains(final=True, n_frames=n_frames)[:n_frames]
+
+
+def silence_gains(audio: np.ndarray, fps: float, n_frames: int, cfg: Optional[SilenceGateConfig] = None,
+                  sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Per-frame gains (n_frames,) for a whole recording; see :class:`SilenceGate`."""
+    return SilenceGate(cfg or SilenceGateConfig(enabled=True), fps, sample_rate).gains_for(audio, n_frames)
