@@ -56,59 +56,66 @@ class SilenceGate:
         return self.attack
 
     def reset(self) -> None:
-        self._pending = np.zeros(0, dtype=np.float64)  # samples of the frame being filled
+        self._pending = np.zeros(0, dtype=np.float32)  # samples of the frame being filled
         self._speech: list[bool] = []  # flags of frames whose gain is not out yet (and the lookahead)
         self._first = 0  # frame index of _speech[0]
         self._peak = -math.inf
         self._since = math.inf  # frames since the last speech frame before _first
 
-    def _bound(self, t: int) -> int:
-        return int(round(t * self.sample_rate / self.fps))
+    def _bounds(self, t0: int, t1: int) -> np.ndarray:
+        """Absolute first samples of frames t0 .. t1 - 1."""
+        return np.round(np.arange(t0, t1, dtype=np.float64) * self.sample_rate / self.fps).astype(np.int64)
 
-    def _flag(self, mean_square: float) -> bool:
-        db = 10.0 * math.log10(mean_square) if mean_square > 0 else -math.inf
-        self._peak = max(self._peak, db)
-        return db > self.cfg.floor_db and db >= self._peak - self.cfg.threshold_db
+    def _flags(self, mean_square: np.ndarray) -> list[bool]:
+        """Speech flags of consecutive frames, updating the running peak."""
+        with np.errstate(divide="ignore"):
+            db = 10.0 * np.log10(mean_square)
+        peak = np.maximum.accumulate(np.concatenate([[self._peak], db]))[1:]
+        self._peak = float(peak[-1]) if len(peak) else self._peak
+        return ((db > self.cfg.floor_db) & (db >= peak - self.cfg.threshold_db)).tolist()
 
     def push(self, samples: np.ndarray) -> None:
         """Add audio; every frame it completes gets its speech flag."""
-        x = np.concatenate([self._pending, np.asarray(samples, dtype=np.float64).reshape(-1)])
+        x = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32).reshape(-1)])
         t = self._first + len(self._speech)
-        start = self._bound(t)  # absolute sample where frame t starts; _pending begins there
-        pos = 0
-        while True:
-            n = self._bound(t + 1) - start
-            if pos + n > len(x):
-                break
-            seg = x[pos: pos + n]
-            self._speech.append(self._flag(float(np.mean(seg * seg)) if n else 0.0))
-            pos, start, t = pos + n, start + n, t + 1
-        self._pending = x[pos:]
+        per_frame = self.sample_rate / self.fps
+        ends = self._bounds(t, t + int(len(x) / per_frame) + 3) - self._bounds(t, t + 1)[0]  # relative to _pending
+        ends = ends[1:][ends[1:] <= len(x)]  # frames t, t+1, ... complete in x end there
+        if len(ends):
+            starts = np.concatenate([[0], ends[:-1]])
+            # each frame's sum from its own samples alone: the same whatever the chunking
+            sums = np.add.reduceat(np.square(x[: ends[-1]]), starts).astype(np.float64)
+            self._speech.extend(self._flags(sums / np.maximum(ends - starts, 1)))
+            x = x[ends[-1]:]
+        self._pending = x
 
     def gains(self, final: bool = False, n_frames: Optional[int] = None) -> np.ndarray:
         """Gains of the next frames whose lookahead has arrived (all of them when ``final``: a last partial
         frame counts with the samples it has, and frames past the audio up to ``n_frames`` are silent)."""
         if final:
             if len(self._pending):
-                seg = self._pending
-                self._speech.append(self._flag(float(np.mean(seg * seg))))
+                square = np.square(self._pending)
+                self._speech.extend(self._flags(np.add.reduceat(square, [0]).astype(np.float64) / len(square)))
                 self._pending = self._pending[:0]
             if n_frames is not None:
                 self._speech.extend([False] * max(0, n_frames - self._first - len(self._speech)))
             ready = len(self._speech) if n_frames is None else max(0, n_frames - self._first)
         else:
             ready = max(0, len(self._speech) - self.attack)
-        out = np.empty(ready, dtype=np.float32)
-        flags = self._speech
-        for i in range(ready):
-            since = 0 if flags[i] else self._since + 1
-            self._since = since
-            gain = 1.0 - (since - self.hold) / self.release if since > self.hold else 1.0
-            for k in range(1, self.attack + 1):  # the next speech frame within the attack
-                if i + k < len(flags) and flags[i + k]:
-                    gain = max(gain, 1.0 - (k - 1) / self.attack)
-                    break
-            out[i] = min(1.0, max(0.0, gain))
+        flags = np.asarray(self._speech, dtype=bool)
+        idx = np.arange(len(flags), dtype=np.float64)
+        # frames since the last speech frame (counting on from the state before this call)
+        last = np.maximum.accumulate(np.where(flags, idx, -1.0 - self._since))
+        since = (idx - last)[:ready]
+        # frames until the next speech frame, within the attack
+        nxt = np.minimum.accumulate(np.where(flags, idx, np.inf)[::-1])[::-1]
+        ahead = np.concatenate([nxt[1:], [np.inf]])[:ready] - idx[:ready]
+        gain = np.where(since > self.hold, 1.0 - (since - self.hold) / self.release, 1.0)
+        if self.attack:
+            gain = np.maximum(gain, np.where(ahead <= self.attack, 1.0 - (ahead - 1) / self.attack, 0.0))
+        out = np.clip(gain, 0.0, 1.0).astype(np.float32)
+        if ready:
+            self._since = float(since[-1])
         del self._speech[:ready]
         self._first += ready
         return out
