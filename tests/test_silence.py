@@ -148,3 +148,28 @@ def test_gated_stream_equals_its_one_pass_and_states_its_latency():
     tpl = model.template.numpy()
     np.testing.assert_allclose(offline, tpl + g[:, None, None] * (raw - tpl), atol=1e-6)
     assert stream.latency >= (stream.gate.delay + 1) / stream.fps
+
+
+def test_cli_and_animate_follow_the_model_setting_unless_told(tmp_path):
+    import soundfile as sf
+
+    from jambatalk.api import animate
+    from jambatalk.cli import main
+
+    model = _model(gate=True)
+    model.save_pretrained(tmp_path / "model")
+    audio = _speech_with_pauses()
+    sf.write(str(tmp_path / "a.wav"), audio, SR, subtype="FLOAT")
+    gated, raw = model.predict(audio), model.predict(audio, silence_gate=False)
+    assert np.abs(gated - raw).max() > 1e-3
+    outs = {}
+    for flag in (None, "off", "on"):
+        out = tmp_path / f"{flag}.npy"
+        extra = [] if flag is None else ["--silence-gate", flag]
+        assert main(["animate", str(tmp_path / "a.wav"), "--checkpoint", str(tmp_path / "model"), "--out", str(out),
+                     *extra]) == 0
+        outs[flag] = np.load(out)
+    np.testing.assert_allclose(outs[None], gated, atol=1e-5)
+    np.testing.assert_allclose(outs["on"], gated, atol=1e-5)
+    np.testing.assert_allclose(outs["off"], raw, atol=1e-5)
+    np.testing.assert_allclose(animate(audio, sample_rate=SR, model=model, silence_gate=False).vertices, raw, atol=1e-5)
