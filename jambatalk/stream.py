@@ -110,7 +110,8 @@ class Stream:
     @property
     def latency(self) -> float:
         """Worst-case seconds between a sound and the frame showing it, before compute time: a full
-        block, the encoder lookahead and receptive field, the interpolation step and the decoder's lookahead."""
+        block, the encoder lookahead and receptive field, the interpolation step and the decoder's lookahead
+        (or, when longer, the frame plus the silence gate's attack)."""
         audio = (self.block_frames * self.hop + self.rf_extra + self.lookahead_samples) / SAMPLE_RATE
         model = audio + 1.0 / self.feature_rate + self.model.decoder.delay / self.fps
         if self.gate is None:
