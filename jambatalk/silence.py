@@ -94,8 +94,7 @@ class SilenceGate:
         frame counts with the samples it has, and frames past the audio up to ``n_frames`` are silent)."""
         if final:
             if len(self._pending):
-                square = np.square(self._pending)
-                self._speech.extend(self._flags(np.add.reduceat(square, [0]).astype(np.float64) / len(square)))
+                self._speech.extend(self._flags(np.array([np.square(self._pending).mean()], dtype=np.float64)))
                 self._pending = self._pending[:0]
             if n_frames is not None:
                 self._speech.extend([False] * max(0, n_frames - self._first - len(self._speech)))
@@ -129,5 +128,5 @@ class SilenceGate:
 
 def silence_gains(audio: np.ndarray, fps: float, n_frames: int, cfg: Optional[SilenceGateConfig] = None,
                   sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Per-frame gains (n_frames,) for a whole recording; see :class:`SilenceGate`."""
+    """Per-frame gains (n_frames,) for a whole recording (16 kHz mono samples); see :class:`SilenceGate`."""
     return SilenceGate(cfg or SilenceGateConfig(enabled=True), fps, sample_rate).gains_for(audio, n_frames)

@@ -226,10 +226,9 @@ class JambaTalk(nn.Module):
 
     def silence_gains(self, audio, n_frames: int) -> np.ndarray:
         """The silence gate's gain for each of ``n_frames`` frames of 16 kHz ``audio``, (n_frames,)."""
-        from ..silence import SilenceGate
+        from ..silence import silence_gains
 
-        gate = SilenceGate(self.cfg.silence_gate, self.cfg.fps, self.cfg.audio.sample_rate)
-        return gate.gains_for(np.asarray(audio, dtype=np.float32).reshape(-1), n_frames)
+        return silence_gains(audio, self.cfg.fps, n_frames, self.cfg.silence_gate, self.cfg.audio.sample_rate)
 
     @torch.no_grad()
     def _predict_input(self, audio, n_frames: Optional[int], window_seconds: float, context_seconds: float,

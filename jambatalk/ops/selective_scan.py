@@ -288,8 +288,7 @@ def _scan_inference(u, delta, A, B, C, h0, block: Optional[int] = None):
     for s in range(0, length, block):
         e = min(length, s + block)
         a, x = a_buf[: e - s], h_buf[: e - s]
-        torch.mul(dt[s:e, :, :, None], A, out=a)
-        a.clamp_min_(LOG_DECAY_FLOOR).exp_()
+        _decay(dt[s:e], A, a.shape, out=a)
         torch.mul(du[s:e, :, :, None], B_t[s:e, :, None, :], out=x)
         prev = h
         for step, decay in zip(x.unbind(0), a.unbind(0)):
