@@ -284,6 +284,9 @@ class ModelConfig:
     n_subjects: int = 0  # > 0: a learned per-subject style embedding (off in the paper)
     dataset: Optional[str] = None  # name of the dataset spec the model was trained for (informative)
     silence_gate: SilenceGateConfig = field(default_factory=SilenceGateConfig)
+    # a linear classifier from the audio encoder's states to lip_reader.tokens (+ silence), trained by
+    # loss.audio_phonemes; inference does not use it
+    phoneme_head: bool = False
 
     def __post_init__(self):
         for name, cls in (("audio", AudioEncoderConfig), ("decoder", DecoderConfig), ("lip_reader", LipReaderConfig),
@@ -316,6 +319,10 @@ class LossConfig:
     # targets (offline); "asr": a frozen Wav2Vec2ForCTC (asr_model) gives both (the paper's).
     lip_targets: str = "phonemes"
     asr_model: Optional[str] = None
+    # > 0: a linear phoneme classifier on the audio encoder's states (model.phoneme_head) learns the
+    # dataset's phoneme at every audio frame (cross-entropy), so that the encoder learns phonetic
+    # features the way an ASR-fine-tuned Wav2Vec 2.0 has them; needs phoneme labels (lip_targets=phonemes)
+    audio_phonemes: float = 0.0
 
     def __post_init__(self):
         _check(self.lip_targets in ("phonemes", "asr"), f"loss.lip_targets is {self.lip_targets!r}",
@@ -323,7 +330,10 @@ class LossConfig:
         _check(not (self.lip_targets == "asr" and not self.asr_model),
                "loss.lip_targets is 'asr' but loss.asr_model is not set",
                "name a Wav2Vec2ForCTC model (hub name or local folder) in loss.asr_model")
-        for k in ("vertex", "velocity", "lip_latent", "lip_ctc", "balance", "lip_gt"):
+        _check(not (self.audio_phonemes > 0 and self.lip_targets == "asr"),
+               "loss.audio_phonemes needs the dataset's phoneme labels but loss.lip_targets is 'asr'",
+               "use loss.lip_targets=phonemes, or set loss.audio_phonemes=0")
+        for k in ("vertex", "velocity", "lip_latent", "lip_ctc", "balance", "lip_gt", "audio_phonemes"):
             _check(getattr(self, k) >= 0, f"loss.{k} is negative", "use weights >= 0")
 
 
@@ -337,6 +347,7 @@ class DataConfig:
     n_sentences: int = 0  # synthetic corpus size when generated (0: the spec's default)
     cache_audio: bool = True
     max_seconds: float = 0.0  # > 0: crop training sequences to this length
+    augment: bool = False  # a new random room, microphone and noise for every training read
 
 
 @dataclass
@@ -359,6 +370,9 @@ class TrainConfig:
     save_every: int = 1  # epochs
     device: str = "auto"
     threads: int = 0  # > 0: torch intra-op threads for CPU training (0: torch's default)
+    # a model folder (a run's best/ or last/) whose weights start this run: fine-tuning with a fresh
+    # optimizer, schedule and step count (--resume instead continues a run where it stopped)
+    init_from: Optional[str] = None
 
     def __post_init__(self):
         _check(self.threads >= 0, f"train.threads is {self.threads}", "use 0 (torch's default) or a thread count")

@@ -3,6 +3,7 @@
 total = vertex * MSE(vertices) + velocity * MSE(frame differences)
         + lip_latent * MSE(lip-reader latents, targets) + lip_ctc * CTC(lip-reader, labels)
         + balance * (MoE balancing terms, each already scaled by its moe.balance_coef)
+        + audio_phonemes * CE(phoneme head on the audio encoder's states, the phoneme at each audio frame)
         [+ lip_gt * (the two lip terms again, the lip reader reading the ground-truth lips)]
 
 Lip-reading targets come from one of two sources (``loss.lip_targets``):
@@ -16,13 +17,15 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .config import LossConfig, ModelConfig
 from .errors import ConfigError
 
-__all__ = ["masked_mse", "velocity_mse", "compute_losses", "AsrTeacher", "phoneme_targets", "collapse_ctc"]
+__all__ = ["masked_mse", "velocity_mse", "compute_losses", "AsrTeacher", "phoneme_targets", "collapse_ctc",
+           "frame_phoneme_labels"]
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -60,6 +63,23 @@ def phoneme_targets(phonemes: list, tokens: list) -> list[list[int]]:
         seq = [] if item is None else [table[p[0]] for p in item if p[0] in table]
         out.append(seq)
     return out
+
+
+def frame_phoneme_labels(phonemes: Optional[list], tokens: list, n_frames: int, seconds: float) -> torch.Tensor:
+    """The phoneme at the centre of each of ``n_frames`` frames spanning ``seconds``: (n_frames,) int64.
+
+    0 where no phoneme is spoken (silence), ``i`` for ``tokens[i - 1]`` (the ids of :func:`phoneme_targets`),
+    -100 (ignored by cross-entropy) for a symbol outside ``tokens`` or for an item without labels.
+    """
+    if phonemes is None:
+        return torch.full((n_frames,), -100, dtype=torch.long)
+    table = {t: i + 1 for i, t in enumerate(tokens)}
+    centres = (np.arange(n_frames) + 0.5) * (seconds / max(n_frames, 1))
+    labels = np.zeros(n_frames, dtype=np.int64)
+    for symbol, start, end in phonemes:
+        inside = (centres >= start) & (centres < end)
+        labels[inside] = table.get(symbol, -100)
+    return torch.from_numpy(labels)
 
 
 class AsrTeacher(torch.nn.Module):
@@ -155,6 +175,28 @@ def compute_losses(out, batch: dict, loss_cfg: LossConfig, model_cfg: ModelConfi
                 terms["lip_ctc" + suffix] = F.ctc_loss(lp, flat, in_len[keep], tgt_len, blank=0, reduction="mean",
                                                        zero_infinity=True)
                 weights["lip_ctc" + suffix] = loss_cfg.lip_ctc * scale
+    if out.phoneme_logits is not None and loss_cfg.audio_phonemes > 0:
+        terms["audio_phonemes"] = _audio_phoneme_loss(out, batch, model_cfg)
+        weights["audio_phonemes"] = loss_cfg.audio_phonemes
     total = sum(weights[k] * v for k, v in terms.items())
     terms["total"] = total
     return terms
+
+
+def _audio_phoneme_loss(out, batch: dict, model_cfg: ModelConfig) -> torch.Tensor:
+    """Cross-entropy of the phoneme head at every valid audio frame against the labelled phoneme there."""
+    logits = out.phoneme_logits
+    B, Na = logits.shape[:2]
+    phonemes = batch.get("phonemes") or [None] * B
+    n_samples = batch.get("audio_lengths")
+    n_samples = [batch["audio"].shape[-1]] * B if n_samples is None else [int(n) for n in n_samples]
+    valid = [Na] * B if out.audio_mask is None else [int(n) for n in out.audio_mask.sum(1)]
+    rate = model_cfg.audio.sample_rate
+    labels = torch.full((B, Na), -100, dtype=torch.long)
+    for i in range(B):
+        labels[i, : valid[i]] = frame_phoneme_labels(phonemes[i], model_cfg.lip_reader.tokens, valid[i],
+                                                     n_samples[i] / rate)
+    labels = labels.to(logits.device)
+    if not bool((labels >= 0).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.reshape(B * Na, -1).float(), labels.reshape(-1), ignore_index=-100)

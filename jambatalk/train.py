@@ -83,8 +83,10 @@ def complete_model_config(cfg: ExperimentConfig, spec, root: Path, asr_vocab: in
     m.n_vertices = int(spec.n_vertices)
     m.fps = float(spec.fps)
     m.dataset = spec.name
+    m.phoneme_head = cfg.loss.audio_phonemes > 0
     if m.lip_reader.enabled:
         m.lip_indices = [int(i) for i in spec.lip_indices(root)]
+    if m.lip_reader.enabled or m.phoneme_head:
         if cfg.loss.lip_targets == "asr":
             m.lip_reader.tokens = [f"<{i}>" for i in range(1, asr_vocab)]  # the teacher's ids; 0 is its blank
         else:
@@ -93,9 +95,10 @@ def complete_model_config(cfg: ExperimentConfig, spec, root: Path, asr_vocab: in
             if tokens:
                 m.lip_reader.tokens = list(tokens)
             elif not m.lip_reader.tokens:
-                raise ConfigError("loss.lip_targets is 'phonemes' but the dataset lists no phoneme tokens "
-                                  f"({meta} is missing or empty)",
-                                  "give model.lip_reader.tokens, use loss.lip_targets=asr, or disable the lip reader")
+                raise ConfigError("loss.lip_targets is 'phonemes' (or loss.audio_phonemes > 0) but the dataset "
+                                  f"lists no phoneme tokens ({meta} is missing or empty)",
+                                  "give model.lip_reader.tokens, use loss.lip_targets=asr with "
+                                  "loss.audio_phonemes=0, or disable the lip reader")
     m.__post_init__()
 
 
@@ -133,7 +136,7 @@ class Trainer:
             self.teacher = AsrTeacher(cfg.loss.asr_model).to(self.device)
         complete_model_config(cfg, self.spec, self.root, self.teacher.vocab_size if self.teacher else 0)
         self.train_set = SequenceDataset(self.spec, self.root, "train", cache_audio=cfg.data.cache_audio,
-                                         max_seconds=cfg.data.max_seconds)
+                                         max_seconds=cfg.data.max_seconds, augment=cfg.data.augment)
         self.val_set = SequenceDataset(self.spec, self.root, "val", cache_audio=cfg.data.cache_audio)
         if len(self.train_set) == 0:
             raise DatasetError(f"the train split of '{self.root}' is empty", "check data.root and the dataset layout")
@@ -149,6 +152,8 @@ class Trainer:
         except Exception:  # noqa: BLE001 - faces are only needed for rendering
             faces = None
         self.model.set_template(first["template"], faces)
+        if tc.init_from and not resume:
+            self._init_weights(Path(tc.init_from).expanduser())
         self.net = self.model
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -175,6 +180,25 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out / "tb"))
+
+    def _init_weights(self, folder: Path) -> None:
+        """Start from the weights of model folder ``folder`` (train.init_from), which must fit this model."""
+        from safetensors.torch import load_file
+
+        path = folder / "model.safetensors"
+        if not path.is_file():
+            raise CheckpointError(f"train.init_from: '{path}' does not exist",
+                                  "give a model folder, e.g. runs/NAME/last or runs/NAME/best")
+        state = load_file(str(path), device=str(self.device))
+        own = self.model.state_dict()
+        missing = sorted(set(own) - set(state))
+        extra = sorted(set(state) - set(own))
+        wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        if missing or extra or wrong:
+            raise CheckpointError(f"train.init_from: the weights in '{folder}' do not fit this model (missing "
+                                  f"{missing[:3]}, unexpected {extra[:3]}, other shapes {wrong[:3]})",
+                                  "start from a run of the same model config (or drop train.init_from)")
+        self.model.load_state_dict(state)
 
     def _lr_factor(self, step: int) -> float:
         tc = self.cfg.train
@@ -235,7 +259,7 @@ class Trainer:
         return {k: float(v.detach()) for k, v in losses.items()}
 
     #: loss terms averaged by validate(), in a fixed order so that ranks can sum them together
-    VAL_TERMS = ("total", "vertex", "velocity", "balance", "lip_latent", "lip_ctc")
+    VAL_TERMS = ("total", "vertex", "velocity", "balance", "lip_latent", "lip_ctc", "audio_phonemes")
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

@@ -181,3 +181,19 @@ def test_collate_refuses_mixed_meshes(root):
     other = dict(ds[0], template=np.zeros((V + 1, 3), np.float32))
     with pytest.raises(DatasetError, match="different sizes"):
         collate([ds[1], other])
+
+
+def test_training_augmentation_changes_the_audio_only_and_follows_the_torch_seed(root):
+    plain = SequenceDataset(SPEC, root, "train")
+    noisy = SequenceDataset(SPEC, root, "train", augment=True)
+    torch.manual_seed(5)
+    a = noisy[2]
+    torch.manual_seed(5)
+    b = noisy[2]
+    c = noisy[2]  # the next read draws a new room, microphone and noise
+    ref = plain[2]
+    np.testing.assert_array_equal(a["audio"], b["audio"])
+    assert a["audio"].shape == ref["audio"].shape and not np.allclose(a["audio"], ref["audio"])
+    assert not np.allclose(a["audio"], c["audio"])
+    np.testing.assert_array_equal(a["vertices"], ref["vertices"])
+    assert a["phonemes"] == ref["phonemes"]

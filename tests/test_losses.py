@@ -6,7 +6,15 @@ import torch
 
 from jambatalk.config import LossConfig, model_preset
 from jambatalk.errors import CheckpointError, ConfigError
-from jambatalk.losses import AsrTeacher, collapse_ctc, compute_losses, masked_mse, phoneme_targets, velocity_mse
+from jambatalk.losses import (
+    AsrTeacher,
+    collapse_ctc,
+    compute_losses,
+    frame_phoneme_labels,
+    masked_mse,
+    phoneme_targets,
+    velocity_mse,
+)
 from jambatalk.model import JambaTalk
 
 
@@ -127,3 +135,48 @@ def test_lip_reader_input_scale_brings_millimetre_motion_to_unit_scale():
     model.lip_reader.cfg.input_scale = 1.0
     c, _ = model.lip_reader(moving, 50)
     assert float((a - c).abs().max()) < 0.01
+
+
+def test_frame_phoneme_labels_name_the_phoneme_at_each_frame_centre():
+    # 20 frames over 0.5 s: centres at 0.0125, 0.0375, ... s
+    labels = frame_phoneme_labels([["p", 0.0, 0.1], ["a", 0.1, 0.3], ["?", 0.3, 0.35]], ["a", "p"], 20, 0.5)
+    assert labels.dtype == torch.long
+    assert labels.tolist() == [2] * 4 + [1] * 8 + [-100] * 2 + [0] * 6
+    assert frame_phoneme_labels(None, ["a"], 5, 0.1).tolist() == [-100] * 5
+
+
+def test_audio_phoneme_head_learns_the_frame_phonemes_and_trains_the_encoder():
+    torch.manual_seed(0)
+    cfg = model_preset("tiny")
+    assert JambaTalk(cfg).phoneme_head is None  # off unless asked for
+    cfg.phoneme_head = True
+    cfg.lip_reader.tokens = []
+    with pytest.raises(ConfigError, match="tokens"):
+        JambaTalk(cfg)
+    cfg.lip_reader.tokens = ["a", "b"]
+    model = JambaTalk(cfg).train()
+    audio = torch.randn(2, 16000) * 0.1
+    lengths = torch.tensor([16000, 8000])
+    out = model(audio, n_frames=25, audio_lengths=lengths)
+    assert out.phoneme_logits.shape == out.audio_hidden.shape[:2] + (3,)
+    phonemes = [[["a", 0.0, 0.3], ["b", 0.3, 0.6]], [["b", 0.1, 0.4]]]
+    batch = {"vertices": torch.zeros(2, 25, cfg.n_vertices, 3), "audio": audio, "audio_lengths": lengths,
+             "frame_mask": None, "phonemes": phonemes}
+    loss_cfg = LossConfig(audio_phonemes=0.5)
+    losses = compute_losses(out, batch, loss_cfg, cfg)
+    valid = out.audio_mask.sum(1).tolist()
+    logits, want = [], []
+    for i, seconds in enumerate((1.0, 0.5)):
+        logits.append(out.phoneme_logits[i, : valid[i]])
+        want.append(frame_phoneme_labels(phonemes[i], ["a", "b"], valid[i], seconds))
+    expected = torch.nn.functional.cross_entropy(torch.cat(logits), torch.cat(want))
+    torch.testing.assert_close(losses["audio_phonemes"], expected)
+    without = compute_losses(out, batch, LossConfig(), cfg)
+    assert "audio_phonemes" not in without
+    torch.testing.assert_close(losses["total"], without["total"] + 0.5 * expected)
+    model.zero_grad()
+    losses["audio_phonemes"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.audio_encoder.parameters())
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.decoder.parameters())
+    with pytest.raises(ConfigError, match="audio_phonemes"):
+        LossConfig(audio_phonemes=1.0, lip_targets="asr", asr_model="x")

@@ -94,3 +94,34 @@ def test_augmentation_is_seeded_and_hits_the_snr():
     assert np.array_equal(x, y) and np.abs(x).max() <= 0.99 + 1e-6
     wet = augment.reverberate(clean, 16000, 0.4, 0.5, np.random.default_rng(2))
     assert wet.shape == clean.shape and not np.allclose(wet, clean)
+
+
+def _tone_level(audio, hz, sr=16000):
+    spec = np.abs(np.fft.rfft(audio))
+    return spec[int(round(hz * len(audio) / sr))]
+
+
+def test_band_limit_keeps_the_band_and_cuts_outside_it():
+    t = np.arange(16000) / 16000
+    tones = {50: None, 1000: None, 7500: None}
+    mix = sum(np.sin(2 * np.pi * hz * t) for hz in tones).astype(np.float32) * 0.2
+    out = augment.band_limit(mix, 16000, 300.0, 3400.0)
+    assert out.shape == mix.shape and out.dtype == np.float32
+    for hz in tones:
+        tones[hz] = _tone_level(out, hz) / _tone_level(mix, hz)
+    assert tones[1000] == pytest.approx(1.0, abs=0.01)
+    for hz in (50, 7500):  # fourth-order roll-offs on both sides
+        want = 1.0 / np.sqrt((1 + (300.0 / hz) ** 8) * (1 + (hz / 3400.0) ** 8))
+        assert tones[hz] == pytest.approx(want, rel=0.02) and tones[hz] < 0.05
+
+
+def test_training_augmentation_is_seeded_varied_and_keeps_the_length():
+    clean = (np.sin(np.arange(32000) * 0.05) * np.hanning(32000)).astype(np.float32) * 0.3
+    specs = [augment.random_training_augmentation(np.random.default_rng(s)) for s in range(40)]
+    assert specs[3] == augment.random_training_augmentation(np.random.default_rng(3))
+    for key in ("eq", "band", "reverb", "noise"):  # every effect is drawn, and not always
+        assert 0 < sum(key in s for s in specs) < len(specs)
+    outs = [augment.augment(clean, 16000, s) for s in specs[:6]]
+    assert all(o.shape == clean.shape and np.isfinite(o).all() and np.abs(o).max() <= 0.99 + 1e-6 for o in outs)
+    assert np.array_equal(outs[0], augment.augment(clean, 16000, specs[0]))
+    assert not np.allclose(outs[0], outs[1])

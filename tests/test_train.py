@@ -81,6 +81,41 @@ def test_checkpoints_are_model_folders_with_their_config(corpus, tmp_path):
     assert (tmp_path / "run" / "tb").is_dir()
 
 
+def test_audio_phoneme_loss_and_augmentation_train_and_the_head_reloads(corpus, tmp_path):
+    import jambatalk
+
+    tr = Trainer(_cfg(corpus, "train.max_steps=2", "loss.audio_phonemes=0.001", "data.augment=true"),
+                 tmp_path / "run", progress=False)
+    assert tr.model.phoneme_head is not None and tr.model.cfg.phoneme_head
+    assert tr.train_set.augment and not tr.val_set.augment  # validation reads the files as written
+    tr.fit()
+    assert all(v > 0 for _, v in tr.history["train/audio_phonemes"])
+    assert tr.validate()["audio_phonemes"] > 0
+    model = jambatalk.load_model(tmp_path / "run" / "last")
+    assert model.phoneme_head is not None
+    torch.testing.assert_close(model.phoneme_head.weight, tr.model.phoneme_head.weight)
+    assert not Trainer(_cfg(corpus, "train.max_steps=1"), tmp_path / "plain", progress=False).model.phoneme_head
+
+
+def test_init_from_starts_a_new_run_from_a_model_folder(corpus, tmp_path):
+    from jambatalk.errors import CheckpointError
+
+    Trainer(_cfg(corpus, "train.max_steps=2"), tmp_path / "first", progress=False).fit()
+    start = _weights(tmp_path / "first" / "last")
+    tuned = Trainer(_cfg(corpus, "train.max_steps=1", f"train.init_from={tmp_path / 'first' / 'last'}"),
+                    tmp_path / "tuned", progress=False)
+    assert tuned.step == 0
+    for k, v in tuned.model.state_dict().items():
+        torch.testing.assert_close(v, start[k], rtol=0, atol=0, msg=k)
+    fresh = Trainer(_cfg(corpus, "train.max_steps=1"), tmp_path / "fresh", progress=False)
+    assert not torch.equal(fresh.model.state_dict()["head.weight"], start["head.weight"])
+    with pytest.raises(CheckpointError, match="does not exist"):
+        Trainer(_cfg(corpus, f"train.init_from={tmp_path / 'nowhere'}"), tmp_path / "x", progress=False)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        Trainer(_cfg(corpus, "model.decoder.d_model=32", f"train.init_from={tmp_path / 'first' / 'last'}"),
+                tmp_path / "y", progress=False)
+
+
 def test_refuses_to_overwrite_a_run_without_resume(corpus, tmp_path):
     Trainer(_cfg(corpus, "train.max_steps=1"), tmp_path / "run", progress=False).fit()
     with pytest.raises(ConfigError, match="--resume"):

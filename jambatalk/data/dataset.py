@@ -57,12 +57,16 @@ class SequenceDataset(torch.utils.data.Dataset):
             vertices cut at the same instants (window start on a frame boundary).
         token_table: mapping phoneme symbol -> id for ``tokens``; unknown symbols map to the
             table's ``"<unk>"`` entry, or raise a DatasetError when it has none.
+        augment: pass every read's audio through a new random room, microphone and noise
+            (:func:`jambatalk.synth.augment.random_training_augmentation`, seeded from the torch RNG
+            like the crops, so a seeded run is repeatable); for training splits only.
     """
 
     def __init__(self, spec: Union[str, DatasetSpec], root: str | os.PathLike, split: str, *,
                  subjects: Optional[list[str]] = None, cache_audio: bool = True, max_seconds: float = 0.0,
-                 token_table: Optional[Mapping[str, int]] = None):
+                 token_table: Optional[Mapping[str, int]] = None, augment: bool = False):
         self.spec = get_spec(spec)
+        self.augment = bool(augment)
         self.root = Path(root)
         self.split = split
         self.cache_audio = cache_audio
@@ -152,6 +156,11 @@ class SequenceDataset(torch.utils.data.Dataset):
                                    "its vertices)", "run the preprocessing again")
             if phonemes is not None:
                 phonemes = crop_phonemes(phonemes, start / fps, (start + n_frames) / fps)
+        if self.augment:
+            from ..synth.augment import augment, random_training_augmentation
+
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+            audio = augment(audio, SAMPLE_RATE, random_training_augmentation(rng))
         item = {
             "name": name,
             "subject": subject,

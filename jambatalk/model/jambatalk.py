@@ -38,6 +38,7 @@ class ModelOutput:
     lip_log_probs: Optional[torch.Tensor] = None  # (B, Na, vocab) CTC log-probabilities (training)
     gt_lip_latent: Optional[torch.Tensor] = None  # the same, read from the ground-truth lips (loss.lip_gt)
     gt_lip_log_probs: Optional[torch.Tensor] = None
+    phoneme_logits: Optional[torch.Tensor] = None  # (B, Na, tokens + 1) audio-frame phonemes (phoneme_head)
 
 
 def _lengths_mask(lengths: Optional[torch.Tensor], size: int, device) -> Optional[torch.Tensor]:
@@ -79,6 +80,16 @@ class JambaTalk(nn.Module):
 
             latent = cfg.lip_reader.latent_dim or cfg.audio.hidden_size
             self.lip_reader = LipReader(cfg.lip_reader, len(cfg.lip_indices), latent)
+        self.phoneme_head = None
+        if cfg.phoneme_head:
+            from ..errors import ConfigError
+
+            if not cfg.lip_reader.tokens:
+                raise ConfigError("model.phoneme_head is true but model.lip_reader.tokens is empty",
+                                  "train through jambatalk train (it takes the tokens from the dataset), or give "
+                                  "model.lip_reader.tokens")
+            # class 0 is silence (no phoneme); class i is lip_reader.tokens[i - 1]
+            self.phoneme_head = nn.Linear(cfg.audio.hidden_size, len(cfg.lip_reader.tokens) + 1)
         self.register_buffer("template", torch.zeros(V, 3), persistent=True)
         self.register_buffer("faces", torch.zeros(0, 3, dtype=torch.long), persistent=True)
         if template is not None:
@@ -180,6 +191,8 @@ class JambaTalk(nn.Module):
         audio_mask = _lengths_mask(hidden_lengths if audio_lengths is not None else None, hidden.shape[1],
                                    hidden.device)
         out = ModelOutput(vertices, offsets, frame_mask, aux, hidden, audio_mask)
+        if self.phoneme_head is not None:
+            out.phoneme_logits = self.phoneme_head(hidden)
         if lip_reading is None:
             lip_reading = self.training
         if lip_reading and self.lip_reader is not None:

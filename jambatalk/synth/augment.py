@@ -1,10 +1,16 @@
-"""Seeded audio augmentation: gain, additive noise at a chosen SNR, synthetic reverberation, EQ."""
+"""Seeded audio augmentation: gain, additive noise at a chosen SNR, synthetic reverberation, EQ, band limits.
+
+:func:`random_augmentation` draws the one fixed setting each corpus file is written with;
+:func:`random_training_augmentation` draws a new, wider one every time a training item is read
+(``data.augment``), so that a model sees each sentence through many rooms, microphones and noises.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["add_noise", "apply_gain", "reverberate", "equalize", "augment", "random_augmentation"]
+__all__ = ["add_noise", "apply_gain", "reverberate", "equalize", "band_limit", "augment", "random_augmentation",
+           "random_training_augmentation"]
 
 
 def apply_gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
@@ -50,6 +56,15 @@ def equalize(audio: np.ndarray, sample_rate: int, low_db: float, high_db: float,
     return np.fft.irfft(spec * 10.0 ** (gain_db / 20.0), len(audio)).astype(np.float32)
 
 
+def band_limit(audio: np.ndarray, sample_rate: int, low_hz: float, high_hz: float, order: int = 4) -> np.ndarray:
+    """Keep ``low_hz`` .. ``high_hz`` (a telephone or a small loudspeaker): Butterworth-shaped magnitude
+    roll-offs of ``order`` on both sides, applied in the frequency domain (zero phase)."""
+    spec = np.fft.rfft(audio.astype(np.float64))
+    f = np.maximum(np.fft.rfftfreq(len(audio), 1.0 / sample_rate), 1e-3)
+    gain = 1.0 / np.sqrt((1.0 + (low_hz / f) ** (2 * order)) * (1.0 + (f / high_hz) ** (2 * order)))
+    return np.fft.irfft(spec * gain, len(audio)).astype(np.float32)
+
+
 def random_augmentation(rng: np.random.Generator) -> dict:
     """Draw augmentation settings (a JSON-able dict) for :func:`augment`."""
     spec = {"gain_db": float(rng.uniform(-8.0, 3.0))}
@@ -63,12 +78,32 @@ def random_augmentation(rng: np.random.Generator) -> dict:
     return spec
 
 
+def random_training_augmentation(rng: np.random.Generator) -> dict:
+    """Draw on-the-fly training augmentation (a JSON-able dict for :func:`augment`): wider than
+    :func:`random_augmentation`, with lower SNRs, longer rooms, stronger EQ and band limits."""
+    spec = {"gain_db": float(rng.uniform(-12.0, 3.0))}
+    if rng.random() < 0.5:
+        spec["eq"] = {"low_db": float(rng.uniform(-9.0, 9.0)), "high_db": float(rng.uniform(-12.0, 6.0)),
+                      "split_hz": float(rng.uniform(500.0, 2500.0))}
+    if rng.random() < 0.25:
+        spec["band"] = {"low_hz": float(rng.uniform(80.0, 400.0)), "high_hz": float(rng.uniform(3000.0, 7000.0))}
+    if rng.random() < 0.5:
+        spec["reverb"] = {"rt60": float(rng.uniform(0.1, 0.9)), "wet": float(rng.uniform(0.1, 0.6))}
+    if rng.random() < 0.6:
+        spec["noise"] = {"snr_db": float(rng.uniform(5.0, 40.0)), "color": float(rng.uniform(0.0, 1.5))}
+    spec["seed"] = int(rng.integers(2**31))
+    return spec
+
+
 def augment(audio: np.ndarray, sample_rate: int, spec: dict) -> np.ndarray:
-    """Apply settings from :func:`random_augmentation` (EQ, reverb, noise, gain; then peak-limit to 0.99)."""
+    """Apply settings from :func:`random_augmentation` or :func:`random_training_augmentation` (EQ, band
+    limits, reverb, noise, gain; then peak-limit to 0.99)."""
     rng = np.random.default_rng(spec.get("seed", 0))
     out = np.asarray(audio, dtype=np.float32)
     if "eq" in spec:
-        out = equalize(out, sample_rate, spec["eq"]["low_db"], spec["eq"]["high_db"])
+        out = equalize(out, sample_rate, spec["eq"]["low_db"], spec["eq"]["high_db"], spec["eq"].get("split_hz", 1000.0))
+    if "band" in spec:
+        out = band_limit(out, sample_rate, spec["band"]["low_hz"], spec["band"]["high_hz"])
     if "reverb" in spec:
         out = reverberate(out, sample_rate, spec["reverb"]["rt60"], spec["reverb"]["wet"], rng)
     if "noise" in spec:
