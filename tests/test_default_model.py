@@ -37,7 +37,7 @@ def test_default_model_is_small_and_carries_its_head(model):
 def test_unseen_sentences_and_voice_beat_a_static_mouth(model):
     """Held-out text spoken by the held-out voice: LVE well below that of the static template.
 
-    The built-in model measures 0.36 on these sentences and 0.41 over the corpus test split spoken by
+    The built-in model measures 0.37 on these sentences and 0.41 over the corpus test split spoken by
     this voice (tools/eval_default.py); the floor asserted
     here (0.5) guards against regressions, the project's target (0.3) is tracked separately."""
     _espeak_or_skip()
@@ -66,9 +66,9 @@ def test_unseen_sentences_and_voice_beat_a_static_mouth(model):
 def test_real_speech_opens_the_mouth_with_energy_and_closes_it_in_silence(model, name):
     """The mouth follows the speech energy and closes in silences on real recordings.
 
-    Measured with the built-in model and its silence gate: r = 0.22 to 0.83 and a silence opening of
-    0.02 to 0.08 of the speaking opening (0.11 to 0.21 without the gate; tools/eval_default.py).
-    Asserted are regression floors; r >= 0.3 is not reached on every file yet."""
+    Measured with the built-in model and its silence gate (tools/eval_default.py): r = 0.53 to 0.87 and
+    a silence opening of 0.01 to 0.04 of the speaking opening. Asserted: the project's target r >= 0.3
+    on every file, and a nearly closed mouth in silences longer than 0.3 s."""
     from jambatalk.audio import load_audio
     from jambatalk.synth import default_head, lip_gap
     from jambatalk.synth.checks import speech_mouth_checks
@@ -79,9 +79,9 @@ def test_real_speech_opens_the_mouth_with_energy_and_closes_it_in_silence(model,
     audio = load_audio(path)
     checks = speech_mouth_checks(lip_gap(default_head(), model.predict(audio)), audio, model.fps)
     print(name, checks)
-    assert checks["r"] >= 0.15
+    assert checks["r"] >= 0.3
     if checks["silent_frames"]:
-        assert checks["silence_opening_rel"] <= 0.15
+        assert checks["silence_opening_rel"] <= 0.1
 
 
 def test_demo_writes_an_mp4_with_audio(tmp_path):
