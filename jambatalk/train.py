@@ -75,7 +75,8 @@ def open_dataset_root(cfg: ExperimentConfig) -> Path:
 
 
 def complete_model_config(cfg: ExperimentConfig, spec, root: Path, asr_vocab: int = 0) -> None:
-    """Fill the model facts that come from the dataset: vertex count, fps, lip mask, token set.
+    """Fill the model facts that come from the dataset: vertex count, fps, lip mask, token set; and
+    ``model.phoneme_head``, which follows ``loss.audio_phonemes > 0``.
 
     Dataset facts win over whatever the model section says (a preset's placeholders included).
     """
@@ -189,7 +190,11 @@ class Trainer:
         if not path.is_file():
             raise CheckpointError(f"train.init_from: '{path}' does not exist",
                                   "give a model folder, e.g. runs/NAME/last or runs/NAME/best")
-        state = load_file(str(path), device=str(self.device))
+        try:
+            state = load_file(str(path), device=str(self.device))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise CheckpointError(f"train.init_from: '{path}' is not a readable safetensors file ({exc})",
+                                  "point train.init_from at a model folder written by jambatalk train") from exc
         own = self.model.state_dict()
         missing = sorted(set(own) - set(state))
         extra = sorted(set(state) - set(own))

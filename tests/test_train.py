@@ -111,6 +111,11 @@ def test_init_from_starts_a_new_run_from_a_model_folder(corpus, tmp_path):
     assert not torch.equal(fresh.model.state_dict()["head.weight"], start["head.weight"])
     with pytest.raises(CheckpointError, match="does not exist"):
         Trainer(_cfg(corpus, f"train.init_from={tmp_path / 'nowhere'}"), tmp_path / "x", progress=False)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        Trainer(_cfg(corpus, f"train.init_from={bad}"), tmp_path / "z", progress=False)
     with pytest.raises(CheckpointError, match="do not fit"):
         Trainer(_cfg(corpus, "model.decoder.d_model=32", f"train.init_from={tmp_path / 'first' / 'last'}"),
                 tmp_path / "y", progress=False)
