@@ -55,9 +55,14 @@ def collapse_ctc(ids: torch.Tensor, blank: int = 0) -> list[int]:
     return out
 
 
+def _token_ids(tokens: list) -> dict:
+    """Phoneme symbol -> id: 1-based, as 0 is the CTC blank (and silence for the audio phoneme head)."""
+    return {t: i + 1 for i, t in enumerate(tokens)}
+
+
 def phoneme_targets(phonemes: list, tokens: list) -> list[list[int]]:
     """Per item: label symbols -> token ids (1-based; 0 is the CTC blank). Unknown symbols are skipped."""
-    table = {t: i + 1 for i, t in enumerate(tokens)}
+    table = _token_ids(tokens)
     out = []
     for item in phonemes:
         seq = [] if item is None else [table[p[0]] for p in item if p[0] in table]
@@ -73,7 +78,7 @@ def frame_phoneme_labels(phonemes: Optional[list], tokens: list, n_frames: int, 
     """
     if phonemes is None:
         return torch.full((n_frames,), -100, dtype=torch.long)
-    table = {t: i + 1 for i, t in enumerate(tokens)}
+    table = _token_ids(tokens)
     centres = (np.arange(n_frames) + 0.5) * (seconds / max(n_frames, 1))
     labels = np.zeros(n_frames, dtype=np.int64)
     for symbol, start, end in phonemes:

@@ -184,17 +184,13 @@ class Trainer:
 
     def _init_weights(self, folder: Path) -> None:
         """Start from the weights of model folder ``folder`` (train.init_from), which must fit this model."""
-        from safetensors.torch import load_file
+        from .model.jambatalk import WEIGHTS_NAME, read_weights
 
-        path = folder / "model.safetensors"
+        path = folder / WEIGHTS_NAME
         if not path.is_file():
             raise CheckpointError(f"train.init_from: '{path}' does not exist",
                                   "give a model folder, e.g. runs/NAME/last or runs/NAME/best")
-        try:
-            state = load_file(str(path), device=str(self.device))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise CheckpointError(f"train.init_from: '{path}' is not a readable safetensors file ({exc})",
-                                  "point train.init_from at a model folder written by jambatalk train") from exc
+        state = read_weights(path, self.device, "point train.init_from at a model folder written by jambatalk train")
         own = self.model.state_dict()
         missing = sorted(set(own) - set(state))
         extra = sorted(set(state) - set(own))

@@ -18,7 +18,7 @@ from ..errors import CheckpointError
 from .audio_encoder import AudioEncoder, frames_for_samples, resample_features
 from .decoder import JambaDecoder
 
-__all__ = ["JambaTalk", "ModelOutput", "CONFIG_NAME", "WEIGHTS_NAME"]
+__all__ = ["JambaTalk", "ModelOutput", "CONFIG_NAME", "WEIGHTS_NAME", "read_weights"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -39,6 +39,17 @@ class ModelOutput:
     gt_lip_latent: Optional[torch.Tensor] = None  # the same, read from the ground-truth lips (loss.lip_gt)
     gt_lip_log_probs: Optional[torch.Tensor] = None
     phoneme_logits: Optional[torch.Tensor] = None  # (B, Na, tokens + 1) audio-frame phonemes (phoneme_head)
+
+
+def read_weights(path: Path, device="cpu", fix: str = "the checkpoint is damaged: re-export it") -> dict:
+    """The tensors of safetensors file ``path``; a CheckpointError (with ``fix``) when it cannot be read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"'{path}' is not a readable safetensors file ({exc})", fix) from exc
 
 
 def _lengths_mask(lengths: Optional[torch.Tensor], size: int, device) -> Optional[torch.Tensor]:
@@ -324,9 +335,6 @@ class JambaTalk(nn.Module):
 
         ``n_vertices``, when given, is checked against the checkpoint's mesh before loading weights.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         cfg = cls.read_config(folder)
         if n_vertices is not None and cfg.n_vertices != n_vertices:
@@ -336,11 +344,7 @@ class JambaTalk(nn.Module):
         weights = folder / WEIGHTS_NAME
         if not weights.is_file():
             raise CheckpointError(f"'{folder}' has no {WEIGHTS_NAME}", "the checkpoint is incomplete: re-export it")
-        try:
-            state = load_file(str(weights), device=str(map_location))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"'{weights}' is not a readable safetensors file ({exc})",
-                                  "the checkpoint is damaged: re-export it") from exc
+        state = read_weights(weights, map_location)
         cfg.audio.pretrained = None  # the weights below hold the encoder; no hub access needed
         model = cls(cfg)
         model.faces = torch.zeros(tuple(state["faces"].shape), dtype=torch.long) if "faces" in state else model.faces
