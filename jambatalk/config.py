@@ -309,6 +309,9 @@ class LossConfig:
 
     vertex: float = 1000.0
     velocity: float = 1000.0
+    # > 0: the lip vertices (model.lip_indices) again, as an MSE of their own, so that the lips, where
+    # LVE is measured, weigh more than their share of the mesh
+    lip_vertex: float = 0.0
     lip_latent: float = 0.001
     lip_ctc: float = 0.0001
     balance: float = 1.0  # multiplies each MoE layer's balancing loss (its own coef is in moe.balance_coef)
@@ -333,7 +336,7 @@ class LossConfig:
         _check(not (self.audio_phonemes > 0 and self.lip_targets == "asr"),
                "loss.audio_phonemes needs the dataset's phoneme labels but loss.lip_targets is 'asr'",
                "use loss.lip_targets=phonemes, or set loss.audio_phonemes=0")
-        for k in ("vertex", "velocity", "lip_latent", "lip_ctc", "balance", "lip_gt", "audio_phonemes"):
+        for k in ("vertex", "velocity", "lip_vertex", "lip_latent", "lip_ctc", "balance", "lip_gt", "audio_phonemes"):
             _check(getattr(self, k) >= 0, f"loss.{k} is negative", "use weights >= 0")
 
 

@@ -1,6 +1,6 @@
 """Training losses in one place; weights come from :class:`~jambatalk.config.LossConfig`.
 
-total = vertex * MSE(vertices) + velocity * MSE(frame differences)
+total = vertex * MSE(vertices) + velocity * MSE(frame differences) + lip_vertex * MSE(lip vertices)
         + lip_latent * MSE(lip-reader latents, targets) + lip_ctc * CTC(lip-reader, labels)
         + balance * (MoE balancing terms, each already scaled by its moe.balance_coef)
         + audio_phonemes * CE(phoneme head on the audio encoder's states, the phoneme at each audio frame)
@@ -150,6 +150,13 @@ def compute_losses(out, batch: dict, loss_cfg: LossConfig, model_cfg: ModelConfi
         "balance": out.aux_loss,
     }
     weights = {"vertex": loss_cfg.vertex, "velocity": loss_cfg.velocity, "balance": loss_cfg.balance}
+    if loss_cfg.lip_vertex > 0:
+        if not model_cfg.lip_indices:
+            raise ConfigError("loss.lip_vertex is set but model.lip_indices is empty",
+                              "give model.lip_indices (the dataset spec sets them), or set loss.lip_vertex=0")
+        lips = torch.as_tensor(model_cfg.lip_indices, dtype=torch.long, device=pred.device)
+        terms["lip_vertex"] = masked_mse(pred[:, :, lips], gt[:, :, lips], mask)
+        weights["lip_vertex"] = loss_cfg.lip_vertex
     if out.lip_latent is not None:
         Na = out.lip_latent.shape[1]
         if loss_cfg.lip_targets == "asr":

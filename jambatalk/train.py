@@ -260,7 +260,7 @@ class Trainer:
         return {k: float(v.detach()) for k, v in losses.items()}
 
     #: loss terms averaged by validate(), in a fixed order so that ranks can sum them together
-    VAL_TERMS = ("total", "vertex", "velocity", "balance", "lip_latent", "lip_ctc", "audio_phonemes")
+    VAL_TERMS = ("total", "vertex", "velocity", "lip_vertex", "balance", "lip_latent", "lip_ctc", "audio_phonemes")
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

@@ -35,11 +35,10 @@ def test_default_model_is_small_and_carries_its_head(model):
 
 
 def test_unseen_sentences_and_voice_beat_a_static_mouth(model):
-    """Held-out text spoken by the held-out voice: LVE well below that of the static template.
+    """Held-out text spoken by the held-out voice: LVE at most 0.3x that of the static template.
 
-    The built-in model measures 0.37 on these sentences and 0.41 over the corpus test split spoken by
-    this voice (tools/eval_default.py); the floor asserted
-    here (0.5) guards against regressions, the project's target (0.3) is tracked separately."""
+    The built-in model measures 0.21 on these sentences and 0.23 over the corpus test split spoken by
+    this voice (tools/eval_default.py)."""
     _espeak_or_skip()
     from jambatalk.data import get_spec
     from jambatalk.metrics import lve
@@ -58,7 +57,7 @@ def test_unseen_sentences_and_voice_beat_a_static_mouth(model):
         static.append(lve(np.broadcast_to(model.template.numpy(), gt.shape), gt, lips))
     ratio = np.mean(ours) / np.mean(static)
     print(f"held-out LVE ratio to the static template: {ratio:.3f}")
-    assert ratio <= 0.5
+    assert ratio <= 0.3
 
 
 @pytest.mark.parametrize("name", ["voca_test_sentence_22k.wav", "faceformer_test_44k.wav",

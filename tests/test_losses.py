@@ -180,3 +180,34 @@ def test_audio_phoneme_head_learns_the_frame_phonemes_and_trains_the_encoder():
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.decoder.parameters())
     with pytest.raises(ConfigError, match="audio_phonemes"):
         LossConfig(audio_phonemes=1.0, lip_targets="asr", asr_model="x")
+
+
+def test_lip_vertex_term_is_the_mse_of_the_lip_vertices_alone():
+    torch.manual_seed(0)
+    cfg = model_preset("tiny")
+    model = JambaTalk(cfg).train()
+    audio = torch.randn(2, 16000) * 0.1
+    out = model(audio, n_frames=25)
+    gt = torch.zeros(2, 25, cfg.n_vertices, 3)
+    lips = torch.tensor(cfg.lip_indices)
+    gt[:, :, lips] = 2e-3  # an error on the lips only ...
+    others = torch.ones(cfg.n_vertices, dtype=torch.bool)
+    others[lips] = False
+    gt[:, :, others] = out.vertices.detach()[:, :, others]  # ... everything else is exact
+    mask = torch.tensor([[True] * 25, [True] * 20 + [False] * 5])
+    gt[1, 20:] = 1.0  # padding: ignored
+    batch = {"vertices": gt, "audio": audio, "frame_mask": mask, "phonemes": None}
+    losses = compute_losses(out, batch, LossConfig(lip_vertex=3000.0), cfg)
+    err = (out.vertices[:, :, lips] - gt[:, :, lips]).pow(2)
+    expected = torch.cat([err[0].reshape(-1), err[1, :20].reshape(-1)]).mean()
+    torch.testing.assert_close(losses["lip_vertex"], expected)
+    without = compute_losses(out, batch, LossConfig(), cfg)
+    assert "lip_vertex" not in without  # off by default
+    torch.testing.assert_close(losses["total"], without["total"] + 3000.0 * expected)
+    # the whole-mesh term sees the same lip error diluted by the other vertices
+    torch.testing.assert_close(losses["vertex"], expected * len(lips) / cfg.n_vertices)
+    cfg.lip_indices = []
+    with pytest.raises(ConfigError, match="lip_indices"):
+        compute_losses(out, batch, LossConfig(lip_vertex=1.0), cfg)
+    with pytest.raises(ConfigError, match="lip_vertex"):
+        LossConfig(lip_vertex=-1.0)
