@@ -17,7 +17,7 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["jambatalk", "jambatalk.*"]),
-    package_data={"jambatalk": ["assets/*", "assets/**/*"]},
+    package_data={"jambatalk": ["assets/*", "assets/**/*", "ops/*.c"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.1",

@@ -19,6 +19,13 @@ REAL = Path(os.environ.get("JAMBATALK_REAL_DATA", ROOT.parent / "shared" / "data
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(autouse=True)
+def _flush_subnormals():
+    """Every test starts with subnormal floats flushed to zero, as `jambatalk train` and the benchmarks
+    run (on CPU, arithmetic on subnormals is orders of magnitude slower), whatever an earlier test left."""
+    torch.set_flush_denormal(True)
+
+
 def real_file(name: str) -> Path:
     """Path of a real artefact, or skip the calling test with the reason."""
     path = REAL / name

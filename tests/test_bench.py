@@ -34,3 +34,15 @@ def test_stream_measurement_counts_every_chunk_and_frame():
     assert r["chunks"] == 50 and r["frames"] == 5 * 25
     assert 0 < r["median_ms"] <= r["p99_ms"] <= r["max_ms"]
     assert r["latency_s"] > 0.4
+
+
+def test_rtf_times_models_side_by_side_in_one_process():
+    from jambatalk.bench.rtf import case
+
+    jt, tr = case("jambatalk,transformer", 0.5, rounds=2)
+    assert (jt["model"], tr["model"]) == ("jambatalk", "transformer")
+    for r in (jt, tr):
+        assert r["frames"] == 15 and r["rounds"] == 2 and not r["extrapolated"]
+        assert all(0 < r[k] < 60 for k in ("encoder_s", "decoder_s", "total_s"))
+    with pytest.raises(ValueError, match="on its own"):
+        case("jambatalk,faceformer", 0.5, rounds=1)

@@ -4,12 +4,15 @@ Real-time factor = compute seconds / audio seconds (below 1: faster than real ti
 random weights and the same audio encoder: configs/default.yaml's model ("jambatalk"), and the decoders
 of configs/baselines/{transformer,faceformer,mamba}.yaml on that model (mesh: the synthetic head, 30 fps).
 
-Per model and audio length (10 s, 60 s, 600 s; ``--quick``: 10 s and 60 s), in a fresh process each:
+Per audio length (10 s, 60 s, 600 s; ``--quick``: 10 s and 60 s), two fresh processes: one times
+JambaTalk, Transformer-only and Mamba-only in interleaved rounds, each figure the shortest of its rounds
+(7 at 10 s, 3 at 60 s, 2 at 600 s), so that their ratios compare one process and one machine state;
+the other times the FaceFormer-style model once. Records:
 
 * ``rtf/<model>/total/<len>``: the whole inference (JambaTalk.predict: windowed encoder, decoder,
   head; for FaceFormer the same encoder path, then its frame-by-frame ``generate``);
 * ``rtf/<model>/decoder/<len>``: the decoder and vertex head alone (the encoder is shared);
-* ``rtf/encoder/<len>``: the shared encoder path (measured in the JambaTalk process);
+* ``rtf/encoder/<len>``: the shared encoder path (measured on JambaTalk's encoder);
 * ``rtf/jambatalk_vs_<baseline>/{total,decoder}/<len>``: ratio = JambaTalk time / baseline time;
 * ``rtf/<model>/growth_<max>_vs_10s``: real-time factor at the longest length / at 10 s (1.0 = linear).
 
@@ -128,47 +131,79 @@ def _ff_estimate(ff, x) -> float:
     return float(coef[0] * n + coef[1] * n * (n + 1) / 2 + coef[2] * n * (n + 1) * (2 * n + 1) / 6)
 
 
-def case(name: str, seconds: float, budget_s: float = BUDGET_S) -> dict:
-    """One measurement in this process: total, decoder-only and encoder seconds for ``seconds`` of audio."""
+def _rounds(seconds: float) -> int:
+    """Timed rounds per model: each figure is the shortest of them (the machine may be shared)."""
+    return 7 if seconds <= 10 else 3 if seconds <= 60 else 2
+
+
+def case(names: str, seconds: float, budget_s: float = BUDGET_S, rounds: int = 0) -> list[dict]:
+    """Measurements in this process: total, decoder-only and encoder seconds for ``seconds`` of audio,
+    one dict per model of ``names`` (comma-separated).
+
+    Models without a FaceFormer-style decoder are timed in interleaved rounds (every model once per
+    round, the order reversed every other round) and each figure is the shortest over ``rounds``
+    (default :func:`_rounds`): their ratios then compare the same process, allocator and machine
+    state, and the shared encoder's spread between processes drops out. A FaceFormer-style model
+    is timed once (its generation takes minutes at 60 s) and must be the only name.
+    """
     import numpy as np
     import torch
 
     torch.set_flush_denormal(True)
-    model, ff = build(name)
+    names = names.split(",")
     rng = np.random.default_rng(0)
     audio = (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32)
-    out: dict = {"model": name, "audio_s": seconds, "threads": torch.get_num_threads(), "extrapolated": False}
-    reps = 3 if seconds <= 10 else 2 if seconds <= 60 else 1  # shortest of reps: the machine may be shared
+    rounds = rounds or _rounds(seconds)
+    built = {name: build(name) for name in names}
+    if len(names) > 1 and any(ff is not None for _, ff in built.values()):
+        raise ValueError("bench rtf: time a FaceFormer-style model on its own")
+    outs = {name: {"model": name, "audio_s": seconds, "threads": torch.get_num_threads(), "extrapolated": False,
+                   "rounds": rounds, "encoder_s": float("inf"), "decoder_s": float("inf"), "total_s": float("inf")}
+            for name in names}
     with torch.no_grad():
-        x1 = _encode(model, audio[:16000])  # warm-up on 1 s
-        if ff is not None:
-            _ff_decode(model, ff, x1)
-        else:
-            _jamba_decode(model, x1)
-        t0 = time.perf_counter()
-        x = _encode(model, audio)
-        out["encoder_s"] = min(time.perf_counter() - t0, _best(lambda: _encode(model, audio), reps - 1))
-        out["frames"] = int(x.shape[1])
-        if ff is None:
-            out["decoder_s"] = _best(lambda: _jamba_decode(model, x), reps)
-            out["total_s"] = _best(lambda: model.predict(audio), reps)
-        else:
+        for model, ff in built.values():  # warm-up on 1 s
+            x1 = _encode(model, audio[:16000])
+            if ff is not None:
+                _ff_decode(model, ff, x1)
+            else:
+                _jamba_decode(model, x1)
+        if len(names) == 1 and built[names[0]][1] is not None:
+            model, ff = built[names[0]]
+            out = outs[names[0]]
+            out["rounds"] = 1
+            t0 = time.perf_counter()
+            x = _encode(model, audio)
+            out["encoder_s"], out["frames"] = time.perf_counter() - t0, int(x.shape[1])
             out["estimate_s"] = _ff_estimate(ff, x)
             if out["estimate_s"] <= budget_s:
                 out["decoder_s"] = _best(lambda: _ff_decode(model, ff, x), 1)
             else:
                 out["decoder_s"], out["extrapolated"] = out["estimate_s"], True
             out["total_s"] = out["encoder_s"] + out["decoder_s"]
-    return out
+            return [out]
+        for r in range(rounds):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                model, out = built[name][0], outs[name]
+                t0 = time.perf_counter()
+                x = _encode(model, audio)
+                t1 = time.perf_counter()
+                _jamba_decode(model, x)
+                t2 = time.perf_counter()
+                model.predict(audio)
+                t3 = time.perf_counter()
+                out["frames"] = int(x.shape[1])
+                for key, seconds_taken in (("encoder_s", t1 - t0), ("decoder_s", t2 - t1), ("total_s", t3 - t2)):
+                    out[key] = min(out[key], seconds_taken)
+    return [outs[name] for name in names]
 
 
-def _run_case(name: str, seconds: float, budget_s: float):
-    proc = subprocess.run([sys.executable, "-c", _CHILD, name, str(seconds), str(budget_s)],
+def _run_case(names: str, seconds: float, budget_s: float) -> list[dict]:
+    proc = subprocess.run([sys.executable, "-c", _CHILD, names, str(seconds), str(budget_s)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
-        print(f"bench rtf: {name} at {seconds:g} s failed: {tail[0]}", file=sys.stderr)
-        return None
+        print(f"bench rtf: {names} at {seconds:g} s failed: {tail[0]}", file=sys.stderr)
+        return []
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -178,14 +213,13 @@ def run(quick: bool = False) -> list[Record]:
     results: dict[tuple[str, float], dict] = {}
     records: list[Record] = []
     for seconds in lengths:
-        for name in MODELS:
-            r = _run_case(name, seconds, budget)
-            if r is None:
-                continue
+        group = [name for name in MODELS if name != "faceformer"]
+        for r in _run_case(",".join(group), seconds, budget) + _run_case("faceformer", seconds, budget):
+            name = r["model"]
             results[(name, seconds)] = r
             tag = f"{seconds:g}s"
             unit = "x real time (extrapolated)" if r["extrapolated"] else "x real time"
-            params = {"audio_s": seconds, "frames": r["frames"], "threads": r["threads"]}
+            params = {"audio_s": seconds, "frames": r["frames"], "threads": r["threads"], "rounds": r["rounds"]}
             if r["extrapolated"]:
                 params.update(extrapolated=True, budget_s=budget)
             records.append(Record(f"rtf/{name}/total/{tag}", r["total_s"] / seconds, unit, params=params))

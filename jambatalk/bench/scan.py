@@ -11,6 +11,10 @@ recurrence, read-out with C, skip D, gate silu(z)) from the same inputs:
   backward is quadratic in L (each step's slice gradient is scattered into a full-size zero
   tensor), so forward + backward is timed against it only up to L = 600.
 
+The compiled CPU scan (:mod:`jambatalk.ops.cpu_scan`, what ``use_kernels="auto"`` runs without
+gradients) is timed forward against the PyTorch path (``scan.forward.compiled``, baseline
+``pytorch``) and against mambapy, where it builds.
+
 Timings run on ``JAMBATALK_BENCH_THREADS`` torch threads (default 1): on a small shared machine,
 multi-threaded element-wise ops wait on busy cores and the figures stop being reproducible.
 
@@ -84,6 +88,21 @@ def _implementations() -> dict[str, Callable]:
     return {"ours": ours, "mambapy": mambapy_selective_scan, "transformers-loop": transformers_loop}
 
 
+def _compiled() -> Callable | None:
+    """The forward-only compiled CPU scan behind selective_scan's "auto", or None where it does not build."""
+    from ..ops import cpu_scan
+    from ..ops.selective_scan import selective_scan
+
+    if not cpu_scan.available():
+        print(f"bench scan: the compiled CPU scan is unavailable ({cpu_scan.why_unavailable()})")
+        return None
+
+    def compiled(u, delta, A, B, C, D, z, delta_bias):
+        return selective_scan(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=True,
+                              use_kernels="auto")
+    return compiled
+
+
 def _task(fn: Callable, inputs: dict, backward: bool) -> Callable[[], None]:
     if not backward:
         def forward_only():
@@ -129,6 +148,9 @@ def _check_agree(impls: dict[str, Callable], inputs: dict) -> None:
 def run(quick: bool = False) -> list[Record]:
     """Time the selective scan against mambapy and transformers' loop; one record per pair."""
     impls = _implementations()
+    compiled = _compiled()
+    if compiled is not None:
+        impls["compiled"] = compiled
     threads = int(os.environ.get("JAMBATALK_BENCH_THREADS", "1"))
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -150,13 +172,19 @@ def _run(impls: dict[str, Callable], quick: bool) -> list[Record]:
             inputs = _inputs(length, d_inner)
             _check_agree(impls, inputs)
             for backward in (False, True):
-                names = [n for n in impls if not (backward and n == "transformers-loop" and length > LOOP_BACKWARD_MAX_L)]
+                names = [n for n in impls if not (backward and n == "transformers-loop" and length > LOOP_BACKWARD_MAX_L)
+                         and not (backward and n == "compiled")]
                 tasks = {name: _task(impls[name], inputs, backward) for name in names}
                 ms = _time_interleaved(tasks, repeats, budget_s)
                 what = "forward_backward" if backward else "forward"
                 params = {"L": length, "d_model": d_model, "d_inner": d_inner, "d_state": D_STATE, "batch": BATCH,
                           "threads": torch.get_num_threads(), "level": "whole selective scan"}
                 for base in names[1:]:
-                    records.append(Record(f"scan.{what}", ms["ours"], "ms", baseline=base, baseline_value=ms[base],
-                                          params=dict(params)))
+                    if base != "compiled":
+                        records.append(Record(f"scan.{what}", ms["ours"], "ms", baseline=base,
+                                              baseline_value=ms[base], params=dict(params)))
+                if "compiled" in ms:
+                    for base, label in (("ours", "pytorch"), ("mambapy", "mambapy")):
+                        records.append(Record("scan.forward.compiled", ms["compiled"], "ms", baseline=label,
+                                              baseline_value=ms[base], params=dict(params)))
     return records

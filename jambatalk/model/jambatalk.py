@@ -111,7 +111,7 @@ class JambaTalk(nn.Module):
         from ..mesh import check_vertices
 
         v = check_vertices(template, "template", self.cfg.n_vertices)
-        self.template = torch.as_tensor(v, device=self.template.device)
+        self.template = torch.tensor(v, device=self.template.device)  # a copy: never the caller's array
         if faces is not None:
             f = torch.tensor(np.array(faces, dtype=np.int64), device=self.template.device).reshape(-1, 3)
             self.faces = f

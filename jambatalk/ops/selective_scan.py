@@ -1,4 +1,5 @@
-"""Mamba-1 selective scan: a fast pure-PyTorch path and mamba-ssm's CUDA kernel behind one function.
+"""Mamba-1 selective scan: a fast pure-PyTorch path, mamba-ssm's CUDA kernel and, for inference on
+CPU, a compiled C scan (:mod:`jambatalk.ops.cpu_scan`) behind one function.
 
 The recurrence, per batch ``b``, channel ``d`` and state ``n``, is::
 
@@ -300,7 +301,18 @@ def _scan_inference(u, delta, A, B, C, h0, block: Optional[int] = None):
     return y.permute(1, 2, 0), h
 
 
-def _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state):
+def _compiled_scan_applies(u, delta, A, delta_softplus: bool) -> bool:
+    """Whether the compiled CPU scan (:mod:`jambatalk.ops.cpu_scan`) may run this forward-only scan:
+    float32 CPU tensors, d_state within its limit, and decay exponents ``delta * A`` never positive."""
+    from . import cpu_scan
+
+    if u.device.type != "cpu" or A.shape[1] > cpu_scan.MAX_STATE or not cpu_scan.available():
+        return False
+    return bool((A <= 0).all()) and (delta_softplus or bool((delta >= 0).all()))
+
+
+def _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state,
+                use_kernels="never"):
     dtype_in = u.dtype
     u, delta, A, B, C = (t.float() for t in (u, delta, A, B, C))
     if delta_bias is not None:
@@ -310,6 +322,10 @@ def _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last
     h0 = initial_state.float() if initial_state is not None else None
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, delta, A, B, C, h0)):
         y, last = _ScanCore.apply(u, delta, A, B, C, h0, chunk_size_for(u.shape[-1]))
+    elif use_kernels == "auto" and _compiled_scan_applies(u, delta, A, delta_softplus):
+        from .cpu_scan import scan_forward
+
+        y, last = scan_forward(u, delta, A, B, C, h0)
     else:
         y, last = _scan_inference(u, delta, A, B, C, h0)
     if D is not None:
@@ -393,8 +409,9 @@ def selective_scan(
         initial_state: (batch, d_inner, d_state) state before the first step, to continue a scan
             chunk by chunk; None is a zero state.
         use_kernels: "auto" uses mamba-ssm's CUDA kernel when it is installed and the tensors are
-            on CUDA (and no ``initial_state`` is given: the kernel has no such input), else the
-            PyTorch path; "always" raises :class:`MissingDependencyError` when the kernel cannot
+            on CUDA (and no ``initial_state`` is given: the kernel has no such input); on CPU without
+            gradients, the compiled scan of :mod:`jambatalk.ops.cpu_scan` where it builds; else the
+            PyTorch path. "always" raises :class:`MissingDependencyError` when the kernel cannot
             run; "never" always uses the PyTorch path.
 
     Returns:
@@ -418,4 +435,5 @@ def selective_scan(
         if fn is not None and u.is_cuda and initial_state is None:
             return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
                       return_last_state=return_last_state)
-    return _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
+    return _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state,
+                       use_kernels)

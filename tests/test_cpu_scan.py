@@ -1,0 +1,113 @@
+"""The compiled CPU scan: equal to the reference, used by selective_scan only where it applies, cached,
+and replaced by the PyTorch scan where it cannot be built."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jambatalk.ops import cpu_scan, selective_scan, selective_scan_ref
+
+RTOL = 1e-5
+
+
+def _rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((x - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+
+
+def _inputs(batch, d_inner, d_state, length, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "u": torch.randn(batch, d_inner, length, generator=g),
+        "delta": torch.randn(batch, d_inner, length, generator=g),  # softplus makes it a step size
+        "A": -torch.rand(d_inner, d_state, generator=g) * 6 - 0.05,
+        "B": torch.randn(batch, d_state, length, generator=g),
+        "C": torch.randn(batch, d_state, length, generator=g),
+        "D": torch.randn(d_inner, generator=g),
+        "z": torch.randn(batch, d_inner, length, generator=g),
+        "delta_bias": torch.randn(d_inner, generator=g),
+    }
+
+
+@pytest.fixture()
+def compiled():
+    if not cpu_scan.available():
+        pytest.skip(f"the compiled CPU scan is unavailable here: {cpu_scan.why_unavailable()}")
+
+
+@pytest.fixture()
+def fresh(monkeypatch, tmp_path):
+    """A loader that has not run yet, building into an empty cache directory."""
+    monkeypatch.setattr(cpu_scan, "_STATE", {})
+    monkeypatch.setenv("JAMBATALK_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 5, 3, 7), (1, 256, 16, 300), (3, 7, 33, 130)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_compiled_scan_matches_the_loop_reference(compiled, shape):
+    t = _inputs(*shape, seed=sum(shape))
+    delta = torch.nn.functional.softplus(t["delta"] + t["delta_bias"][:, None])
+    g = torch.Generator().manual_seed(1)
+    for h0 in (None, torch.randn(shape[0], shape[1], shape[2], generator=g)):
+        y, last = cpu_scan.scan_forward(t["u"], delta, t["A"], t["B"], t["C"], h0)
+        y_ref, last_ref = selective_scan_ref(t["u"], delta, t["A"], t["B"], t["C"], initial_state=h0,
+                                             return_last_state=True)
+        assert y.shape == y_ref.shape and last.shape == last_ref.shape
+        assert _rel_err(y, y_ref) <= RTOL and _rel_err(last, last_ref) <= RTOL
+    if shape[2] > 1:  # strong decays reach the floor: finite, and still the reference's values
+        A = t["A"] * 40
+        y, _ = cpu_scan.scan_forward(t["u"], delta, A, t["B"], t["C"])
+        assert torch.isfinite(y).all() and _rel_err(y, selective_scan_ref(t["u"], delta, A, t["B"], t["C"])) <= RTOL
+
+
+def test_selective_scan_uses_it_only_where_it_applies(compiled, monkeypatch):
+    calls = []
+    real = cpu_scan.scan_forward
+    monkeypatch.setattr(cpu_scan, "scan_forward", lambda *a: calls.append(1) or real(*a))
+    t = _inputs(2, 6, 16, 90, seed=3)
+    args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True)
+    y_ref = selective_scan_ref(*args)
+    with torch.no_grad():
+        y = selective_scan(*args, use_kernels="auto")
+        assert len(calls) == 1 and _rel_err(y, y_ref) <= RTOL
+        selective_scan(*args, use_kernels="never")
+        assert len(calls) == 1
+        # without softplus a negative step size would make exp(delta * A) grow: the PyTorch path takes it
+        selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], use_kernels="auto")
+        assert len(calls) == 1
+    y_grad = selective_scan(t["u"].requires_grad_(), *args[1:], use_kernels="auto")
+    assert len(calls) == 1 and y_grad.requires_grad  # gradients: the chunked scan with its backward
+
+
+def test_the_library_is_cached_and_leaves_the_float_mode_alone(compiled, fresh):
+    torch.set_flush_denormal(False)  # PyTorch's default: subnormal floats are kept
+    assert cpu_scan.load() is not None
+    built = list(fresh.glob("cpu_scan-*.so"))
+    assert len(built) == 1 and not list(fresh.glob("tmp*"))
+    stamp = built[0].stat().st_mtime_ns
+    cpu_scan._STATE.clear()
+    assert cpu_scan.load() is not None
+    assert list(fresh.glob("cpu_scan-*.so")) == built and built[0].stat().st_mtime_ns == stamp
+    # linked with -ffast-math, loading it would turn on flush-to-zero for the whole process
+    assert (torch.tensor([1e-39]) * 1.0).item() != 0.0
+
+
+def test_without_a_compiler_the_pytorch_scan_runs(fresh, monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    assert not cpu_scan.available() and "compiler" in cpu_scan.why_unavailable()
+    assert not fresh.exists()
+    with pytest.raises(RuntimeError, match="unavailable"):
+        cpu_scan.scan_forward(*(torch.zeros(1, 1, 1),) * 2, -torch.ones(1, 1), torch.zeros(1, 1, 1), torch.zeros(1, 1, 1))
+    t = _inputs(1, 4, 4, 20)
+    args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True)
+    with torch.no_grad():
+        assert _rel_err(selective_scan(*args), selective_scan_ref(*args)) <= 1e-4
+
+
+def test_a_compile_error_is_reported_and_the_switch_turns_it_off(fresh, monkeypatch):
+    monkeypatch.setenv("CC", "false")  # a compiler that always fails
+    assert cpu_scan.load() is None and "failed" in cpu_scan.why_unavailable()
+    cpu_scan._STATE.clear()
+    monkeypatch.setenv("JAMBATALK_CPU_SCAN", "0")
+    assert cpu_scan.load() is None and cpu_scan.why_unavailable() == "JAMBATALK_CPU_SCAN=0"
