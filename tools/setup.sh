@@ -10,8 +10,9 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 DEMO=1
 [ "${1:-}" = "--no-demo" ] && DEMO=0
 
-# espeak-ng: speech for the demo and the built-in corpus; EGL + Mesa: headless rendering.
-PKGS="espeak-ng libespeak-ng1 libegl1 libgl1-mesa-dri libsndfile1"
+# espeak-ng: speech for the demo and the built-in corpus; EGL + Mesa: headless rendering;
+# gcc: the compiled CPU scan (optional: without a C compiler the PyTorch scan runs).
+PKGS="espeak-ng libespeak-ng1 libegl1 libgl1-mesa-dri libsndfile1 gcc"
 if command -v apt-get >/dev/null 2>&1; then
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo"

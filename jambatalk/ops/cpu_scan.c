@@ -11,8 +11,7 @@
  * Layouts (contiguous float32): u, delta, y: (batch, d_inner, L); B, C: (batch, L, d_state);
  * A: (d_inner, d_state); h: (batch, d_inner, d_state), the initial state on entry, the last on return.
  */
-#include <stdint.h>
-#include <string.h>
+/* No headers: it builds with a bare compiler (no C library headers installed). */
 
 #define MAX_STATE 256
 
@@ -20,7 +19,7 @@
  * degree-7 Taylor polynomial (relative error about 1e-7, float32 rounding level). */
 static inline float exp_nonpositive(float x) {
     const float y = x * 1.44269504088896341f;
-    const int32_t k = (int32_t)(y - 0.5f); /* y <= 0: truncating y - 0.5 rounds to nearest */
+    const int k = (int)(y - 0.5f); /* y <= 0: truncating y - 0.5 rounds to nearest */
     const float r = x - (float)k * 0.693145751953125f - (float)k * 1.428606765330187e-06f;
     float p = 1.0f / 5040.0f;
     p = p * r + 1.0f / 720.0f;
@@ -30,9 +29,9 @@ static inline float exp_nonpositive(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    const int32_t bits = (k + 127) << 23; /* 2^k, a normal float for k >= -126 */
+    const int bits = (k + 127) << 23; /* 2^k, a normal float for k >= -126 */
     float scale;
-    memcpy(&scale, &bits, sizeof scale);
+    __builtin_memcpy(&scale, &bits, sizeof scale);
     return p * scale;
 }
 
