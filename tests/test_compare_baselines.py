@@ -1,0 +1,53 @@
+"""tools/compare_baselines.py: the table it prints from eval_default.py results (no training here)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "compare_baselines.py"
+STATIC = 2.0e-5
+
+
+def _result(lve: float, mve: float = 3e-4, fdd: float = 2e-7) -> dict:
+    return {"silence_gate": False, "heldout": {"all": {
+        "model": {"lve": lve, "mve": mve, "fdd": fdd}, "static": {"lve": STATIC, "mve": 5e-4, "fdd": 2.5e-7},
+        "lve_ratio": lve / STATIC}}}
+
+
+def _table(tmp_path, *extra):
+    proc = subprocess.run([sys.executable, str(TOOL), "--out", str(tmp_path), "--table-only", *extra],
+                          capture_output=True, text=True)
+    return proc
+
+
+def test_table_gives_means_spreads_and_ratios_over_seeds(tmp_path):
+    for seed, lve in enumerate((1.0e-5, 1.2e-5, 1.1e-5)):
+        (tmp_path / f"jambatalk-s{seed}.json").write_text(json.dumps(_result(lve)))
+    for seed, lve in enumerate((1.4e-5, 1.6e-5)):
+        (tmp_path / f"faceformer-s{seed}.json").write_text(json.dumps(_result(lve, mve=4e-4)))
+    (tmp_path / "faceformer-s1.json.partial").write_text("{")  # an unfinished evaluation: ignored
+    proc = _table(tmp_path, "--markdown")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in proc.stdout.splitlines()[2:]}
+    assert set(rows) == {"JambaTalk", "FaceFormer-style"}
+    jt, ff = rows["JambaTalk"], rows["FaceFormer-style"]
+    assert jt[0] == "3" and jt[1] == "1.100e-05 +- 1.0e-06" and jt[2] == "0.550" and jt[5] == "1.000"
+    assert ff[0] == "2" and ff[1] == "1.500e-05 +- 1.4e-06" and ff[3] == "4.000e-04"
+    assert ff[5] == f"{1.1 / 1.5:.3f}"  # JambaTalk's mean LVE over the FaceFormer-style decoder's
+
+
+def test_no_results_and_bad_results_are_errors(tmp_path):
+    proc = _table(tmp_path)
+    assert proc.returncode == 1 and "no results" in proc.stderr
+    (tmp_path / "mamba-s0.json").write_text(json.dumps({"heldout": {}}))
+    proc = _table(tmp_path)
+    assert proc.returncode != 0 and "not an eval_default.py result" in proc.stderr
+
+
+@pytest.mark.parametrize("bad", [["--decoders", "lstm"], ["--seeds", "x"]])
+def test_bad_arguments_are_refused(tmp_path, bad):
+    assert _table(tmp_path, *bad).returncode == 2
