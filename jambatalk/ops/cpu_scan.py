@@ -39,9 +39,9 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_scan.c")
 MAX_STATE = 256  # the C source's MAX_STATE
-#: target flags per CPU capability that PyTorch reports (it reports AVX2 or AVX512 only where AVX2 and
-#: FMA are present); the first that builds and passes the check is used
-_ARCH_FLAGS = {"AVX512": (["-mavx2", "-mfma"], []), "AVX2": (["-mavx2", "-mfma"], [])}
+#: target flags tried in turn where PyTorch reports AVX2 or AVX512 (it does so only where AVX2 and FMA
+#: are present), else the compiler's default target; the first that builds and passes the check is used
+_AVX2_FLAGS = (["-mavx2", "-mfma"], [])
 _FLAGS = ["-O3", "-ffast-math", "-fopenmp-simd", "-fPIC"]
 
 _STATE: dict = {}  # "fn": the loaded function or None, "why": the reason it is None
@@ -117,7 +117,8 @@ def load() -> Optional[Callable]:
         why = "no C compiler was found (set CC, or install gcc or clang)"
     else:
         errors = []
-        for arch in _ARCH_FLAGS.get(torch.backends.cpu.get_cpu_capability(), ([],)):
+        avx2 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+        for arch in _AVX2_FLAGS if avx2 else ([],):
             try:
                 fn = _open(_build(cc, arch))
             except (OSError, RuntimeError) as exc:
