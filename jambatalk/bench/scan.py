@@ -70,37 +70,37 @@ def mambapy_selective_scan(u, delta, A, B, C, D, z, delta_bias):
     return (y + u * D[:, None]) * F.silu(z)
 
 
+def _ours(use_kernels: str) -> Callable:
+    """The project's whole selective scan with ``use_kernels`` ("never": the PyTorch path)."""
+    from ..ops.selective_scan import selective_scan
+
+    def scan(u, delta, A, B, C, D, z, delta_bias):
+        return selective_scan(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=True,
+                              use_kernels=use_kernels)
+    return scan
+
+
 def _implementations() -> dict[str, Callable]:
     from ..errors import require
-    from ..ops.selective_scan import selective_scan
 
     require("mambapy", purpose="the scan benchmark's baseline")
     modeling_mamba = require("transformers.models.mamba.modeling_mamba", purpose="the scan benchmark's baseline")
-
-    def ours(u, delta, A, B, C, D, z, delta_bias):
-        return selective_scan(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=True,
-                              use_kernels="never")
 
     def transformers_loop(u, delta, A, B, C, D, z, delta_bias):
         return modeling_mamba.mamba_selective_scan(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
                                                    delta_softplus=True, use_mambapy=False)
 
-    return {"ours": ours, "mambapy": mambapy_selective_scan, "transformers-loop": transformers_loop}
+    return {"ours": _ours("never"), "mambapy": mambapy_selective_scan, "transformers-loop": transformers_loop}
 
 
 def _compiled() -> Callable | None:
     """The forward-only compiled CPU scan behind selective_scan's "auto", or None where it does not build."""
     from ..ops import cpu_scan
-    from ..ops.selective_scan import selective_scan
 
     if not cpu_scan.available():
         print(f"bench scan: the compiled CPU scan is unavailable ({cpu_scan.why_unavailable()})")
         return None
-
-    def compiled(u, delta, A, B, C, D, z, delta_bias):
-        return selective_scan(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=True,
-                              use_kernels="auto")
-    return compiled
+    return _ours("auto")
 
 
 def _task(fn: Callable, inputs: dict, backward: bool) -> Callable[[], None]:
