@@ -66,12 +66,22 @@ def test_lrl_rope_learned_part_changes_the_embedding():
 
 
 def test_span_masks():
-    p = torch.arange(6)
-    assert span_mask(p, p, "bidirectional") is None
-    causal = span_mask(p, p, "causal")
+    assert span_mask(0, 6, 0, 6, "bidirectional") is None
+    causal = span_mask(0, 6, 0, 6, "causal")
     assert causal[2].tolist() == [True, True, True, False, False, False]
-    win = span_mask(p, p, "window", window=2, lookahead=1)
+    win = span_mask(0, 6, 0, 6, "window", window=2, lookahead=1)
     assert win[3].tolist() == [False, True, True, True, True, False]
+
+
+@pytest.mark.parametrize("span", ["causal", "window"])
+@pytest.mark.parametrize("q_start,n_q,k_start,n_k", [(0, 7, 0, 7), (10, 4, 3, 15), (5, 6, 9, 2), (20, 3, 0, 9)])
+def test_span_mask_equals_the_position_rule(span, q_start, n_q, k_start, n_k):
+    """The band equals the definition on offset, unequal query and key ranges (as streaming and query
+    blocks use): key - query position within [-window, lookahead], or <= 0 for causal."""
+    window, lookahead = 4, 2
+    rel = torch.arange(k_start, k_start + n_k)[None, :] - torch.arange(q_start, q_start + n_q)[:, None]
+    want = rel <= 0 if span == "causal" else (rel >= -window) & (rel <= lookahead)
+    assert torch.equal(span_mask(q_start, n_q, k_start, n_k, span, window, lookahead), want)
 
 
 @pytest.mark.parametrize("span,window,lookahead", [("causal", 0, 0), ("window", 4, 0), ("window", 3, 2)])

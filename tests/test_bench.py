@@ -46,3 +46,14 @@ def test_rtf_times_models_side_by_side_in_one_process():
         assert all(0 < r[k] < 60 for k in ("encoder_s", "decoder_s", "total_s"))
     with pytest.raises(ValueError, match="on its own"):
         case("jambatalk,faceformer", 0.5, rounds=1)
+
+
+def test_scan_bench_times_the_compiled_mixer_against_the_pytorch_one():
+    from jambatalk.bench import scan
+    from jambatalk.ops import cpu_scan
+
+    if not cpu_scan.available():
+        pytest.skip(f"the compiled CPU scan is unavailable here: {cpu_scan.why_unavailable()}")
+    rec = scan._mixer_record(d_model=16, length=40, repeats=2, budget_s=0.05)
+    assert rec.name == "scan.mixer.compiled" and rec.baseline == "pytorch"
+    assert rec.value > 0 and rec.baseline_value > 0 and rec.params["L"] == 40

@@ -111,3 +111,84 @@ def test_a_compile_error_is_reported_and_the_switch_turns_it_off(fresh, monkeypa
     cpu_scan._STATE.clear()
     monkeypatch.setenv("JAMBATALK_CPU_SCAN", "0")
     assert cpu_scan.load() is None and cpu_scan.why_unavailable() == "JAMBATALK_CPU_SCAN=0"
+
+
+# ----------------------------------------------------------------------------- the whole Mamba mixer
+
+
+@pytest.mark.parametrize("shape", [(1, 256, 16, 8, 4, 300), (2, 6, 5, 3, 4, 23), (3, 33, 7, 1, 2, 1), (1, 40, 3, 4, 3, 2)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_mamba_inner_matches_the_pytorch_path(compiled, shape):
+    """conv + SiLU, step sizes, scan, skip and gate in the kernels equal conv1d, linear and the PyTorch scan,
+    from zeros and from a carried state (d_inner off the vector width, d_conv 2..4, one-step chunks)."""
+    args = cpu_scan.mamba_check_inputs(*shape, seed=sum(shape))
+    for carried in (True, False):
+        a = args if carried else {**args, "conv_state": None, "ssm_state": None}
+        y, last = cpu_scan.mamba_inner(**a)
+        y_ref, last_ref = cpu_scan.mamba_inner_reference(**a)
+        assert y.shape == y_ref.shape == (shape[0], shape[5], shape[1]) and last.shape == last_ref.shape
+        assert _rel_err(y, y_ref) <= RTOL and _rel_err(last, last_ref) <= RTOL
+
+
+def _mixer(seed: int, use_kernels: str = "auto", **overrides):
+    from jambatalk.config import DecoderConfig
+    from jambatalk.model.mamba import MambaMixer
+
+    torch.manual_seed(seed)
+    kw = {"d_model": 24, "d_state": 8, "d_conv": 4, "expand": 2, "schedule": ["mamba"], "use_kernels": use_kernels}
+    kw.update(overrides)
+    m = MambaMixer(DecoderConfig(**kw))
+    with torch.no_grad():  # a trained layer's spread of step sizes and decays, not the initial ones
+        m.A_log.add_(torch.randn_like(m.A_log) * 0.5)
+        m.dt_proj.bias.add_(torch.randn_like(m.dt_proj.bias))
+        m.conv1d.bias.normal_()
+    return m
+
+
+def test_the_mixer_runs_the_kernels_for_inference_only(compiled, monkeypatch):
+    calls = []
+    real = cpu_scan.mamba_inner
+    monkeypatch.setattr(cpu_scan, "mamba_inner", lambda *a, **k: calls.append(1) or real(*a, **k))
+    auto, never = _mixer(4), _mixer(4, use_kernels="never")
+    x = torch.randn(2, 57, 24)
+    with torch.no_grad():
+        y, y_ref = auto(x), never(x)
+    assert len(calls) == 1 and _rel_err(y, y_ref) <= RTOL
+    with torch.inference_mode():
+        auto(x)
+    assert len(calls) == 2
+    y_grad = auto(x)  # training: the PyTorch path and its backward
+    assert len(calls) == 2 and y_grad.requires_grad and _rel_err(y_grad.detach(), y_ref) <= RTOL
+    with torch.no_grad():
+        auto.double()(x.double())  # float64 is not what the kernels take
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("d_conv", [2, 4])
+def test_compiled_steps_in_chunks_equal_the_pytorch_forward(compiled, d_conv):
+    """Streaming through the kernels (chunks shorter and longer than the conv's reach) carries the conv
+    inputs and the state exactly: the result is the PyTorch path's one-pass output."""
+    auto, never = _mixer(5, d_conv=d_conv), _mixer(5, d_conv=d_conv, use_kernels="never")
+    x = torch.randn(2, 40, 24)
+    with torch.no_grad():
+        full = never(x)
+        cache = auto.allocate_cache(2)
+        outs, pos = [], 0
+        for size in (1, 2, 1, 7, 3, 26):
+            outs.append(auto.step(x[:, pos:pos + size], cache))
+            pos += size
+        assert cache.position == 40 and cache.conv_state.shape == (2, auto.d_inner, d_conv - 1)
+        ref_cache = never.allocate_cache(2)
+        never.step(x, ref_cache)
+    assert _rel_err(torch.cat(outs, dim=1), full) <= RTOL
+    assert _rel_err(cache.ssm_state, ref_cache.ssm_state) <= RTOL
+    assert torch.equal(cache.conv_state, ref_cache.conv_state)
+
+
+def test_without_the_library_the_mixer_runs_in_pytorch(fresh, monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    auto, never = _mixer(6), _mixer(6, use_kernels="never")
+    x = torch.randn(1, 30, 24)
+    with torch.no_grad():
+        assert torch.equal(auto(x), never(x))
+    assert not cpu_scan.available()

@@ -64,3 +64,20 @@ def test_moe_training_returns_scaled_balancing_loss_with_gradient():
     assert aux is not None and aux.requires_grad
     aux.backward()
     assert moe.router.weight.grad is not None and moe.router.weight.grad.abs().sum() > 0
+
+
+def test_every_expert_path_without_dropout_keeps_outputs_and_gradients():
+    """With every expert active and no dropout the experts run side by side as two matrix products; the
+    outputs and every parameter's gradient equal the one-expert-at-a-time sum."""
+    torch.manual_seed(2)
+    moe = MoE(8, MoEConfig(n_experts=3, top_k=3), dropout=0.0).train()
+    x = torch.randn(2, 7, 8)
+    y, _ = moe(x)
+    flat = x.reshape(-1, 8)
+    w = moe.router(flat).softmax(-1)
+    ref = sum(moe._expert(e, flat) * w[:, e, None] for e in range(3)).reshape(x.shape)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(y.square().sum(), list(moe.parameters()))
+    grads_ref = torch.autograd.grad(ref.square().sum(), list(moe.parameters()))
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-6)

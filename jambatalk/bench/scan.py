@@ -13,7 +13,9 @@ recurrence, read-out with C, skip D, gate silu(z)) from the same inputs:
 
 The compiled CPU scan (:mod:`jambatalk.ops.cpu_scan`, what ``use_kernels="auto"`` runs without
 gradients) is timed forward against the PyTorch path (``scan.forward.compiled``, baseline
-``pytorch``) and against mambapy, where it builds.
+``pytorch``) and against mambapy, where it builds. So is a whole Mamba mixer (projections included)
+whose inference runs the compiled kernels from in_proj to out_proj, against the same mixer on the
+PyTorch path (``scan.mixer.compiled``, baseline ``pytorch``).
 
 Timings run on ``JAMBATALK_BENCH_THREADS`` torch threads (default 1): on a small shared machine,
 multi-threaded element-wise ops wait on busy cores and the figures stop being reproducible.
@@ -187,4 +189,34 @@ def _run(impls: dict[str, Callable], quick: bool) -> list[Record]:
                     for base, label in (("ours", "pytorch"), ("mambapy", "mambapy")):
                         records.append(Record("scan.forward.compiled", ms["compiled"], "ms", baseline=label,
                                               baseline_value=ms[base], params=dict(params)))
+            if "compiled" in impls:
+                records.append(_mixer_record(d_model, length, repeats, budget_s))
     return records
+
+
+def _mixer_record(d_model: int, length: int, repeats: int, budget_s: float) -> Record:
+    """A whole MambaMixer's inference forward with the compiled kernels against the PyTorch path."""
+    from ..config import DecoderConfig
+    from ..model.mamba import MambaMixer
+
+    mixers = {}
+    for use_kernels in ("auto", "never"):
+        torch.manual_seed(0)
+        mixers[use_kernels] = MambaMixer(DecoderConfig(d_model=d_model, d_state=D_STATE, schedule=["mamba"],
+                                                       use_kernels=use_kernels)).eval()
+    x = torch.randn(BATCH, length, d_model, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        y, y_ref = mixers["auto"](x), mixers["never"](x)
+    err = ((y - y_ref).abs().max() / y_ref.abs().max()).item()
+    if not err <= 1e-4:
+        raise AssertionError(f"scan benchmark: the compiled mixer differs from the PyTorch one (relative error {err:.2e})")
+
+    def task(mixer):
+        def forward():
+            with torch.no_grad():
+                mixer(x)
+        return forward
+    ms = _time_interleaved({name: task(m) for name, m in mixers.items()}, repeats, budget_s)
+    params = {"L": length, "d_model": d_model, "d_inner": 2 * d_model, "d_state": D_STATE, "batch": BATCH,
+              "threads": torch.get_num_threads(), "level": "Mamba mixer, in_proj to out_proj"}
+    return Record("scan.mixer.compiled", ms["auto"], "ms", baseline="pytorch", baseline_value=ms["never"], params=params)

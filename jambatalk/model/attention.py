@@ -60,14 +60,19 @@ class LRLRoPE(nn.Module):
         return out.flatten(-2)
 
 
-def span_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, span: str, window: int = 0, lookahead: int = 0):
-    """Boolean (Lq, Lk) mask, True where query at q_pos may attend to key at k_pos; None = all."""
+def span_mask(q_start: int, n_q: int, k_start: int, n_k: int, span: str, window: int = 0, lookahead: int = 0,
+              device=None) -> Optional[torch.Tensor]:
+    """Boolean (n_q, n_k) mask, True where the query at position q_start + i may attend to the key at
+    k_start + j; None where every query sees every key ("bidirectional").
+
+    Built as a band of a ones matrix (triu/tril): several times faster than comparing position grids."""
     if span == "bidirectional":
         return None
-    rel = k_pos[None, :] - q_pos[:, None]  # key minus query position
+    shift = k_start - q_start  # key minus query position = j - i + shift
+    ones = torch.ones(n_q, n_k, dtype=torch.bool, device=device)
     if span == "causal":
-        return rel <= 0
-    return (rel >= -window) & (rel <= lookahead)
+        return ones.tril_(-shift)
+    return ones.triu_(-window - shift).tril_(lookahead - shift)
 
 
 @dataclass
@@ -83,8 +88,10 @@ class AttentionCache:
 class GQAttention(nn.Module):
     """Multi-head self-attention whose K/V have ``n_kv_heads`` heads shared by groups of query heads."""
 
-    #: queries per block when a windowed span runs over a long sequence (bounded memory)
-    query_block = 1024
+    #: queries per block when a windowed span runs over a longer sequence: memory stays bounded and the
+    #: keys outside every block's reach are never scored (at 1800 frames and a 93-frame span 128 takes
+    #: 0.45x the time of one 1024 block, at 300 frames 0.9x; 64 and 256 are slower than 128)
+    query_block = 128
 
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
@@ -147,11 +154,13 @@ class GQAttention(nn.Module):
             for s in range(0, L, self.query_block):
                 e = min(L, s + self.query_block)
                 ks, ke = max(0, s - window), min(L, e + lookahead)
-                mask = self._combine(span_mask(pos[s:e], pos[ks:ke], span, window, lookahead),
+                mask = self._combine(span_mask(pos_offset + s, e - s, pos_offset + ks, ke - ks, span, window, lookahead,
+                                               x.device),
                                      None if key_padding_mask is None else key_padding_mask[:, ks:ke])
                 outs.append(self._attend(q[:, :, s:e], k[:, :, ks:ke], v[:, :, ks:ke], mask))
             return self.o_proj(torch.cat(outs, dim=1))
-        mask = self._combine(span_mask(pos, pos, span, window, lookahead), key_padding_mask)
+        mask = self._combine(span_mask(pos_offset, L, pos_offset, L, span, window, lookahead, x.device),
+                             key_padding_mask)
         return self.o_proj(self._attend(q, k, v, mask))
 
     # -- streaming -----------------------------------------------------------------------------
@@ -176,9 +185,8 @@ class GQAttention(nn.Module):
         if n == 0:
             return cache.q.new_zeros(B, 0, self.o_proj.out_features)
         q = cache.q[:, :, :n]
-        q_pos = torch.arange(cache.q_start, cache.q_start + n, device=q.device)
-        k_pos = torch.arange(cache.k_start, cache.k_start + cache.k.shape[2], device=q.device)
-        mask = self._combine(span_mask(q_pos, k_pos, self.span, self.window, self.lookahead), None)
+        mask = self._combine(span_mask(cache.q_start, n, cache.k_start, cache.k.shape[2], self.span, self.window,
+                                       self.lookahead, q.device), None)
         out = self.o_proj(self._attend(q, cache.k, cache.v, mask))
         cache.q = cache.q[:, :, n:]
         cache.q_start += n

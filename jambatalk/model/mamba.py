@@ -6,6 +6,11 @@
     y = selective_scan(x, dt_proj(dt), A, B, C, D, z=z, delta_bias, softplus)
     out = out_proj(y)
 
+Inference on CPU (no gradient, float32, ``use_kernels="auto"``) runs everything between the two
+projections in the compiled kernels of :mod:`jambatalk.ops.cpu_scan` where they build
+(:func:`~jambatalk.ops.cpu_scan.mamba_inner`), in the time-major layout the projections use; elsewhere
+the PyTorch path below runs. The two agree to float32 rounding.
+
 Streaming: :meth:`MambaMixer.allocate_cache` gives a :class:`MambaCache` (the last ``d_conv - 1``
 conv inputs and the SSM state); :meth:`MambaMixer.step` consumes a chunk of any length and
 updates the cache, so feeding a sequence chunk by chunk equals one :meth:`MambaMixer.forward`.
@@ -108,6 +113,28 @@ class MambaMixer(nn.Module):
             return_last_state=return_last_state, initial_state=initial_state, use_kernels=self.use_kernels,
         )
 
+    def _compiled_applies(self, x: torch.Tensor) -> bool:
+        """Whether this call may take the compiled CPU path: inference (no gradient wanted) on float32 CPU
+        tensors with ``use_kernels="auto"``, where the library builds."""
+        if self.use_kernels != "auto" or x.device.type != "cpu" or x.dtype != torch.float32:
+            return False
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return False
+        from ..ops import cpu_scan
+
+        return self.d_state <= cpu_scan.MAX_STATE and self.A_log.dtype == torch.float32 and cpu_scan.available()
+
+    def _compiled(self, x: torch.Tensor, cache: Optional[MambaCache] = None):
+        """The compiled CPU path: (output (batch, L, d_model), in_proj's output, the last SSM state)."""
+        from ..ops.cpu_scan import mamba_inner
+
+        xz = self.in_proj(x)  # (batch, L, 2 * d_inner), time-major as the kernels read it
+        y, state = mamba_inner(
+            xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias,
+            -torch.exp(self.A_log), self.D, conv_state=None if cache is None else cache.conv_state,
+            ssm_state=None if cache is None else cache.ssm_state)
+        return self.out_proj(y), xz, state
+
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise InputError(f"MambaMixer expects (batch, length, {self.d_model}), got {tuple(x.shape)}",
@@ -120,6 +147,8 @@ class MambaMixer(nn.Module):
         at the end of a sequence and the layer is causal, so it never reaches a real frame.
         """
         self._check_input(x)
+        if self._compiled_applies(x):
+            return self._compiled(x)[0]
         length = x.shape[1]
         xz = self.in_proj(x).transpose(1, 2)  # (batch, 2 * d_inner, L)
         x_in, z = xz.chunk(2, dim=1)
@@ -151,6 +180,14 @@ class MambaMixer(nn.Module):
         if cache.ssm_state.shape[0] != x.shape[0]:
             raise InputError(f"MambaMixer.step: the cache holds {cache.ssm_state.shape[0]} streams but the chunk "
                              f"has batch size {x.shape[0]}", "allocate the cache with the chunk's batch size")
+        if self._compiled_applies(x):
+            out, xz, state = self._compiled(x, cache)
+            # the conv's next inputs-before: the last d_conv - 1 of (old ones, this chunk's)
+            tail = xz[:, -(self.d_conv - 1):, : self.d_inner].transpose(1, 2).to(cache.conv_state.dtype)
+            cache.conv_state = torch.cat([cache.conv_state, tail], dim=2)[..., -(self.d_conv - 1):]
+            cache.ssm_state = state
+            cache.position += x.shape[1]
+            return out
         xz = self.in_proj(x).transpose(1, 2)
         x_in, z = xz.chunk(2, dim=1)
         window = torch.cat([cache.conv_state.to(x_in.dtype), x_in], dim=2)  # (batch, d_inner, d_conv - 1 + l)

@@ -63,7 +63,10 @@ class MoE(nn.Module):
         self.last_router_logits = logits.detach()
         if self.cfg.top_k >= self.cfg.n_experts:  # every token visits every expert: no routing to do
             weights = logits.softmax(-1).to(x.dtype)
-            out = sum(self._expert(e, flat) * weights[:, e, None] for e in range(self.cfg.n_experts))
+            if self.training and self.dropout.p > 0:
+                out = sum(self._expert(e, flat) * weights[:, e, None] for e in range(self.cfg.n_experts))
+            else:
+                out = self._all_experts(flat, weights)
             return out.reshape(shape), self._balance(logits, token_mask)
         weights, experts = logits.topk(self.cfg.top_k, dim=-1)
         weights = weights.softmax(-1).to(x.dtype)
@@ -79,6 +82,14 @@ class MoE(nn.Module):
         """Expert ``e``'s feed-forward on tokens (N, D) -> (N, D)."""
         h = F.gelu(torch.addmm(self.b1[e], x, self.w1[e]))
         return torch.addmm(self.b2[e], self.dropout(h), self.w2[e])
+
+    def _all_experts(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """sum_e weights[:, e] * expert_e(x) without dropout, as two matrix products over the experts side
+        by side (fewer, larger products than one pair per expert): (N, D), (N, n_experts) -> (N, D)."""
+        n_experts, d_model, hidden = self.w1.shape
+        h = F.gelu(torch.addmm(self.b1.reshape(-1), x, self.w1.permute(1, 0, 2).reshape(d_model, n_experts * hidden)))
+        h = (h.view(-1, n_experts, hidden) * weights[:, :, None]).view(-1, n_experts * hidden)
+        return torch.addmm(weights @ self.b2, h, self.w2.reshape(n_experts * hidden, d_model))
 
     def _balance(self, logits: torch.Tensor, token_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """The weighted load-balancing loss while training, else None."""

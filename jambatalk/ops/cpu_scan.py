@@ -29,22 +29,30 @@ import sys
 import sysconfig
 import tempfile
 from pathlib import Path
-from typing import Callable, Optional
+from types import SimpleNamespace
+from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["load", "available", "scan_forward", "cache_dir", "MAX_STATE", "why_unavailable"]
+__all__ = ["load", "available", "scan_forward", "mamba_inner", "mamba_inner_reference", "cache_dir", "MAX_STATE",
+           "why_unavailable"]
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_scan.c")
 MAX_STATE = 256  # the C source's MAX_STATE
-#: target flags tried in turn where PyTorch reports AVX2 or AVX512 (it does so only where AVX2 and FMA
-#: are present), else the compiler's default target; the first that builds and passes the check is used
-_AVX2_FLAGS = (["-mavx2", "-mfma"], [])
+LOG2E = 1.4426950408889634
+#: target flags tried in turn for the CPU capability PyTorch reports (it reports AVX2 only where FMA is
+#: present too, and AVX512 only with AVX512F); the first that builds and passes the check is used. gcc
+#: prefers 256-bit vectors even on AVX-512 targets; 512-bit ones make the scans about 1.4x faster.
+_ARCH_FLAGS = {
+    "AVX512": (["-mavx512f", "-mfma", "-mprefer-vector-width=512"], ["-mavx2", "-mfma"], []),
+    "AVX2": (["-mavx2", "-mfma"], []),
+}
 _FLAGS = ["-O3", "-ffast-math", "-fopenmp-simd", "-fPIC"]
 
-_STATE: dict = {}  # "fn": the loaded function or None, "why": the reason it is None
+_STATE: dict = {}  # "fn": the loaded functions or None, "why": the reason it is None
 
 
 def cache_dir() -> Path:
@@ -82,30 +90,37 @@ def _build(cc: list[str], arch: list[str]) -> Path:
     return target
 
 
-def _open(path: Path) -> Callable:
+def _open(path: Path) -> SimpleNamespace:
     lib = ctypes.CDLL(str(path))
-    fn = lib.jambatalk_scan_forward
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_long] * 4 + [ctypes.c_float]
-    return fn
+    p, n, f = ctypes.c_void_p, ctypes.c_long, ctypes.c_float
+    fns = SimpleNamespace(scan=lib.jambatalk_scan_forward, conv=lib.jambatalk_mamba_conv,
+                          mamba_scan=lib.jambatalk_mamba_scan)
+    fns.scan.argtypes = [p] * 7 + [n] * 4 + [f]
+    fns.conv.argtypes = [p, n, p, p, p, p, n, n, n, n]
+    fns.mamba_scan.argtypes = [p, p, n, n, p, p, p, p, p, n, p, p, p, n, n, n, n, f]
+    for fn in (fns.scan, fns.conv, fns.mamba_scan):
+        fn.restype = ctypes.c_int
+    return fns
 
 
-def _self_check(fn: Callable) -> Optional[str]:
-    """None when the library equals the PyTorch scan on a small problem, else what differed."""
+def _self_check(lib: SimpleNamespace) -> Optional[str]:
+    """None when the library equals the PyTorch paths on small problems, else what differed."""
     from .selective_scan import _scan_inference
 
     g = torch.Generator().manual_seed(0)
     u, delta = torch.randn(2, 5, 37, generator=g), torch.rand(2, 5, 37, generator=g) * 3
     A = -torch.rand(5, 19, generator=g) * 8
     B, C, h0 = torch.randn(2, 19, 37, generator=g), torch.randn(2, 19, 37, generator=g), torch.randn(2, 5, 19, generator=g)
-    y_ref, h_ref = _scan_inference(u, delta, A, B, C, h0)
-    y, h = _call(fn, u, delta, A, B, C, h0)
-    err = max(((y - y_ref).abs().max() / y_ref.abs().max()).item(), ((h - h_ref).abs().max() / h_ref.abs().max()).item())
-    return None if err <= 1e-5 else f"it differs from the PyTorch scan by {err:.2e} (relative)"
+    pairs = list(zip(_call(lib, u, delta, A, B, C, h0), _scan_inference(u, delta, A, B, C, h0)))
+    args = mamba_check_inputs(batch=2, d_inner=6, d_state=5, dt_rank=3, d_conv=4, length=23, seed=1)
+    pairs += list(zip(_mamba_inner(lib, **args), mamba_inner_reference(**args)))
+    err = max(((x - ref).abs().max() / ref.abs().max()).item() for x, ref in pairs)
+    return None if err <= 1e-5 else f"it differs from the PyTorch path by {err:.2e} (relative)"
 
 
-def load() -> Optional[Callable]:
-    """The compiled scan function, building it on the first call; None where it cannot be had (logged once)."""
+def load() -> Optional[SimpleNamespace]:
+    """The compiled functions (``scan``, ``conv``, ``mamba_scan``), building the library on the first call;
+    None where it cannot be had (the reason is logged once)."""
     if "fn" in _STATE:
         return _STATE["fn"]
     fn, why = None, None
@@ -117,8 +132,7 @@ def load() -> Optional[Callable]:
         why = "no C compiler was found (set CC, or install gcc or clang)"
     else:
         errors = []
-        avx2 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-        for arch in _AVX2_FLAGS if avx2 else ([],):
+        for arch in _ARCH_FLAGS.get(torch.backends.cpu.get_cpu_capability(), ([],)):
             try:
                 fn = _open(_build(cc, arch))
             except (OSError, RuntimeError) as exc:
@@ -146,7 +160,7 @@ def why_unavailable() -> Optional[str]:
     return _STATE.get("why")
 
 
-def _call(fn: Callable, u, delta, A, B, C, h0):
+def _call(lib: SimpleNamespace, u, delta, A, B, C, h0):
     from .selective_scan import LOG_DECAY_FLOOR
 
     batch, d_inner, length = u.shape
@@ -155,8 +169,8 @@ def _call(fn: Callable, u, delta, A, B, C, h0):
     B_t, C_t = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # (batch, L, d_state)
     h = h0.clone().contiguous() if h0 is not None else u.new_zeros(batch, d_inner, d_state)
     y = u.new_empty(batch, d_inner, length)
-    status = fn(u.data_ptr(), delta.data_ptr(), A.data_ptr(), B_t.data_ptr(), C_t.data_ptr(), h.data_ptr(),
-                y.data_ptr(), batch, d_inner, length, d_state, LOG_DECAY_FLOOR)
+    status = lib.scan(u.data_ptr(), delta.data_ptr(), A.data_ptr(), B_t.data_ptr(), C_t.data_ptr(), h.data_ptr(),
+                      y.data_ptr(), batch, d_inner, length, d_state, LOG_DECAY_FLOOR)
     if status != 0:
         raise RuntimeError(f"the compiled scan refused d_state={d_state} (at most {MAX_STATE})")
     return y, h
@@ -168,7 +182,96 @@ def scan_forward(u, delta, A, B, C, h0=None):
     Float32 CPU tensors in mamba-ssm's layout (``B, C: (batch, d_state, L)``), ``delta`` after any
     bias and softplus, ``delta >= 0`` and ``A <= 0``. Raises RuntimeError when the library is unavailable.
     """
-    fn = load()
-    if fn is None:
+    lib = load()
+    if lib is None:
         raise RuntimeError(f"the compiled CPU scan is unavailable: {why_unavailable()}")
-    return _call(fn, u, delta, A, B, C, h0)
+    return _call(lib, u, delta, A, B, C, h0)
+
+
+# ----------------------------------------------------------------------------- a whole Mamba mixer
+
+
+def _mamba_inner(lib: SimpleNamespace, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D,
+                 conv_state=None, ssm_state=None):
+    from .selective_scan import LOG_DECAY_FLOOR
+
+    batch, length, two_inner = xz.shape
+    d_inner, d_conv, d_state = two_inner // 2, conv_weight.shape[-1], A.shape[1]
+    dt_rank = dt_proj_weight.shape[1]
+    xz = xz.contiguous()
+    w = conv_weight.reshape(d_inner, d_conv).t().contiguous()  # (d_conv, d_inner)
+    prev = None if conv_state is None else conv_state.transpose(1, 2).contiguous()  # (batch, d_conv - 1, d_inner)
+    u = xz.new_empty(batch, length, d_inner)
+    lib.conv(xz.data_ptr(), two_inner, None if prev is None else prev.data_ptr(), w.data_ptr(),
+             conv_bias.contiguous().data_ptr(), u.data_ptr(), batch, length, d_inner, d_conv)
+    x_dbl = F.linear(u, x_proj_weight)  # (batch, L, dt_rank + 2 d_state): [dt | B | C]
+    h = (xz.new_zeros(batch, d_state, d_inner) if ssm_state is None
+         else ssm_state.transpose(1, 2).contiguous().float())
+    y = xz.new_empty(batch, length, d_inner)
+    work = xz.new_empty(3 * d_inner)
+    dt_wt, dt_bias, A2, D = (t.contiguous() for t in (dt_proj_weight.t(), dt_bias, A.t() * LOG2E, D))
+    status = lib.mamba_scan(u.data_ptr(), x_dbl.data_ptr(), x_dbl.shape[-1], dt_rank, dt_wt.data_ptr(),
+                            dt_bias.data_ptr(), A2.data_ptr(), D.data_ptr(), xz[..., d_inner:].data_ptr(), two_inner,
+                            h.data_ptr(), y.data_ptr(), work.data_ptr(), batch, length, d_inner, d_state,
+                            LOG_DECAY_FLOOR * LOG2E)  # the kernel's exponents are base 2
+    if status != 0:
+        raise RuntimeError("the compiled Mamba scan refused its decay floor")
+    return y, h.transpose(1, 2)
+
+
+def mamba_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D,
+                conv_state=None, ssm_state=None):
+    """Everything in a Mamba-1 mixer between ``in_proj`` and ``out_proj``, forward only, compiled.
+
+    ``xz``: (batch, L, 2 d_inner), in_proj's output (x then the gate z); ``conv_weight``: (d_inner, 1,
+    d_conv) and ``conv_bias`` (d_inner,), the causal depthwise conv; ``x_proj_weight``: (dt_rank + 2 d_state,
+    d_inner); ``dt_proj_weight``: (d_inner, dt_rank) and ``dt_bias`` (d_inner,); ``A``: (d_inner, d_state),
+    never positive; ``D``: (d_inner,). ``conv_state``: (batch, d_inner, d_conv - 1), the conv inputs before
+    this chunk (zeros where None); ``ssm_state``: (batch, d_inner, d_state) (zeros where None). Float32 CPU
+    tensors. Returns (y (batch, L, d_inner), the gated scan output that out_proj reads, and the last state
+    (batch, d_inner, d_state)). Raises RuntimeError when the library is unavailable.
+    """
+    lib = load()
+    if lib is None:
+        raise RuntimeError(f"the compiled CPU scan is unavailable: {why_unavailable()}")
+    return _mamba_inner(lib, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D,
+                        conv_state, ssm_state)
+
+
+def mamba_inner_reference(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D,
+                          conv_state=None, ssm_state=None):
+    """:func:`mamba_inner` in PyTorch (conv1d, linear, the PyTorch selective scan): its oracle."""
+    from .selective_scan import selective_scan
+
+    batch, length, two_inner = xz.shape
+    d_inner, d_conv, d_state = two_inner // 2, conv_weight.shape[-1], A.shape[1]
+    dt_rank = dt_proj_weight.shape[1]
+    x, z = xz.transpose(1, 2).chunk(2, dim=1)  # (batch, d_inner, L) each
+    if conv_state is None:
+        conv_state = x.new_zeros(batch, d_inner, d_conv - 1)
+    u = F.silu(F.conv1d(torch.cat([conv_state, x], dim=2), conv_weight, conv_bias, groups=d_inner))
+    dt, B, C = F.linear(u.transpose(1, 2), x_proj_weight).split([dt_rank, d_state, d_state], dim=-1)
+    delta = F.linear(dt, dt_proj_weight).transpose(1, 2)
+    y, last = selective_scan(u, delta, A, B.transpose(1, 2), C.transpose(1, 2), D=D, z=z, delta_bias=dt_bias,
+                             delta_softplus=True, return_last_state=True, initial_state=ssm_state, use_kernels="never")
+    return y.transpose(1, 2), last
+
+
+def mamba_check_inputs(batch: int, d_inner: int, d_state: int, dt_rank: int, d_conv: int, length: int,
+                       seed: int = 0) -> dict:
+    """Random arguments for :func:`mamba_inner` with a Mamba layer's ranges (step sizes around 1e-3..1e-1,
+    some large and some very small), for the self-check and the tests."""
+    g = torch.Generator().manual_seed(seed)
+    dt_bias = torch.empty(d_inner).uniform_(-7.0, 3.0, generator=g)  # softplus: ~1e-3 .. 3
+    return {
+        "xz": torch.randn(batch, length, 2 * d_inner, generator=g),
+        "conv_weight": torch.randn(d_inner, 1, d_conv, generator=g) * 0.5,
+        "conv_bias": torch.randn(d_inner, generator=g) * 0.1,
+        "x_proj_weight": torch.randn(dt_rank + 2 * d_state, d_inner, generator=g) * d_inner ** -0.5,
+        "dt_proj_weight": torch.randn(d_inner, dt_rank, generator=g) * dt_rank ** -0.5,
+        "dt_bias": dt_bias,
+        "A": -torch.rand(d_inner, d_state, generator=g) * 16 - 0.05,
+        "D": torch.randn(d_inner, generator=g),
+        "conv_state": torch.randn(batch, d_inner, d_conv - 1, generator=g),
+        "ssm_state": torch.randn(batch, d_inner, d_state, generator=g),
+    }
