@@ -122,12 +122,14 @@ def test_mamba_inner_matches_the_pytorch_path(compiled, shape):
     """conv + SiLU, step sizes, scan, skip and gate in the kernels equal conv1d, linear and the PyTorch scan,
     from zeros and from a carried state (d_inner off the vector width, d_conv 2..4, one-step chunks)."""
     args = cpu_scan.mamba_check_inputs(*shape, seed=sum(shape))
+    given = {k: v.clone() for k, v in args.items()}
     for carried in (True, False):
         a = args if carried else {**args, "conv_state": None, "ssm_state": None}
         y, last = cpu_scan.mamba_inner(**a)
         y_ref, last_ref = cpu_scan.mamba_inner_reference(**a)
         assert y.shape == y_ref.shape == (shape[0], shape[5], shape[1]) and last.shape == last_ref.shape
         assert _rel_err(y, y_ref) <= RTOL and _rel_err(last, last_ref) <= RTOL
+    assert all(torch.equal(args[k], given[k]) for k in args)  # the inputs, states included, are left alone
 
 
 def _mixer(seed: int, use_kernels: str = "auto", **overrides):
@@ -164,7 +166,7 @@ def test_the_mixer_runs_the_kernels_for_inference_only(compiled, monkeypatch):
     assert len(calls) == 2
 
 
-@pytest.mark.parametrize("d_conv", [2, 4])
+@pytest.mark.parametrize("d_conv", [1, 2, 4])
 def test_compiled_steps_in_chunks_equal_the_pytorch_forward(compiled, d_conv):
     """Streaming through the kernels (chunks shorter and longer than the conv's reach) carries the conv
     inputs and the state exactly: the result is the PyTorch path's one-pass output."""

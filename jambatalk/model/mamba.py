@@ -183,8 +183,10 @@ class MambaMixer(nn.Module):
         if self._compiled_applies(x):
             out, xz, state = self._compiled(x, cache)
             # the conv's next inputs-before: the last d_conv - 1 of (old ones, this chunk's)
-            tail = xz[:, -(self.d_conv - 1):, : self.d_inner].transpose(1, 2).to(cache.conv_state.dtype)
-            cache.conv_state = torch.cat([cache.conv_state, tail], dim=2)[..., -(self.d_conv - 1):]
+            keep, length = self.d_conv - 1, x.shape[1]
+            tail = xz[:, max(0, length - keep):, : self.d_inner].transpose(1, 2).to(cache.conv_state.dtype)
+            window = torch.cat([cache.conv_state, tail], dim=2)
+            cache.conv_state = window[..., window.shape[2] - keep:]
             cache.ssm_state = state
             cache.position += x.shape[1]
             return out

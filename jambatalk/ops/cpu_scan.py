@@ -205,8 +205,8 @@ def _mamba_inner(lib: SimpleNamespace, xz, conv_weight, conv_bias, x_proj_weight
     lib.conv(xz.data_ptr(), two_inner, None if prev is None else prev.data_ptr(), w.data_ptr(),
              conv_bias.contiguous().data_ptr(), u.data_ptr(), batch, length, d_inner, d_conv)
     x_dbl = F.linear(u, x_proj_weight)  # (batch, L, dt_rank + 2 d_state): [dt | B | C]
-    h = (xz.new_zeros(batch, d_state, d_inner) if ssm_state is None
-         else ssm_state.transpose(1, 2).contiguous().float())
+    h = (xz.new_zeros(batch, d_state, d_inner) if ssm_state is None  # a new tensor: the kernel writes into it
+         else ssm_state.transpose(1, 2).float().clone(memory_format=torch.contiguous_format))
     y = xz.new_empty(batch, length, d_inner)
     work = xz.new_empty(3 * d_inner)
     dt_wt, dt_bias, A2, D = (t.contiguous() for t in (dt_proj_weight.t(), dt_bias, A.t() * LOG2E, D))
