@@ -1,16 +1,18 @@
-"""A compiled forward-only selective scan for CPUs (``cpu_scan.c``), built with the system C compiler.
+"""Compiled forward-only Mamba kernels for CPUs (``cpu_scan.c``), built with the system C compiler.
 
 Inference on CPU spends most of a Mamba layer in the selective scan. The PyTorch path
 (:func:`jambatalk.ops.selective_scan._scan_inference`) makes several passes over
-``(L, d_inner, d_state)`` tensors and dispatches one call per time step; ``cpu_scan.c`` keeps each
-channel's state in registers and makes one pass, its exponential inlined so that the compiler
-vectorises it.
+``(L, d_inner, d_state)`` tensors and dispatches one call per time step; ``cpu_scan.c`` makes one
+pass, its exponential inlined so that the compiler vectorises it. :func:`scan_forward` is the scan
+alone in mamba-ssm's layout; :func:`mamba_inner` is everything in a Mamba mixer between its two
+projections (conv and SiLU, step sizes, scan, skip, gate) on the projections' own time-major layout,
+which is what :class:`~jambatalk.model.mamba.MambaMixer` runs for inference.
 
 The library is compiled on first use, for the CPU features that PyTorch reports, into
 ``$JAMBATALK_CACHE_DIR`` (default ``$XDG_CACHE_HOME/jambatalk``, else ``~/.cache/jambatalk``), under a
 name that hashes the source, the compiler and its flags, and is then reused. It is compiled with
 ``-ffast-math`` but linked without it, so that loading it leaves the process's floating-point mode
-alone. Before first use it is checked against the PyTorch scan on a small problem. Where anything
+alone. Before first use it is checked against the PyTorch paths on small problems. Where anything
 fails (no compiler, a compile error, a mismatch, Windows) :func:`load` returns None, the reason is
 logged once, and the scan stays on the PyTorch path: the results differ only by float32 rounding.
 Set ``JAMBATALK_CPU_SCAN=0`` to turn it off.
@@ -201,9 +203,10 @@ def _mamba_inner(lib: SimpleNamespace, xz, conv_weight, conv_bias, x_proj_weight
     xz = xz.contiguous()
     w = conv_weight.reshape(d_inner, d_conv).t().contiguous()  # (d_conv, d_inner)
     prev = None if conv_state is None else conv_state.transpose(1, 2).contiguous()  # (batch, d_conv - 1, d_inner)
+    bias = conv_bias.contiguous()  # held: a temporary's memory could be freed before the call
     u = xz.new_empty(batch, length, d_inner)
-    lib.conv(xz.data_ptr(), two_inner, None if prev is None else prev.data_ptr(), w.data_ptr(),
-             conv_bias.contiguous().data_ptr(), u.data_ptr(), batch, length, d_inner, d_conv)
+    lib.conv(xz.data_ptr(), two_inner, None if prev is None else prev.data_ptr(), w.data_ptr(), bias.data_ptr(),
+             u.data_ptr(), batch, length, d_inner, d_conv)
     x_dbl = F.linear(u, x_proj_weight)  # (batch, L, dt_rank + 2 d_state): [dt | B | C]
     h = (xz.new_zeros(batch, d_state, d_inner) if ssm_state is None  # a new tensor: the kernel writes into it
          else ssm_state.transpose(1, 2).float().clone(memory_format=torch.contiguous_format))
