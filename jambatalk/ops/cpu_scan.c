@@ -20,11 +20,17 @@
 
 #define MAX_STATE 256
 
-/* exp(x) for x in [floor, 0] with floor >= -87: 2^k exp(r), k = round(x / ln 2), |r| <= ln(2) / 2,
- * degree-7 Taylor polynomial (relative error about 1e-7, float32 rounding level). */
-static inline float exp_nonpositive(float x) {
-    const float y = x * 1.44269504088896341f;
-    const int k = (int)(y - 0.5f); /* y <= 0: truncating y - 0.5 rounds to nearest */
+/* 2^k for an integer k in [-126, 127]: a normal float built from its exponent bits */
+static inline float pow2i(int k) {
+    const int bits = (k + 127) << 23;
+    float scale;
+    __builtin_memcpy(&scale, &bits, sizeof scale);
+    return scale;
+}
+
+/* exp(x) = 2^k exp(r) for k = round(x / ln 2) given by the caller, |r| <= ln(2) / 2: degree-7 Taylor
+ * polynomial (relative error about 1e-7, float32 rounding level). */
+static inline float exp_reduced(float x, int k) {
     const float r = x - (float)k * 0.693145751953125f - (float)k * 1.428606765330187e-06f;
     float p = 1.0f / 5040.0f;
     p = p * r + 1.0f / 720.0f;
@@ -34,10 +40,20 @@ static inline float exp_nonpositive(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    const int bits = (k + 127) << 23; /* 2^k, a normal float for k >= -126 */
-    float scale;
-    __builtin_memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    return p * pow2i(k);
+}
+
+/* exp(x) for x in [floor, 0] with floor >= -87 */
+static inline float exp_nonpositive(float x) {
+    const float y = x * 1.44269504088896341f;
+    return exp_reduced(x, (int)(y - 0.5f)); /* y <= 0: truncating y - 0.5 rounds to nearest */
+}
+
+/* exp(x) for any x, clamped to [-87, 88] (the float32 normal range) */
+static inline float exp_clamped(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float y = x * 1.44269504088896341f;
+    return exp_reduced(x, (int)(y + (y >= 0.0f ? 0.5f : -0.5f))); /* round half away from zero */
 }
 
 /* 2^y for y in [-126, 0]: 2^k 2^r, k = round(y), |r| <= 1/2, with the degree-6 Taylor polynomial of
@@ -52,30 +68,7 @@ static inline float exp2_nonpositive(float y) {
     p = p * r + 2.4022650695910071e-01f;
     p = p * r + 6.9314718055994531e-01f;
     p = p * r + 1.0f;
-    const int bits = (k + 127) << 23;
-    float scale;
-    __builtin_memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-/* exp(x) for any x, clamped to [-87, 88] (the float32 normal range) */
-static inline float exp_clamped(float x) {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    const float y = x * 1.44269504088896341f;
-    const int k = (int)(y + (y >= 0.0f ? 0.5f : -0.5f)); /* round half away from zero */
-    const float r = x - (float)k * 0.693145751953125f - (float)k * 1.428606765330187e-06f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const int bits = (k + 127) << 23;
-    float scale;
-    __builtin_memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    return p * pow2i(k);
 }
 
 static inline float silu(float x) { return x / (1.0f + exp_clamped(-x)); }
