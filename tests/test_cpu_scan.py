@@ -149,8 +149,8 @@ def _mixer(seed: int, use_kernels: str = "auto", **overrides):
 
 def test_the_mixer_runs_the_kernels_for_inference_only(compiled, monkeypatch):
     calls = []
-    real = cpu_scan.mamba_inner
-    monkeypatch.setattr(cpu_scan, "mamba_inner", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = cpu_scan.mamba_inner_prepared
+    monkeypatch.setattr(cpu_scan, "mamba_inner_prepared", lambda *a, **k: calls.append(1) or real(*a, **k))
     auto, never = _mixer(4), _mixer(4, use_kernels="never")
     x = torch.randn(2, 57, 24)
     with torch.no_grad():
@@ -164,6 +164,28 @@ def test_the_mixer_runs_the_kernels_for_inference_only(compiled, monkeypatch):
     with torch.no_grad():
         auto.double()(x.double())  # float64 is not what the kernels take
     assert len(calls) == 2
+
+
+def test_the_mixer_keeps_its_kernel_weights_until_a_parameter_changes(compiled):
+    auto, never = _mixer(6), _mixer(6, use_kernels="never")
+    x = torch.randn(1, 33, 24)
+    with torch.no_grad():
+        auto(x)
+        kept = auto._kernel_weights()
+        assert auto._kernel_weights() is kept  # nothing changed: not rebuilt
+        for p in (auto.A_log, auto.D, auto.dt_proj.bias, auto.conv1d.weight, auto.x_proj.weight):
+            p.add_(0.05 * torch.randn(p.shape))  # written in place, as an optimiser step or load_state_dict
+            never.load_state_dict(auto.state_dict())
+            assert auto._kernel_weights() is not kept
+            kept = auto._kernel_weights()
+            assert _rel_err(auto(x), never(x)) <= RTOL
+        auto.dt_proj.weight = torch.nn.Parameter(auto.dt_proj.weight * 1.5)  # replaced
+        never.load_state_dict(auto.state_dict())
+        assert _rel_err(auto(x), never(x)) <= RTOL
+    with torch.inference_mode():  # a mixer made under inference_mode has no version counters to key on
+        made_there = _mixer(6)
+        made_there.load_state_dict(auto.state_dict())
+        assert _rel_err(made_there(x), never(x)) <= RTOL
 
 
 @pytest.mark.parametrize("d_conv", [1, 2, 4])

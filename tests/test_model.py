@@ -70,6 +70,29 @@ def test_head_starts_at_zero_so_output_is_the_template():
     np.testing.assert_allclose(out, np.broadcast_to(tpl, out.shape), atol=1e-6)
 
 
+def test_predict_is_the_template_plus_the_heads_offsets_in_every_output_block():
+    """predict() writes the head's product straight into its output, the template folded into the bias, in
+    blocks of frames: it equals template + forward()'s offsets, with and without the silence gains."""
+    cfg = _tiny()
+    cfg.n_vertices = 30000  # a block of the head's output is then 186 frames: 8 s at 25 fps take two
+    tpl = np.random.default_rng(0).normal(size=(cfg.n_vertices, 3)).astype(np.float32)
+    torch.manual_seed(0)
+    model = JambaTalk(cfg, template=tpl).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.01)
+    torch.nn.init.normal_(model.head.bias, std=0.01)
+    audio = np.random.default_rng(1).normal(size=8 * 16000).astype(np.float32) * 0.1
+    with torch.no_grad():
+        x = model._predict_input(audio, None, 20.0, 2.0, None)
+        offsets = model.head(model.decoder(x)[0])[0].view(-1, cfg.n_vertices, 3).numpy()
+    out = model.predict(audio, silence_gate=False)
+    assert out.shape == offsets.shape == (200, cfg.n_vertices, 3)
+    np.testing.assert_allclose(out, tpl + offsets, rtol=1e-5, atol=1e-5)
+    gains = np.linspace(0.0, 1.0, 200, dtype=np.float32)
+    with torch.no_grad():
+        gated = model._predict_output(x, model.template, 20.0, gains)
+    np.testing.assert_allclose(gated, tpl + gains[:, None, None] * offsets, rtol=1e-5, atol=1e-5)
+
+
 def test_tiny_model_overfits_one_sequence_with_lip_reader_and_all_params_get_gradients():
     from jambatalk.config import LossConfig
     from jambatalk.losses import compute_losses

@@ -81,3 +81,27 @@ def test_every_expert_path_without_dropout_keeps_outputs_and_gradients():
     grads_ref = torch.autograd.grad(ref.square().sum(), list(moe.parameters()))
     for g, g_ref in zip(grads, grads_ref):
         torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_every_expert_path_at_inference_follows_the_weights():
+    """Inference keeps the experts' first weights side by side between calls and works in place: the output
+    is the one-expert-at-a-time sum, also after the weights are written in place or replaced."""
+    torch.manual_seed(3)
+    moe = MoE(8, MoEConfig(n_experts=2, top_k=2), dropout=0.0).eval()
+    x = torch.randn(2, 9, 8)
+    flat = x.reshape(-1, 8)
+
+    def reference():
+        w = moe.router(flat).softmax(-1)
+        return sum(moe._expert(e, flat) * w[:, e, None] for e in range(2)).reshape(x.shape)
+
+    with torch.no_grad():
+        torch.testing.assert_close(moe(x)[0], reference(), rtol=1e-5, atol=1e-6)
+        kept = moe._w1_side_by_side()
+        assert moe._w1_side_by_side() is kept
+        moe.w1.mul_(-0.5)  # in place, as load_state_dict or an optimiser step
+        torch.testing.assert_close(moe(x)[0], reference(), rtol=1e-5, atol=1e-6)
+        moe.w1 = torch.nn.Parameter(torch.randn_like(moe.w1))
+        torch.testing.assert_close(moe(x)[0], reference(), rtol=1e-5, atol=1e-6)
+    with torch.inference_mode():
+        torch.testing.assert_close(moe(x)[0], reference(), rtol=1e-5, atol=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -12,7 +13,7 @@ from torch import nn
 from ..config import AudioEncoderConfig
 from ..errors import CheckpointError
 
-__all__ = ["AudioEncoder", "resample_features", "frames_for_samples", "receptive_field"]
+__all__ = ["AudioEncoder", "resample_features", "frames_for_samples", "receptive_field", "time_major_features"]
 
 
 def receptive_field(kernels, strides) -> int:
@@ -36,6 +37,139 @@ def resample_features(feats: torch.Tensor, length: int) -> torch.Tensor:
     if feats.shape[1] == 1:
         return feats.expand(-1, length, -1)
     return F.interpolate(feats.transpose(1, 2), size=length, mode="linear", align_corners=True).transpose(1, 2)
+
+
+def _conv_time_major(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """A 1-d convolution on time-major input: (B, T, C_in) -> (B, T_out, C_out), as ``conv`` on (B, C_in, T).
+
+    Wide inputs are summed over the kernel's taps, one matrix product per tap reading every stride-th
+    row of x in place (no copy); narrow ones (the waveform) gather their windows into one product.
+    """
+    (k,), (s,) = conv.kernel_size, conv.stride
+    batch, length, c_in = x.shape
+    n_out = (length - k) // s + 1
+    if c_in * k <= 64:
+        windows = x.unfold(1, k, s).reshape(batch, n_out, c_in * k)  # (B, T_out, C_in * k), as the weight's
+        return F.linear(windows, conv.weight.reshape(conv.out_channels, c_in * k), conv.bias)
+    taps = conv.weight.permute(2, 1, 0).contiguous()  # (k, C_in, C_out)
+    out = x.new_empty(batch, n_out, conv.out_channels)
+    span = s * (n_out - 1) + 1
+    for b in range(batch):
+        if conv.bias is None:
+            torch.mm(x[b, 0:span:s], taps[0], out=out[b])
+        else:
+            torch.addmm(conv.bias, x[b, 0:span:s], taps[0], out=out[b])
+        for j in range(1, k):
+            out[b].addmm_(x[b, j: j + span: s], taps[j])
+    return out
+
+
+_CONV_LAYERS = ("Wav2Vec2NoLayerNormConvLayer", "Wav2Vec2LayerNormConvLayer", "Wav2Vec2GroupNormConvLayer")
+
+
+def _layer_time_major(x: torch.Tensor, layer) -> torch.Tensor:
+    """One transformers Wav2Vec2 conv layer (conv, norm, activation) on time-major x (B, T, C_in)."""
+    x = _conv_time_major(x, layer.conv)
+    norm = getattr(layer, "layer_norm", None)
+    if isinstance(norm, nn.LayerNorm):
+        x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    elif isinstance(norm, nn.GroupNorm):  # one group per channel: each channel over time
+        var, mean = torch.var_mean(x, dim=1, keepdim=True, unbiased=False)
+        x = (x - mean) * torch.rsqrt(var + norm.eps)
+        if norm.affine:
+            x = torch.addcmul(norm.bias, x, norm.weight)
+    return layer.activation(x)
+
+
+#: output frames per block of the time-local conv layers (3 s of audio at 50 frames/s), so that each layer's
+#: output stays in cache: the default model's 10 s took 46 ms in one block, 32-35 ms in blocks of 100-250
+#: frames (one CPU thread)
+FEATURE_BLOCK_FRAMES = 150
+
+
+def time_major_features(conv_layers, audio: torch.Tensor, block_frames: int = FEATURE_BLOCK_FRAMES) -> torch.Tensor:
+    """Wav2Vec 2.0's convolutional feature encoder computed time-major: audio (B, N) -> (B, T, C).
+
+    The same layers as transformers' ``Wav2Vec2FeatureEncoder`` (conv, then a layer norm over channels, a
+    group norm with one group per channel, or none, then the activation) on the same parameters. Keeping
+    time as the row axis, the layer norms read rows and no (B, C, T) tensor is ever transposed and copied,
+    which is where that encoder spends about half its time on CPU. Layers after the last group norm (which
+    normalises over the whole utterance) see only their receptive field, so they run in blocks of
+    ``block_frames`` output frames, each block's input cut from the previous layer's output.
+    """
+    layers = list(conv_layers)
+    split = max((i + 1 for i, layer in enumerate(layers) if isinstance(getattr(layer, "layer_norm", None),
+                                                                         nn.GroupNorm)), default=0)
+    x = audio[..., None]  # (B, N, 1)
+    for layer in layers[:split]:
+        x = _layer_time_major(x, layer)
+    local = layers[split:]
+    if not local:
+        return x
+    kernels, strides = [layer.conv.kernel_size[0] for layer in local], [layer.conv.stride[0] for layer in local]
+    span, hop, n_out = receptive_field(kernels, strides), math.prod(strides), x.shape[1]
+    for k, s in zip(kernels, strides):
+        n_out = (n_out - k) // s + 1
+    if n_out <= block_frames:
+        for layer in local:
+            x = _layer_time_major(x, layer)
+        return x
+    out = x.new_empty(x.shape[0], n_out, local[-1].conv.out_channels)
+    for a in range(0, n_out, block_frames):
+        b = min(n_out, a + block_frames)
+        y = x[:, a * hop: (b - 1) * hop + span]
+        for layer in local:
+            y = _layer_time_major(y, layer)
+        out[:, a:b] = y
+    return out
+
+
+def _time_major_supported(conv_layers) -> bool:
+    for i, layer in enumerate(conv_layers):
+        if type(layer).__name__ not in _CONV_LAYERS:
+            return False
+        conv, norm = layer.conv, getattr(layer, "layer_norm", None)
+        if conv.padding != (0,) or conv.dilation != (1,) or conv.groups != 1 or conv.padding_mode != "zeros":
+            return False
+        if isinstance(norm, nn.GroupNorm) and norm.num_groups != norm.num_channels:
+            return False
+        if (i == 0) != (conv.in_channels == 1):
+            return False
+    return True
+
+
+def _time_major_feature_encoder():
+    """transformers' Wav2Vec2FeatureEncoder whose forward runs :func:`time_major_features` for CPU inference (no
+    gradient wanted); training and other devices keep transformers' own forward. Made once, on first use
+    (transformers is imported lazily)."""
+    if "cls" in _TIME_MAJOR:
+        return _TIME_MAJOR["cls"]
+    from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2FeatureEncoder
+
+    class TimeMajorFeatureEncoder(Wav2Vec2FeatureEncoder):
+        def forward(self, input_values):
+            if (input_values.device.type == "cpu" and input_values.dtype == torch.float32
+                    and not (torch.is_grad_enabled() and (input_values.requires_grad
+                                                          or any(p.requires_grad for p in self.parameters())))):
+                return time_major_features(self.conv_layers, input_values).transpose(1, 2)
+            return super().forward(input_values)
+
+    _TIME_MAJOR["cls"] = TimeMajorFeatureEncoder
+    return TimeMajorFeatureEncoder
+
+
+_TIME_MAJOR: dict = {}
+
+
+def _use_time_major(wav2vec) -> None:
+    """Give ``wav2vec``'s feature encoder the time-major CPU inference path where its layers are ones that
+    :func:`time_major_features` reproduces; its parameters and their names stay as they are."""
+    fe = getattr(wav2vec, "feature_extractor", None)
+    if fe is None or type(fe).__name__ != "Wav2Vec2FeatureEncoder" or not _time_major_supported(fe.conv_layers):
+        return
+    cls = _time_major_feature_encoder()
+    if type(fe) is cls.__mro__[1]:
+        fe.__class__ = cls
 
 
 def _local_pretrained(name: str):
@@ -64,6 +198,7 @@ class AudioEncoder(nn.Module):
             self._sync_config_from_model()
         else:
             self.wav2vec = self._build(cfg)
+        _use_time_major(self.wav2vec)
         spec_embed = getattr(self.wav2vec, "masked_spec_embed", None)
         if spec_embed is not None:  # SpecAugment is off: the mask embedding is never used
             spec_embed.requires_grad_(False)

@@ -284,6 +284,17 @@ class JambaTalk(nn.Module):
                 h, _ = self.decoder(x)
         out = np.empty((n_frames, V, 3), dtype=np.float32)
         step = max(1, (1 << 24) // (3 * V))  # ~64 MB of float32 per chunk
+        w, b = self.head.weight, self.head.bias
+        if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (h, w, b, tpl)):
+            # the head's product written straight into the returned array, the template added in its bias
+            flat, tpl_flat = torch.from_numpy(out).view(n_frames, 3 * V), tpl.reshape(3 * V)
+            for s in range(0, n_frames, step):
+                dst = flat[s: s + step]
+                if g is None:
+                    torch.addmm(b + tpl_flat, h[0, s: s + step], w.t(), out=dst)
+                else:
+                    torch.addmm(b, h[0, s: s + step], w.t(), out=dst).mul_(g[s: s + step, :, 0]).add_(tpl_flat)
+            return out
         for s in range(0, n_frames, step):
             offsets = self.head(h[0, s: s + step]).view(-1, V, 3)
             if g is not None:

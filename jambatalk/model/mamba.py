@@ -124,15 +124,30 @@ class MambaMixer(nn.Module):
 
         return self.d_state <= cpu_scan.MAX_STATE and self.A_log.dtype == torch.float32 and cpu_scan.available()
 
+    def _kernel_weights(self):
+        """The kernels' layout of this mixer's weights (:func:`~jambatalk.ops.cpu_scan.mamba_weights`), kept
+        between calls and rebuilt when a parameter has changed (written in place, replaced or moved)."""
+        from ..ops.cpu_scan import mamba_weights
+
+        params = (self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias,
+                  self.A_log, self.D)
+        if any(p.is_inference() for p in params):  # built under inference_mode: no version counter to key on
+            return mamba_weights(*params[:5], -torch.exp(self.A_log), self.D)
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        kept = self.__dict__.get("_kernel_weights_kept")
+        if kept is None or kept[0] != key:
+            kept = (key, mamba_weights(*params[:5], -torch.exp(self.A_log.detach()), self.D))
+            self.__dict__["_kernel_weights_kept"] = kept
+        return kept[1]
+
     def _compiled(self, x: torch.Tensor, cache: Optional[MambaCache] = None):
         """The compiled CPU path: (output (batch, L, d_model), in_proj's output, the last SSM state)."""
-        from ..ops.cpu_scan import mamba_inner
+        from ..ops.cpu_scan import mamba_inner_prepared
 
         xz = self.in_proj(x)  # (batch, L, 2 * d_inner), time-major as the kernels read it
-        y, state = mamba_inner(
-            xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias,
-            -torch.exp(self.A_log), self.D, conv_state=None if cache is None else cache.conv_state,
-            ssm_state=None if cache is None else cache.ssm_state)
+        y, state = mamba_inner_prepared(xz, self._kernel_weights(),
+                                        conv_state=None if cache is None else cache.conv_state,
+                                        ssm_state=None if cache is None else cache.ssm_state)
         return self.out_proj(y), xz, state
 
     def _check_input(self, x: torch.Tensor) -> None:

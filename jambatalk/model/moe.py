@@ -87,9 +87,27 @@ class MoE(nn.Module):
         """sum_e weights[:, e] * expert_e(x) without dropout, as two matrix products over the experts side
         by side (fewer, larger products than one pair per expert): (N, D), (N, n_experts) -> (N, D)."""
         n_experts, d_model, hidden = self.w1.shape
-        h = F.gelu(torch.addmm(self.b1.reshape(-1), x, self.w1.permute(1, 0, 2).reshape(d_model, n_experts * hidden)))
-        h = (h.view(-1, n_experts, hidden) * weights[:, :, None]).view(-1, n_experts * hidden)
+        h = torch.addmm(self.b1.reshape(-1), x, self._w1_side_by_side())
+        if torch.is_grad_enabled():
+            h = (F.gelu(h).view(-1, n_experts, hidden) * weights[:, :, None]).view(-1, n_experts * hidden)
+        else:  # inference: the activation and the weighting in place, no new buffers
+            torch.ops.aten.gelu_(h)
+            h.view(-1, n_experts, hidden).mul_(weights[:, :, None])
         return torch.addmm(weights @ self.b2, h, self.w2.reshape(n_experts * hidden, d_model))
+
+    def _w1_side_by_side(self) -> torch.Tensor:
+        """The experts' first weights side by side, (D, n_experts * hidden): a copy, kept between calls while
+        w1 is unchanged (no gradient wanted, w1 not replaced or written in place); else made each call."""
+        n_experts, d_model, hidden = self.w1.shape
+        w1 = self.w1
+        if (torch.is_grad_enabled() and w1.requires_grad) or w1.is_inference():
+            return w1.permute(1, 0, 2).reshape(d_model, n_experts * hidden)
+        key = (w1.data_ptr(), w1._version, w1.device, w1.dtype)
+        kept = self.__dict__.get("_w1_kept")
+        if kept is None or kept[0] != key:
+            kept = (key, w1.detach().permute(1, 0, 2).reshape(d_model, n_experts * hidden).clone())
+            self.__dict__["_w1_kept"] = kept
+        return kept[1]
 
     def _balance(self, logits: torch.Tensor, token_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """The weighted load-balancing loss while training, else None."""

@@ -32,12 +32,13 @@ import sysconfig
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["load", "available", "scan_forward", "mamba_inner", "mamba_inner_reference", "cache_dir", "MAX_STATE",
+__all__ = ["load", "available", "scan_forward", "mamba_inner", "mamba_inner_prepared", "mamba_weights",
+           "MambaWeights", "mamba_inner_reference", "cache_dir", "MAX_STATE",
            "why_unavailable"]
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,9 @@ def _self_check(lib: SimpleNamespace) -> Optional[str]:
     B, C, h0 = torch.randn(2, 19, 37, generator=g), torch.randn(2, 19, 37, generator=g), torch.randn(2, 5, 19, generator=g)
     pairs = list(zip(_call(lib, u, delta, A, B, C, h0), _scan_inference(u, delta, A, B, C, h0)))
     args = mamba_check_inputs(batch=2, d_inner=6, d_state=5, dt_rank=3, d_conv=4, length=23, seed=1)
-    pairs += list(zip(_mamba_inner(lib, **args), mamba_inner_reference(**args)))
+    weights = mamba_weights(*(args[k] for k in _WEIGHT_ARGS))
+    pairs += list(zip(_mamba_inner(lib, args["xz"], weights, args["conv_state"], args["ssm_state"]),
+                      mamba_inner_reference(**args)))
     err = max(((x - ref).abs().max() / ref.abs().max()).item() for x, ref in pairs)
     return None if err <= 1e-5 else f"it differs from the PyTorch path by {err:.2e} (relative)"
 
@@ -193,33 +196,70 @@ def scan_forward(u, delta, A, B, C, h0=None):
 # ----------------------------------------------------------------------------- a whole Mamba mixer
 
 
-def _mamba_inner(lib: SimpleNamespace, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D,
-                 conv_state=None, ssm_state=None):
+_WEIGHT_ARGS = ("conv_weight", "conv_bias", "x_proj_weight", "dt_proj_weight", "dt_bias", "A", "D")
+
+
+class MambaWeights(NamedTuple):
+    """A Mamba mixer's weights in the layouts the compiled kernels read (from :func:`mamba_weights`)."""
+
+    conv_weight: torch.Tensor  # (d_conv, d_inner)
+    conv_bias: torch.Tensor  # (d_inner,)
+    x_proj_weight: torch.Tensor  # (dt_rank + 2 d_state, d_inner)
+    dt_weight: torch.Tensor  # (dt_rank, d_inner): dt_proj's weight transposed
+    dt_bias: torch.Tensor  # (d_inner,)
+    A2: torch.Tensor  # (d_state, d_inner): A transposed, times log2(e) (the kernel's exponents are base 2)
+    D: torch.Tensor  # (d_inner,)
+
+
+def mamba_weights(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D) -> MambaWeights:
+    """:func:`mamba_inner`'s weight arguments laid out for the kernels (new contiguous float32 tensors, so
+    that a caller may keep them while the module's parameters stay as they are)."""
+    d_inner, d_conv = conv_weight.shape[0], conv_weight.shape[-1]
+    with torch.no_grad():
+        return MambaWeights(
+            conv_weight.detach().reshape(d_inner, d_conv).t().float().contiguous(),
+            conv_bias.detach().float().contiguous().clone(),
+            x_proj_weight.detach().float().contiguous().clone(),
+            dt_proj_weight.detach().t().float().contiguous(),
+            dt_bias.detach().float().contiguous().clone(),
+            (A.detach().t().float() * LOG2E).contiguous(),
+            D.detach().float().contiguous().clone(),
+        )
+
+
+def _mamba_inner(lib: SimpleNamespace, xz, weights: MambaWeights, conv_state=None, ssm_state=None):
     from .selective_scan import LOG_DECAY_FLOOR
 
     batch, length, two_inner = xz.shape
-    d_inner, d_conv, d_state = two_inner // 2, conv_weight.shape[-1], A.shape[1]
-    dt_rank = dt_proj_weight.shape[1]
+    d_inner, (d_conv, _), (d_state, _) = two_inner // 2, weights.conv_weight.shape, weights.A2.shape
+    dt_rank = weights.dt_weight.shape[0]
     xz = xz.contiguous()
-    w = conv_weight.reshape(d_inner, d_conv).t().contiguous()  # (d_conv, d_inner)
     prev = None if conv_state is None else conv_state.transpose(1, 2).contiguous()  # (batch, d_conv - 1, d_inner)
-    bias = conv_bias.contiguous()  # held: a temporary's memory could be freed before the call
     u = xz.new_empty(batch, length, d_inner)
-    lib.conv(xz.data_ptr(), two_inner, None if prev is None else prev.data_ptr(), w.data_ptr(), bias.data_ptr(),
-             u.data_ptr(), batch, length, d_inner, d_conv)
-    x_dbl = F.linear(u, x_proj_weight)  # (batch, L, dt_rank + 2 d_state): [dt | B | C]
+    lib.conv(xz.data_ptr(), two_inner, None if prev is None else prev.data_ptr(), weights.conv_weight.data_ptr(),
+             weights.conv_bias.data_ptr(), u.data_ptr(), batch, length, d_inner, d_conv)
+    x_dbl = F.linear(u, weights.x_proj_weight)  # (batch, L, dt_rank + 2 d_state): [dt | B | C]
     h = (xz.new_zeros(batch, d_state, d_inner) if ssm_state is None  # a new tensor: the kernel writes into it
          else ssm_state.transpose(1, 2).float().clone(memory_format=torch.contiguous_format))
     y = xz.new_empty(batch, length, d_inner)
     work = xz.new_empty(3 * d_inner)
-    dt_wt, dt_bias, A2, D = (t.contiguous() for t in (dt_proj_weight.t(), dt_bias, A.t() * LOG2E, D))
-    status = lib.mamba_scan(u.data_ptr(), x_dbl.data_ptr(), x_dbl.shape[-1], dt_rank, dt_wt.data_ptr(),
-                            dt_bias.data_ptr(), A2.data_ptr(), D.data_ptr(), xz[..., d_inner:].data_ptr(), two_inner,
-                            h.data_ptr(), y.data_ptr(), work.data_ptr(), batch, length, d_inner, d_state,
+    status = lib.mamba_scan(u.data_ptr(), x_dbl.data_ptr(), x_dbl.shape[-1], dt_rank, weights.dt_weight.data_ptr(),
+                            weights.dt_bias.data_ptr(), weights.A2.data_ptr(), weights.D.data_ptr(),
+                            xz.data_ptr() + d_inner * xz.element_size(), two_inner, h.data_ptr(), y.data_ptr(),
+                            work.data_ptr(), batch, length, d_inner, d_state,
                             LOG_DECAY_FLOOR * LOG2E)  # the kernel's exponents are base 2
     if status != 0:
         raise RuntimeError("the compiled Mamba scan refused its decay floor")
     return y, h.transpose(1, 2)
+
+
+def mamba_inner_prepared(xz, weights: MambaWeights, conv_state=None, ssm_state=None):
+    """:func:`mamba_inner` with its weights already laid out by :func:`mamba_weights` (what a module that
+    keeps them between calls uses)."""
+    lib = load()
+    if lib is None:
+        raise RuntimeError(f"the compiled CPU scan is unavailable: {why_unavailable()}")
+    return _mamba_inner(lib, xz, weights, conv_state, ssm_state)
 
 
 def mamba_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D,
@@ -234,11 +274,8 @@ def mamba_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bi
     tensors. Returns (y (batch, L, d_inner), the gated scan output that out_proj reads, and the last state
     (batch, d_inner, d_state)). Raises RuntimeError when the library is unavailable.
     """
-    lib = load()
-    if lib is None:
-        raise RuntimeError(f"the compiled CPU scan is unavailable: {why_unavailable()}")
-    return _mamba_inner(lib, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D,
-                        conv_state, ssm_state)
+    return mamba_inner_prepared(
+        xz, mamba_weights(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D), conv_state, ssm_state)
 
 
 def mamba_inner_reference(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D,
