@@ -79,5 +79,8 @@ def test_audio_encoder_runs_the_time_major_path_for_inference_only(monkeypatch):
     enc.eval()
     with torch.inference_mode():
         enc(audio)
+        assert len(calls) == 2
+        fe.time_major = False  # switched off on the instance (bench rtf compares the two)
+        torch.testing.assert_close(enc(audio)[0], ref, rtol=1e-4, atol=1e-5)
     assert len(calls) == 2
 

@@ -44,6 +44,7 @@ def test_rtf_times_models_side_by_side_in_one_process():
     for r in (jt, tr):
         assert r["frames"] == 15 and r["rounds"] == 2 and not r["extrapolated"]
         assert all(0 < r[k] < 60 for k in ("encoder_s", "decoder_s", "total_s"))
+    assert 0 < jt["encoder_stock_s"] < 60 and "encoder_stock_s" not in tr  # the encoder with transformers' forward
     with pytest.raises(ValueError, match="on its own"):
         case("jambatalk,faceformer", 0.5, rounds=1)
 

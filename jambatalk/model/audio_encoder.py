@@ -147,8 +147,10 @@ def _time_major_feature_encoder():
     from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2FeatureEncoder
 
     class TimeMajorFeatureEncoder(Wav2Vec2FeatureEncoder):
+        time_major = True  # False on an instance: transformers' forward everywhere (for comparisons)
+
         def forward(self, input_values):
-            if (input_values.device.type == "cpu" and input_values.dtype == torch.float32
+            if (self.time_major and input_values.device.type == "cpu" and input_values.dtype == torch.float32
                     and not (torch.is_grad_enabled() and (input_values.requires_grad
                                                           or any(p.requires_grad for p in self.parameters())))):
                 return time_major_features(self.conv_layers, input_values).transpose(1, 2)
