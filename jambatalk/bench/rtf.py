@@ -205,7 +205,7 @@ def case(names: str, seconds: float, budget_s: float = BUDGET_S, rounds: int = 0
                     out[key] = min(out[key], seconds_taken)
                 if name == "jambatalk" and seconds <= STOCK_ENCODER_MAX_S:
                     out["encoder_stock_s"] = min(out.get("encoder_stock_s", float("inf")),
-                                                 _best(lambda: _encode_stock(model, audio), 1))
+                                                 _best(lambda m=model: _encode_stock(m, audio), 1))
     return [outs[name] for name in names]
 
 
