@@ -212,18 +212,18 @@ class MambaWeights(NamedTuple):
 
 
 def mamba_weights(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A, D) -> MambaWeights:
-    """:func:`mamba_inner`'s weight arguments laid out for the kernels (new contiguous float32 tensors, so
-    that a caller may keep them while the module's parameters stay as they are)."""
+    """:func:`mamba_inner`'s weight arguments laid out for the kernels: contiguous float32 tensors, detached
+    (views of the arguments where those are laid out so already, else copies)."""
     d_inner, d_conv = conv_weight.shape[0], conv_weight.shape[-1]
     with torch.no_grad():
         return MambaWeights(
             conv_weight.detach().reshape(d_inner, d_conv).t().float().contiguous(),
-            conv_bias.detach().float().contiguous().clone(),
-            x_proj_weight.detach().float().contiguous().clone(),
+            conv_bias.detach().float().contiguous(),
+            x_proj_weight.detach().float().contiguous(),
             dt_proj_weight.detach().t().float().contiguous(),
-            dt_bias.detach().float().contiguous().clone(),
+            dt_bias.detach().float().contiguous(),
             (A.detach().t().float() * LOG2E).contiguous(),
-            D.detach().float().contiguous().clone(),
+            D.detach().float().contiguous(),
         )
 
 
