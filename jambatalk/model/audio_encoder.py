@@ -39,11 +39,59 @@ def resample_features(feats: torch.Tensor, length: int) -> torch.Tensor:
     return F.interpolate(feats.transpose(1, 2), size=length, mode="linear", align_corners=True).transpose(1, 2)
 
 
+def _taps_forward(x: torch.Tensor, taps: torch.Tensor, bias: Optional[torch.Tensor], stride: int) -> torch.Tensor:
+    """sum_j x[:, j::stride] @ taps[j] (+ bias): x (B, T, C_in), taps (k, C_in, C_out) -> (B, T_out, C_out), one
+    matrix product per tap and batch item on rows read in place."""
+    k = taps.shape[0]
+    batch, length, _ = x.shape
+    n_out = (length - k) // stride + 1
+    out = x.new_empty(batch, n_out, taps.shape[2])
+    span = stride * (n_out - 1) + 1
+    for b in range(batch):
+        if bias is None:
+            torch.mm(x[b, 0:span:stride], taps[0], out=out[b])
+        else:
+            torch.addmm(bias, x[b, 0:span:stride], taps[0], out=out[b])
+        for j in range(1, k):
+            out[b].addmm_(x[b, j: j + span: stride], taps[j])
+    return out
+
+
+class _TapsConv(torch.autograd.Function):
+    """:func:`_taps_forward` with its backward written the same way (products on strided rows, no copies)."""
+
+    @staticmethod
+    def forward(ctx, x, taps, bias, stride):
+        ctx.save_for_backward(x, taps)
+        ctx.stride, ctx.has_bias = stride, bias is not None
+        return _taps_forward(x, taps, bias, stride)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, taps = ctx.saved_tensors
+        s, k = ctx.stride, taps.shape[0]
+        grad_out = grad_out.contiguous()
+        n_out = grad_out.shape[1]
+        span = s * (n_out - 1) + 1
+        grad_x = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
+        grad_taps = torch.zeros_like(taps) if ctx.needs_input_grad[1] else None
+        for b in range(x.shape[0]):
+            for j in range(k):
+                rows = slice(j, j + span, s)
+                if grad_x is not None:
+                    grad_x[b, rows].addmm_(grad_out[b], taps[j].t())
+                if grad_taps is not None:
+                    grad_taps[j].addmm_(x[b, rows].t(), grad_out[b])
+        grad_bias = grad_out.sum((0, 1)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_taps, grad_bias, None
+
+
 def _conv_time_major(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     """A 1-d convolution on time-major input: (B, T, C_in) -> (B, T_out, C_out), as ``conv`` on (B, C_in, T).
 
     Wide inputs are summed over the kernel's taps, one matrix product per tap reading every stride-th
-    row of x in place (no copy); narrow ones (the waveform) gather their windows into one product.
+    row of x in place (no copy; the backward the same way); narrow ones (the waveform) gather their
+    windows into one product.
     """
     (k,), (s,) = conv.kernel_size, conv.stride
     batch, length, c_in = x.shape
@@ -52,16 +100,10 @@ def _conv_time_major(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
         windows = x.unfold(1, k, s).reshape(batch, n_out, c_in * k)  # (B, T_out, C_in * k), as the weight's
         return F.linear(windows, conv.weight.reshape(conv.out_channels, c_in * k), conv.bias)
     taps = conv.weight.permute(2, 1, 0).contiguous()  # (k, C_in, C_out)
-    out = x.new_empty(batch, n_out, conv.out_channels)
-    span = s * (n_out - 1) + 1
-    for b in range(batch):
-        if conv.bias is None:
-            torch.mm(x[b, 0:span:s], taps[0], out=out[b])
-        else:
-            torch.addmm(conv.bias, x[b, 0:span:s], taps[0], out=out[b])
-        for j in range(1, k):
-            out[b].addmm_(x[b, j: j + span: s], taps[j])
-    return out
+    if torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad
+                                    or (conv.bias is not None and conv.bias.requires_grad)):
+        return _TapsConv.apply(x, taps, conv.bias, s)
+    return _taps_forward(x, taps, conv.bias, s)
 
 
 _CONV_LAYERS = ("Wav2Vec2NoLayerNormConvLayer", "Wav2Vec2LayerNormConvLayer", "Wav2Vec2GroupNormConvLayer")
@@ -139,9 +181,9 @@ def _time_major_supported(conv_layers) -> bool:
 
 
 def _time_major_feature_encoder():
-    """transformers' Wav2Vec2FeatureEncoder whose forward runs :func:`time_major_features` for CPU inference (no
-    gradient wanted); training and other devices keep transformers' own forward. Made once, on first use
-    (transformers is imported lazily)."""
+    """transformers' Wav2Vec2FeatureEncoder whose forward runs :func:`time_major_features` on CPU float32 input
+    (inference and training); other devices and dtypes, and gradient checkpointing, keep transformers' own
+    forward. Made once, on first use (transformers is imported lazily)."""
     if "cls" in _TIME_MAJOR:
         return _TIME_MAJOR["cls"]
     from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2FeatureEncoder
@@ -151,8 +193,7 @@ def _time_major_feature_encoder():
 
         def forward(self, input_values):
             if (self.time_major and input_values.device.type == "cpu" and input_values.dtype == torch.float32
-                    and not (torch.is_grad_enabled() and (input_values.requires_grad
-                                                          or any(p.requires_grad for p in self.parameters())))):
+                    and not (self.gradient_checkpointing and self.training)):
                 return time_major_features(self.conv_layers, input_values).transpose(1, 2)
             return super().forward(input_values)
 
@@ -164,7 +205,7 @@ _TIME_MAJOR: dict = {}
 
 
 def _use_time_major(wav2vec) -> None:
-    """Give ``wav2vec``'s feature encoder the time-major CPU inference path where its layers are ones that
+    """Give ``wav2vec``'s feature encoder the time-major CPU path where its layers are ones that
     :func:`time_major_features` reproduces; its parameters and their names stay as they are."""
     fe = getattr(wav2vec, "feature_extractor", None)
     if fe is None or type(fe).__name__ != "Wav2Vec2FeatureEncoder" or not _time_major_supported(fe.conv_layers):
