@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Optional
@@ -99,11 +100,7 @@ def _conv_time_major(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     if c_in * k <= 64:
         windows = x.unfold(1, k, s).reshape(batch, n_out, c_in * k)  # (B, T_out, C_in * k), as the weight's
         return F.linear(windows, conv.weight.reshape(conv.out_channels, c_in * k), conv.bias)
-    taps = conv.weight.permute(2, 1, 0).contiguous()  # (k, C_in, C_out)
-    if torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad
-                                    or (conv.bias is not None and conv.bias.requires_grad)):
-        return _TapsConv.apply(x, taps, conv.bias, s)
-    return _taps_forward(x, taps, conv.bias, s)
+    return _TapsConv.apply(x, conv.weight.permute(2, 1, 0).contiguous(), conv.bias, s)  # taps (k, C_in, C_out)
 
 
 _CONV_LAYERS = ("Wav2Vec2NoLayerNormConvLayer", "Wav2Vec2LayerNormConvLayer", "Wav2Vec2GroupNormConvLayer")
@@ -180,12 +177,11 @@ def _time_major_supported(conv_layers) -> bool:
     return True
 
 
+@functools.cache
 def _time_major_feature_encoder():
     """transformers' Wav2Vec2FeatureEncoder whose forward runs :func:`time_major_features` on CPU float32 input
     (inference and training); other devices and dtypes, and gradient checkpointing, keep transformers' own
     forward. Made once, on first use (transformers is imported lazily)."""
-    if "cls" in _TIME_MAJOR:
-        return _TIME_MAJOR["cls"]
     from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2FeatureEncoder
 
     class TimeMajorFeatureEncoder(Wav2Vec2FeatureEncoder):
@@ -197,21 +193,14 @@ def _time_major_feature_encoder():
                 return time_major_features(self.conv_layers, input_values).transpose(1, 2)
             return super().forward(input_values)
 
-    _TIME_MAJOR["cls"] = TimeMajorFeatureEncoder
     return TimeMajorFeatureEncoder
-
-
-_TIME_MAJOR: dict = {}
 
 
 def _use_time_major(wav2vec) -> None:
     """Give ``wav2vec``'s feature encoder the time-major CPU path where its layers are ones that
     :func:`time_major_features` reproduces; its parameters and their names stay as they are."""
-    fe = getattr(wav2vec, "feature_extractor", None)
-    if fe is None or type(fe).__name__ != "Wav2Vec2FeatureEncoder" or not _time_major_supported(fe.conv_layers):
-        return
-    cls = _time_major_feature_encoder()
-    if type(fe) is cls.__mro__[1]:
+    fe, cls = getattr(wav2vec, "feature_extractor", None), _time_major_feature_encoder()
+    if type(fe) is cls.__mro__[1] and _time_major_supported(fe.conv_layers):
         fe.__class__ = cls
 
 

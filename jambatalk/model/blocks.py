@@ -1,15 +1,32 @@
-"""Shared building blocks: RMSNorm, MLP, and the pre-norm residual Block(mixer, ffn)."""
+"""Shared building blocks: RMSNorm, MLP, the pre-norm residual Block(mixer, ffn), and weights derived once
+for inference (:func:`kept_derived`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["RMSNorm", "MLP", "Block", "BlockCache"]
+__all__ = ["RMSNorm", "MLP", "Block", "BlockCache", "kept_derived"]
+
+
+def kept_derived(module: nn.Module, slot: str, params: tuple, make: Callable[[], Any]) -> Any:
+    """``make()``, a value derived from ``params`` (a module's weights in another layout), kept on ``module``
+    under ``slot`` between calls while no gradient is wanted, and made again when a parameter has changed:
+    written in place (its version counter moved), replaced or moved (its storage changed). Made on every call
+    while gradients are wanted (a kept copy is detached) or for parameters made under inference_mode (they
+    have no version counter)."""
+    if any(p.is_inference() for p in params) or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+        return make()
+    key = tuple((p.data_ptr(), p._version) for p in params)
+    kept = module.__dict__.get(slot)
+    if kept is None or kept[0] != key:
+        kept = (key, make())
+        module.__dict__[slot] = kept
+    return kept[1]
 
 
 class RMSNorm(nn.Module):

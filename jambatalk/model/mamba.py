@@ -29,6 +29,7 @@ from torch import nn
 from ..config import DecoderConfig
 from ..errors import InputError
 from ..ops.selective_scan import selective_scan
+from .blocks import kept_derived
 
 __all__ = ["MambaMixer", "MambaCache"]
 
@@ -126,19 +127,13 @@ class MambaMixer(nn.Module):
 
     def _kernel_weights(self):
         """The kernels' layout of this mixer's weights (:func:`~jambatalk.ops.cpu_scan.mamba_weights`), kept
-        between calls and rebuilt when a parameter has changed (written in place, replaced or moved)."""
+        between calls until a parameter changes (:func:`~jambatalk.model.blocks.kept_derived`)."""
         from ..ops.cpu_scan import mamba_weights
 
         params = (self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias,
                   self.A_log, self.D)
-        if any(p.is_inference() for p in params):  # built under inference_mode: no version counter to key on
-            return mamba_weights(*params[:5], -torch.exp(self.A_log), self.D)
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        kept = self.__dict__.get("_kernel_weights_kept")
-        if kept is None or kept[0] != key:
-            kept = (key, mamba_weights(*params[:5], -torch.exp(self.A_log.detach()), self.D))
-            self.__dict__["_kernel_weights_kept"] = kept
-        return kept[1]
+        return kept_derived(self, "_kernel_weights_kept", params,
+                            lambda: mamba_weights(*params[:5], -torch.exp(self.A_log.detach()), self.D))
 
     def _compiled(self, x: torch.Tensor, cache: Optional[MambaCache] = None):
         """The compiled CPU path: (output (batch, L, d_model), in_proj's output, the last SSM state)."""

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import MoEConfig
+from .blocks import kept_derived
 
 __all__ = ["MoE", "load_balancing_loss"]
 
@@ -96,18 +97,12 @@ class MoE(nn.Module):
         return torch.addmm(weights @ self.b2, h, self.w2.reshape(n_experts * hidden, d_model))
 
     def _w1_side_by_side(self) -> torch.Tensor:
-        """The experts' first weights side by side, (D, n_experts * hidden): a copy, kept between calls while
-        w1 is unchanged (no gradient wanted, w1 not replaced or written in place); else made each call."""
+        """The experts' first weights side by side, (D, n_experts * hidden): a copy, kept between calls while no
+        gradient is wanted until w1 changes (:func:`~jambatalk.model.blocks.kept_derived`)."""
         n_experts, d_model, hidden = self.w1.shape
         w1 = self.w1
-        if (torch.is_grad_enabled() and w1.requires_grad) or w1.is_inference():
-            return w1.permute(1, 0, 2).reshape(d_model, n_experts * hidden)
-        key = (w1.data_ptr(), w1._version, w1.device, w1.dtype)
-        kept = self.__dict__.get("_w1_kept")
-        if kept is None or kept[0] != key:
-            kept = (key, w1.detach().permute(1, 0, 2).reshape(d_model, n_experts * hidden).clone())
-            self.__dict__["_w1_kept"] = kept
-        return kept[1]
+        return kept_derived(self, "_w1_kept", (w1,),
+                            lambda: w1.permute(1, 0, 2).reshape(d_model, n_experts * hidden))
 
     def _balance(self, logits: torch.Tensor, token_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """The weighted load-balancing loss while training, else None."""
