@@ -116,11 +116,13 @@ def test_a_compile_error_is_reported_and_the_switch_turns_it_off(fresh, monkeypa
 # ----------------------------------------------------------------------------- the whole Mamba mixer
 
 
-@pytest.mark.parametrize("shape", [(1, 256, 16, 8, 4, 300), (2, 6, 5, 3, 4, 23), (3, 33, 7, 1, 2, 1), (1, 40, 3, 4, 3, 2)],
+@pytest.mark.parametrize("shape", [(1, 256, 16, 8, 4, 300), (2, 40, 16, 3, 4, 70), (2, 19, 8, 2, 4, 33), (2, 6, 5, 3, 4, 23),
+                                   (3, 33, 7, 1, 2, 1), (1, 40, 3, 4, 3, 2)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_mamba_inner_matches_the_pytorch_path(compiled, shape):
     """conv + SiLU, step sizes, scan, skip and gate in the kernels equal conv1d, linear and the PyTorch scan,
-    from zeros and from a carried state (d_inner off the vector width, d_conv 2..4, one-step chunks)."""
+    from zeros and from a carried state: d_state 16 and 8 (register blocks of channels, with channels left over
+    for any vector width, and more times than one tile), other d_state, d_conv 2..4, one-step chunks."""
     args = cpu_scan.mamba_check_inputs(*shape, seed=sum(shape))
     given = {k: v.clone() for k, v in args.items()}
     for carried in (True, False):

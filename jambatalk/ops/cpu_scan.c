@@ -163,25 +163,181 @@ int jambatalk_mamba_conv(const float *restrict xz, long xz_stride, const float *
     return 0;
 }
 
-/* The selective scan with its step size, skip and gate, time-major, state (d_state, d_inner) per batch:
- *
- *   delta = softplus(dt_bias + W_dt x_dbl[t, :dt_rank])                           (d_inner)
- *   h[n] = 2^max(delta * A2[n], floor2) * h[n] + delta * u[t] * B[t, n]    for every state n
- *   y[t] = (sum_n h[n] * C[t, n] + D * u[t]) * silu(z[t])
- *
- * u, y: (batch, length, d_inner); x_dbl[t] = x_dbl + (b * length + t) * x_stride holds x_proj's output
- * [dt (dt_rank) | B (d_state) | C (d_state)]; dt_wt: (dt_rank, d_inner), dt_proj's weight transposed; A2:
- * (d_state, d_inner), A in base 2 (A * log2(e)), and floor2 the exponents' floor in base 2 (at least
- * -126); z[t, d] = z[(b * length + t) * z_stride + d]; h: (batch, d_state, d_inner), the initial state
- * on entry and the last on return; work: 3 * d_inner floats. The loops over d_inner are the vectorised
- * ones: no reduction across a vector. */
-int jambatalk_mamba_scan(const float *restrict u, const float *restrict x_dbl, long x_stride, long dt_rank,
-                         const float *restrict dt_wt, const float *restrict dt_bias, const float *restrict A2,
-                         const float *restrict D, const float *restrict z, long z_stride, float *restrict h,
-                         float *restrict y, float *restrict work, long batch, long length, long d_inner,
-                         long d_state, float floor2) {
-    if (floor2 < -126.0f)
-        return 1;
+/* Lanes of a vector register: the blocked scan keeps a block of this many channels' states in registers. */
+#if defined(__AVX512F__)
+#define LANES 16
+#elif defined(__AVX__)
+#define LANES 8
+#else
+#define LANES 4
+#endif
+typedef float vfloat __attribute__((vector_size(4 * LANES)));
+typedef int vint __attribute__((vector_size(4 * LANES)));
+
+static inline vfloat vload(const float *p) {
+    vfloat v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void vstore(float *p, vfloat v) { __builtin_memcpy(p, &v, sizeof v); }
+
+static inline vfloat vsplat(float x) { return (vfloat){} + x; }
+
+/* lane by lane: mask (all ones or zeros, a comparison's result) ? a : b */
+static inline vfloat vselect(vint mask, vfloat a, vfloat b) { return (vfloat)(((vint)a & mask) | ((vint)b & ~mask)); }
+
+/* written lane by lane: compilers turn these loops into one max or min instruction */
+static inline vfloat vmax(vfloat a, vfloat b) {
+    vfloat m;
+    for (int l = 0; l < LANES; l++)
+        m[l] = a[l] > b[l] ? a[l] : b[l];
+    return m;
+}
+
+static inline vfloat vmin(vfloat a, vfloat b) {
+    vfloat m;
+    for (int l = 0; l < LANES; l++)
+        m[l] = a[l] < b[l] ? a[l] : b[l];
+    return m;
+}
+
+/* p 2^k for normal results: k added to p's exponent bits, the same exact scaling as pow2i's multiply */
+static inline vfloat vscale2(vfloat p, vint k) { return (vfloat)((vint)p + (k << 23)); }
+
+/* exp_reduced, exp_nonpositive, exp_clamped, exp2_nonpositive, silu and softplus lane by lane: the same
+ * reductions and polynomials as the scalar functions above. Results below 2^-126 never occur: the
+ * callers' ranges keep them normal. */
+static inline vfloat vexp_reduced(vfloat x, vint k) {
+    const vfloat kf = __builtin_convertvector(k, vfloat);
+    const vfloat r = x - kf * 0.693145751953125f - kf * 1.428606765330187e-06f;
+    vfloat p = r * (1.0f / 5040.0f) + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    return vscale2(p, k);
+}
+
+static inline vfloat vexp_nonpositive(vfloat x) {
+    const vfloat y = x * 1.44269504088896341f;
+    return vexp_reduced(x, __builtin_convertvector(y - 0.5f, vint));
+}
+
+static inline vfloat vexp_clamped(vfloat x) {
+    x = vmax(vmin(x, vsplat(88.0f)), vsplat(-87.0f));
+    const vfloat y = x * 1.44269504088896341f;
+    const vfloat half = vselect(y >= vsplat(0.0f), vsplat(0.5f), vsplat(-0.5f));
+    return vexp_reduced(x, __builtin_convertvector(y + half, vint));
+}
+
+/* The polynomial of vexp2_nonpositive: 2^r for |r| <= 1/2, a degree-5 fit of the relative error with
+ * p(0) = 1: within 2e-7 of 2^r (relative) evaluated in float32, as the scalar degree-6 Taylor
+ * polynomial is. */
+static inline vfloat vexp2_poly(vfloat r) {
+    vfloat p = r * 1.3264708681350547e-03f + 9.6715094436904906e-03f;
+    p = p * r + 5.5507337583359934e-02f;
+    p = p * r + 2.4022242134917760e-01f;
+    p = p * r + 6.9314697761458421e-01f;
+    return p * r + 1.0f;
+}
+
+#if LANES == 16 && defined(__AVX512F__)
+/* AVX-512 rounds (vrndscaleps) and scales by a power of two (vscalefps) in one instruction each */
+static inline vfloat vexp2_nonpositive(vfloat y) {
+    const vfloat k = __builtin_ia32_rndscaleps_mask(y, 0, y, (unsigned short)-1, 4); /* nearest */
+    return __builtin_ia32_scalefps512_mask(vexp2_poly(y - k), k, y, (unsigned short)-1, 4);
+}
+#else
+static inline vfloat vexp2_nonpositive(vfloat y) {
+    const vint k = __builtin_convertvector(y - 0.5f, vint); /* y <= 0: truncation rounds to nearest */
+    return vscale2(vexp2_poly(y - __builtin_convertvector(k, vfloat)), k);
+}
+#endif
+
+static inline vfloat vsilu(vfloat x) { return x / (1.0f + vexp_clamped(-x)); }
+
+static inline vfloat vsoftplus(vfloat x) {
+    const vfloat v = vexp_nonpositive(vmax(vmin(x, -x), vsplat(-87.0f)));
+    const vfloat s = v / (2.0f + v), s2 = s * s;
+    vfloat p = s2 * (1.0f / 15.0f) + 1.0f / 13.0f;
+    p = p * s2 + 1.0f / 11.0f;
+    p = p * s2 + 1.0f / 9.0f;
+    p = p * s2 + 1.0f / 7.0f;
+    p = p * s2 + 1.0f / 5.0f;
+    p = p * s2 + 1.0f / 3.0f;
+    p = p * s2 + 1.0f;
+    return vmax(x, vsplat(0.0f)) + 2.0f * s * p;
+}
+
+#define TILE 32 /* time steps whose step sizes are made ahead of the scan over them */
+
+/* jambatalk_mamba_scan on the channels [0, blocks * LANES) for a fixed d_state NS: each block of LANES
+ * channels runs over all times with its NS state vectors in registers (no state or sum goes through memory
+ * inside the loop). Times go in tiles: the step sizes (a long chain of dependent operations each) are made
+ * for the whole tile first, so that the scan's loop carries only the state updates; the gate is applied
+ * after it. Called with constant NS so that the loops over states unroll. */
+static inline __attribute__((always_inline)) void
+scan_blocks(const float *restrict u, const float *restrict x_dbl, long x_stride, long dt_rank,
+            const float *restrict dt_wt, const float *restrict dt_bias, const float *restrict A2,
+            const float *restrict D, const float *restrict z, long z_stride, float *restrict h, float *restrict y,
+            long batch, long length, long d_inner, long blocks, float floor2, const int NS) {
+    const vfloat floor_v = vsplat(floor2);
+    vfloat delta[TILE], drive[TILE];
+    for (long b = 0; b < batch; b++) {
+        for (long blk = 0; blk < blocks; blk++) {
+            const long d0 = blk * LANES;
+            float *hb = h + b * NS * d_inner + d0;
+            vfloat state[16]; /* NS <= 16 */
+            for (int n = 0; n < NS; n++)
+                state[n] = vload(hb + n * d_inner);
+            const vfloat bias = vload(dt_bias + d0), Dv = vload(D + d0);
+            for (long t0 = 0; t0 < length; t0 += TILE) {
+                const long steps = length - t0 < TILE ? length - t0 : TILE;
+                const long row0 = b * length + t0;
+                for (long i = 0; i < steps; i++) {
+                    const float *xt = x_dbl + (row0 + i) * x_stride;
+                    vfloat pre = bias;
+                    for (long r = 0; r < dt_rank; r++)
+                        pre += vload(dt_wt + r * d_inner + d0) * xt[r];
+                    delta[i] = vsoftplus(pre);
+                    drive[i] = delta[i] * vload(u + (row0 + i) * d_inner + d0);
+                }
+                for (long i = 0; i < steps; i++) {
+                    const float *Bt = x_dbl + (row0 + i) * x_stride + dt_rank, *Ct = Bt + NS;
+                    vfloat acc0 = (vfloat){}, acc1 = (vfloat){};
+#pragma GCC unroll 16
+                    for (int n = 0; n < NS; n++) {
+                        const vfloat e = vmax(delta[i] * vload(A2 + n * d_inner + d0), floor_v);
+                        state[n] = vexp2_nonpositive(e) * state[n] + drive[i] * Bt[n];
+                        if (n & 1)
+                            acc1 += state[n] * Ct[n];
+                        else
+                            acc0 += state[n] * Ct[n];
+                    }
+                    vstore(y + (row0 + i) * d_inner + d0, acc0 + acc1);
+                }
+                for (long i = 0; i < steps; i++) {
+                    const long row = row0 + i;
+                    float *yt = y + row * d_inner + d0;
+                    const vfloat gate = vsilu(vload(z + row * z_stride + d0));
+                    vstore(yt, (vload(yt) + Dv * vload(u + row * d_inner + d0)) * gate);
+                }
+            }
+            for (int n = 0; n < NS; n++)
+                vstore(hb + n * d_inner, state[n]);
+        }
+    }
+}
+
+/* jambatalk_mamba_scan on the channels [d_begin, d_end), time by time over all of them: any d_state. */
+static void scan_channels(const float *restrict u, const float *restrict x_dbl, long x_stride, long dt_rank,
+                          const float *restrict dt_wt, const float *restrict dt_bias, const float *restrict A2,
+                          const float *restrict D, const float *restrict z, long z_stride, float *restrict h,
+                          float *restrict y, float *restrict work, long batch, long length, long d_inner,
+                          long d_state, float floor2, long d_begin, long d_end) {
     float *restrict delta = work, *restrict drive = work + d_inner, *restrict acc = work + 2 * d_inner;
     for (long b = 0; b < batch; b++) {
         float *hb = h + b * d_state * d_inner;
@@ -191,16 +347,16 @@ int jambatalk_mamba_scan(const float *restrict u, const float *restrict x_dbl, l
             const float *Bt = xt + dt_rank, *Ct = Bt + d_state;
             float *yt = y + row * d_inner;
 #pragma omp simd
-            for (long d = 0; d < d_inner; d++)
+            for (long d = d_begin; d < d_end; d++)
                 delta[d] = dt_bias[d];
             for (long r = 0; r < dt_rank; r++) {
                 const float xr = xt[r], *wr = dt_wt + r * d_inner;
 #pragma omp simd
-                for (long d = 0; d < d_inner; d++)
+                for (long d = d_begin; d < d_end; d++)
                     delta[d] += wr[d] * xr;
             }
 #pragma omp simd
-            for (long d = 0; d < d_inner; d++) {
+            for (long d = d_begin; d < d_end; d++) {
                 const float step = softplus(delta[d]);
                 delta[d] = step;
                 drive[d] = step * ut[d];
@@ -211,7 +367,7 @@ int jambatalk_mamba_scan(const float *restrict u, const float *restrict x_dbl, l
                 const float *An = A2 + n * d_inner;
                 float *hn = hb + n * d_inner;
 #pragma omp simd
-                for (long d = 0; d < d_inner; d++) {
+                for (long d = d_begin; d < d_end; d++) {
                     float e = delta[d] * An[d];
                     e = e > floor2 ? e : floor2;
                     const float s = exp2_nonpositive(e) * hn[d] + drive[d] * Bn;
@@ -220,9 +376,44 @@ int jambatalk_mamba_scan(const float *restrict u, const float *restrict x_dbl, l
                 }
             }
 #pragma omp simd
-            for (long d = 0; d < d_inner; d++)
+            for (long d = d_begin; d < d_end; d++)
                 yt[d] = acc[d] * silu(zt[d]);
         }
     }
+}
+
+/* The selective scan with its step size, skip and gate, time-major, state (d_state, d_inner) per batch:
+ *
+ *   delta = softplus(dt_bias + W_dt x_dbl[t, :dt_rank])                           (d_inner)
+ *   h[n] = 2^max(delta * A2[n], floor2) * h[n] + delta * u[t] * B[t, n]    for every state n
+ *   y[t] = (sum_n h[n] * C[t, n] + D * u[t]) * silu(z[t])
+ *
+ * u, y: (batch, length, d_inner); x_dbl[t] = x_dbl + (b * length + t) * x_stride holds x_proj's output
+ * [dt (dt_rank) | B (d_state) | C (d_state)]; dt_wt: (dt_rank, d_inner), dt_proj's weight transposed; A2:
+ * (d_state, d_inner), A in base 2 (A * log2(e)), and floor2 the exponents' floor in base 2 (at least
+ * -125.5, so that every decay is a normal float); z[t, d] = z[(b * length + t) * z_stride + d]; h: (batch,
+ * d_state, d_inner), the initial state on entry and the last on return; work: 3 * d_inner floats.
+ *
+ * For d_state 16 and 8 (Mamba's usual sizes) whole blocks of channels run in scan_blocks; the rest, and
+ * other sizes, run time by time over the channels with the loops over channels vectorised. */
+int jambatalk_mamba_scan(const float *restrict u, const float *restrict x_dbl, long x_stride, long dt_rank,
+                         const float *restrict dt_wt, const float *restrict dt_bias, const float *restrict A2,
+                         const float *restrict D, const float *restrict z, long z_stride, float *restrict h,
+                         float *restrict y, float *restrict work, long batch, long length, long d_inner,
+                         long d_state, float floor2) {
+    if (floor2 < -125.5f)
+        return 1;
+    long blocks = d_inner / LANES;
+    if (d_state == 16)
+        scan_blocks(u, x_dbl, x_stride, dt_rank, dt_wt, dt_bias, A2, D, z, z_stride, h, y, batch, length, d_inner,
+                    blocks, floor2, 16);
+    else if (d_state == 8)
+        scan_blocks(u, x_dbl, x_stride, dt_rank, dt_wt, dt_bias, A2, D, z, z_stride, h, y, batch, length, d_inner,
+                    blocks, floor2, 8);
+    else
+        blocks = 0;
+    if (blocks * LANES < d_inner)
+        scan_channels(u, x_dbl, x_stride, dt_rank, dt_wt, dt_bias, A2, D, z, z_stride, h, y, work, batch, length,
+                      d_inner, d_state, floor2, blocks * LANES, d_inner);
     return 0;
 }

@@ -115,10 +115,12 @@ def _self_check(lib: SimpleNamespace) -> Optional[str]:
     A = -torch.rand(5, 19, generator=g) * 8
     B, C, h0 = torch.randn(2, 19, 37, generator=g), torch.randn(2, 19, 37, generator=g), torch.randn(2, 5, 19, generator=g)
     pairs = list(zip(_call(lib, u, delta, A, B, C, h0), _scan_inference(u, delta, A, B, C, h0)))
-    args = mamba_check_inputs(batch=2, d_inner=6, d_state=5, dt_rank=3, d_conv=4, length=23, seed=1)
-    weights = mamba_weights(*(args[k] for k in _WEIGHT_ARGS))
-    pairs += list(zip(_mamba_inner(lib, args["xz"], weights, args["conv_state"], args["ssm_state"]),
-                      mamba_inner_reference(**args)))
+    # any d_state (5), and 16 and 8 in register blocks of channels with the rest (40 = 2 x 16 + 8) after them
+    for d_inner, d_state in ((6, 5), (40, 16), (20, 8)):
+        args = mamba_check_inputs(batch=2, d_inner=d_inner, d_state=d_state, dt_rank=3, d_conv=4, length=37, seed=1)
+        weights = mamba_weights(*(args[k] for k in _WEIGHT_ARGS))
+        pairs += list(zip(_mamba_inner(lib, args["xz"], weights, args["conv_state"], args["ssm_state"]),
+                          mamba_inner_reference(**args)))
     err = max(((x - ref).abs().max() / ref.abs().max()).item() for x, ref in pairs)
     return None if err <= 1e-5 else f"it differs from the PyTorch path by {err:.2e} (relative)"
 
