@@ -84,24 +84,35 @@ def test_every_expert_path_without_dropout_keeps_outputs_and_gradients():
 
 
 def test_every_expert_path_at_inference_follows_the_weights():
-    """Inference keeps the experts' first weights side by side between calls and works in place: the output
-    is the one-expert-at-a-time sum, also after the weights are written in place or replaced."""
+    """Inference keeps its weights (router and experts side by side, biases folded in) between calls and
+    works in place: the output is the one-expert-at-a-time sum and the router logits are the router's, also
+    after each parameter in turn is written in place or replaced."""
     torch.manual_seed(3)
-    moe = MoE(8, MoEConfig(n_experts=2, top_k=2), dropout=0.0).eval()
+    moe = MoE(8, MoEConfig(n_experts=3, top_k=3), dropout=0.0).eval()
+    for p in (moe.b1, moe.b2):
+        torch.nn.init.normal_(p)
     x = torch.randn(2, 9, 8)
     flat = x.reshape(-1, 8)
 
-    def reference():
-        w = moe.router(flat).softmax(-1)
-        return sum(moe._expert(e, flat) * w[:, e, None] for e in range(2)).reshape(x.shape)
+    def check():
+        y = moe(x)[0]
+        with torch.no_grad():
+            logits = moe.router(flat)
+            w = logits.softmax(-1)
+            ref = sum(moe._expert(e, flat) * w[:, e, None] for e in range(3)).reshape(x.shape)
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(moe.last_router_logits, logits)
 
     with torch.no_grad():
-        torch.testing.assert_close(moe(x)[0], reference(), rtol=1e-5, atol=1e-6)
-        kept = moe._w1_side_by_side()
-        assert moe._w1_side_by_side() is kept
-        moe.w1.mul_(-0.5)  # in place, as load_state_dict or an optimiser step
-        torch.testing.assert_close(moe(x)[0], reference(), rtol=1e-5, atol=1e-6)
-        moe.w1 = torch.nn.Parameter(torch.randn_like(moe.w1))
-        torch.testing.assert_close(moe(x)[0], reference(), rtol=1e-5, atol=1e-6)
+        check()
+        kept = moe._inference_weights()
+        assert moe._inference_weights() is kept
+        for name in ("w1", "b1", "w2", "b2"):
+            getattr(moe, name).mul_(-0.5)  # in place, as load_state_dict or an optimiser step
+            check()
+        moe.router.weight.add_(1.0)
+        check()
+        moe.w2 = torch.nn.Parameter(torch.randn_like(moe.w2))
+        check()
     with torch.inference_mode():
-        torch.testing.assert_close(moe(x)[0], reference(), rtol=1e-5, atol=1e-6)
+        check()

@@ -60,11 +60,17 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor, token_mask: Optional[torch.Tensor] = None):
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
+        every_expert = self.cfg.top_k >= self.cfg.n_experts  # every token visits every expert: no routing to do
+        dropout = self.training and self.dropout.p > 0
+        if every_expert and not dropout and not torch.is_grad_enabled():
+            out, logits = self._every_expert_inference(flat)
+            self.last_router_logits = logits
+            return out.reshape(shape), self._balance(logits, token_mask)
         logits = self.router(flat)
         self.last_router_logits = logits.detach()
-        if self.cfg.top_k >= self.cfg.n_experts:  # every token visits every expert: no routing to do
+        if every_expert:
             weights = logits.softmax(-1).to(x.dtype)
-            if self.training and self.dropout.p > 0:
+            if dropout:
                 out = sum(self._expert(e, flat) * weights[:, e, None] for e in range(self.cfg.n_experts))
             else:
                 out = self._all_experts(flat, weights)
@@ -88,21 +94,42 @@ class MoE(nn.Module):
         """sum_e weights[:, e] * expert_e(x) without dropout, as two matrix products over the experts side
         by side (fewer, larger products than one pair per expert): (N, D), (N, n_experts) -> (N, D)."""
         n_experts, d_model, hidden = self.w1.shape
-        h = torch.addmm(self.b1.reshape(-1), x, self._w1_side_by_side())
-        if torch.is_grad_enabled():
-            h = (F.gelu(h).view(-1, n_experts, hidden) * weights[:, :, None]).view(-1, n_experts * hidden)
-        else:  # inference: the activation and the weighting in place, no new buffers
-            torch.ops.aten.gelu_(h)
-            h.view(-1, n_experts, hidden).mul_(weights[:, :, None])
+        h = torch.addmm(self.b1.reshape(-1), x, self.w1.permute(1, 0, 2).reshape(d_model, n_experts * hidden))
+        h = (F.gelu(h).view(-1, n_experts, hidden) * weights[:, :, None]).view(-1, n_experts * hidden)
         return torch.addmm(weights @ self.b2, h, self.w2.reshape(n_experts * hidden, d_model))
 
-    def _w1_side_by_side(self) -> torch.Tensor:
-        """The experts' first weights side by side, (D, n_experts * hidden): a copy, kept between calls while no
-        gradient is wanted until w1 changes (:func:`~jambatalk.model.blocks.kept_derived`)."""
-        n_experts, d_model, hidden = self.w1.shape
-        w1 = self.w1
-        return kept_derived(self, "_w1_kept", (w1,),
-                            lambda: w1.permute(1, 0, 2).reshape(d_model, n_experts * hidden))
+    def _every_expert_inference(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_all_experts` with its router, without gradients, in two matrix products and in place:
+        (N, D) -> (output (N, D), router logits (N, n_experts)).
+
+        The first product gives every expert's hidden layer and the router's logits side by side,
+        [h_1 .. h_E | logits]; the logits become the routing weights w in place and each h_e is scaled by
+        w_e, so that the second product of [w_1 h_1 .. w_E h_E | w] with [W2_1; ..; W2_E; b2] is the
+        weighted sum of the experts' outputs, their biases included."""
+        n_experts, _, hidden = self.w1.shape
+        bias_in, w_in, w_out = self._inference_weights()
+        both = torch.addmm(bias_in, x, w_in)  # (N, E * hidden + E)
+        h, gate = both[:, : n_experts * hidden], both[:, n_experts * hidden:]
+        logits = gate.clone()
+        torch.ops.aten.gelu_(both)  # the whole buffer (contiguous, faster than the strided h); gate is rewritten
+        gate.copy_(logits.softmax(-1))
+        h.view(-1, n_experts, hidden).mul_(gate[:, :, None])
+        return both @ w_out, logits
+
+    def _inference_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_every_expert_inference`'s weights: (bias_in (E*H + E,), w_in (D, E*H + E), w_out (E*H + E, D)),
+        made once and kept until a parameter changes (:func:`~jambatalk.model.blocks.kept_derived`)."""
+        w1, b1, router, w2, b2 = self.w1, self.b1, self.router.weight, self.w2, self.b2
+        n_experts, d_model, hidden = w1.shape
+
+        def make():
+            with torch.no_grad():
+                w_in = torch.cat([w1.permute(1, 0, 2).reshape(d_model, n_experts * hidden), router.t()], dim=1)
+                bias_in = torch.cat([b1.reshape(-1), b1.new_zeros(n_experts)])
+                w_out = torch.cat([w2.reshape(n_experts * hidden, d_model), b2], dim=0)
+            return bias_in, w_in.contiguous(), w_out
+
+        return kept_derived(self, "_inference_kept", (w1, b1, router, w2, b2), make)
 
     def _balance(self, logits: torch.Tensor, token_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """The weighted load-balancing loss while training, else None."""
