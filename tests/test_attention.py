@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from jambatalk.config import DecoderConfig
-from jambatalk.model.attention import GQAttention, LRLRoPE, span_mask
+from jambatalk.model.attention import GQAttention, LRLRoPE, _pairs_are_complex, span_mask
 
 
 def _cfg(**kw):
@@ -54,6 +54,39 @@ def test_lrl_rope_with_zero_low_rank_weights_is_an_exact_rotation():
         rk = rope(k[None, None], torch.tensor([p + 7]))[0, 0]
         scores.append(float((rq @ rk).detach()))
     assert max(scores) - min(scores) < 1e-4
+
+
+def test_lrl_rope_rotation_as_complex_products_equals_the_pairwise_formula():
+    """The complex-product rotation (float32/64, pairs readable in place) equals the pairwise formula, outputs
+    and gradients (the learned low-rank part included), on strided inputs (heads transposed as attention
+    passes them) too; bfloat16 and inputs whose pairs cannot be read in place take the pairwise formula."""
+    torch.manual_seed(4)
+    rope = LRLRoPE(16, rank=4).double()
+    with torch.no_grad():
+        rope.w2.weight.normal_(std=0.1)
+    pos = torch.arange(3, 14)
+
+    def pairwise(x):
+        s, c = rope.sin_cos(pos)
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        return torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).flatten(-2)
+
+    base = torch.randn(2, 11, 3, 16, dtype=torch.float64)
+    strided, odd = base.transpose(1, 2), base.reshape(2, 11, 48)[..., 1:17]  # heads transposed; odd offset
+    assert _pairs_are_complex(strided) and not _pairs_are_complex(odd)
+    for x in (strided, odd):
+        x = x.detach().requires_grad_(True)
+        y, y_ref = rope(x, pos), pairwise(x)
+        torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+        w = torch.randn_like(y)
+        grads = torch.autograd.grad((y * w).sum(), [x, rope.w1.weight, rope.w2.weight])
+        grads_ref = torch.autograd.grad((y_ref * w).sum(), [x, rope.w1.weight, rope.w2.weight])
+        for g, g_ref in zip(grads, grads_ref):
+            torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
+    rope = rope.float()
+    x = torch.randn(2, 3, 11, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(rope(x.bfloat16(), pos).float(), rope(x, pos), rtol=2e-2, atol=2e-2)
 
 
 def test_lrl_rope_learned_part_changes_the_embedding():
