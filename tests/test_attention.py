@@ -20,7 +20,15 @@ def test_gqa_has_fewer_kv_parameters_than_mha():
     assert gqa.k_proj.weight.shape == (8, 32)  # one head of head_dim 8
 
 
-def test_gqa_equals_mha_with_repeated_kv_heads():
+@pytest.mark.parametrize("sdpa_gqa", [True, False], ids=["sdpa-groups", "repeated-kv"])
+def test_gqa_equals_mha_with_repeated_kv_heads(sdpa_gqa, monkeypatch):
+    """Grouped K/V (handed to scaled_dot_product_attention as groups from torch 2.5 on, else repeated to every
+    query head) equal multi-head attention whose K/V weights repeat them, with and without a span mask."""
+    import jambatalk.model.attention as attention
+
+    if sdpa_gqa and not attention.SDPA_GQA:
+        pytest.skip(f"torch {torch.__version__} has no enable_gqa")
+    monkeypatch.setattr(attention, "SDPA_GQA", sdpa_gqa)
     torch.manual_seed(0)
     gqa = GQAttention(_cfg(n_kv_heads=2)).eval()
     mha = GQAttention(_cfg(n_kv_heads=4)).eval()
@@ -33,6 +41,9 @@ def test_gqa_equals_mha_with_repeated_kv_heads():
             w = getattr(gqa, name).weight.view(2, hd, 32)
             getattr(mha, name).weight.copy_(w.repeat_interleave(2, dim=0).reshape(4 * hd, 32))
     x = torch.randn(2, 11, 32)
+    torch.testing.assert_close(gqa(x), mha(x), rtol=1e-5, atol=1e-6)
+    for m in (gqa, mha):
+        m.span, m.window, m.lookahead = "window", 4, 1
     torch.testing.assert_close(gqa(x), mha(x), rtol=1e-5, atol=1e-6)
 
 

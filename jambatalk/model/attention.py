@@ -19,6 +19,10 @@ from ..config import DecoderConfig
 
 __all__ = ["LRLRoPE", "GQAttention", "AttentionCache", "span_mask"]
 
+#: scaled_dot_product_attention takes grouped K/V itself (``enable_gqa``) from torch 2.5 on; before, K and V
+#: are repeated to every query head first
+SDPA_GQA = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
+
 
 class LRLRoPE(nn.Module):
     """Low-Rank Learned Rotary Positional Embedding.
@@ -137,11 +141,14 @@ class GQAttention(nn.Module):
     def _attend(self, q, k, v, mask: Optional[torch.Tensor]) -> torch.Tensor:
         """q (B,H,Lq,hd), k/v (B,Hkv,Lk,hd), mask broadcastable to (B,H,Lq,Lk) -> (B, Lq, H*hd)."""
         groups = self.n_heads // self.n_kv_heads
-        if groups > 1:
+        gqa = {}
+        if groups > 1 and SDPA_GQA:
+            gqa = {"enable_gqa": True}
+        elif groups > 1:
             k = k.repeat_interleave(groups, dim=1)
             v = v.repeat_interleave(groups, dim=1)
         p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, **gqa)
         B, H, Lq, hd = out.shape
         return out.transpose(1, 2).reshape(B, Lq, H * hd)
 
