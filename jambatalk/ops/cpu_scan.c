@@ -28,19 +28,32 @@ static inline float pow2i(int k) {
     return scale;
 }
 
-/* exp(x) = 2^k exp(r) for k = round(x / ln 2) given by the caller, |r| <= ln(2) / 2: degree-7 Taylor
- * polynomial (relative error about 1e-7, float32 rounding level). */
+/* The polynomials, written once for the scalar functions below and their vector twins further down
+ * (the same expressions evaluate on a float or, element by element, on a vector of floats). */
+
+/* exp(r) for |r| <= ln(2) / 2: degree-7 Taylor polynomial (relative error about 1e-7, float32 rounding) */
+#define EXP_POLY(r) \
+    ((((((((r) * (1.0f / 5040.0f) + 1.0f / 720.0f) * (r) + 1.0f / 120.0f) * (r) + 1.0f / 24.0f) * (r) + \
+        1.0f / 6.0f) * (r) + 0.5f) * (r) + 1.0f) * (r) + 1.0f)
+
+/* 2^r for |r| <= 1/2: a degree-5 fit of the relative error with p(0) = 1 (within 2e-7 of 2^r, relative,
+ * evaluated in float32) */
+#define EXP2_POLY(r) \
+    ((((((r) * 1.3264708681350547e-03f + 9.6715094436904906e-03f) * (r) + 5.5507337583359934e-02f) * (r) + \
+        2.4022242134917760e-01f) * (r) + 6.9314697761458421e-01f) * (r) + 1.0f)
+
+/* (atanh(s) / s) for s = v / (2 + v) <= 1/3 from s2 = s^2: the odd series to s^15 (float32-exact) */
+#define ATANH_SERIES(s2) \
+    ((((((((s2) * (1.0f / 15.0f) + 1.0f / 13.0f) * (s2) + 1.0f / 11.0f) * (s2) + 1.0f / 9.0f) * (s2) + \
+        1.0f / 7.0f) * (s2) + 1.0f / 5.0f) * (s2) + 1.0f / 3.0f) * (s2) + 1.0f)
+
+/* x - k ln(2) with ln(2) in two parts, so that the product with k is exact in the first */
+#define LN2_REDUCE(x, kf) ((x) - (kf) * 0.693145751953125f - (kf) * 1.428606765330187e-06f)
+
+/* exp(x) = 2^k exp(r) for k = round(x / ln 2) given by the caller, |r| <= ln(2) / 2 */
 static inline float exp_reduced(float x, int k) {
-    const float r = x - (float)k * 0.693145751953125f - (float)k * 1.428606765330187e-06f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    return p * pow2i(k);
+    const float r = LN2_REDUCE(x, (float)k);
+    return EXP_POLY(r) * pow2i(k);
 }
 
 /* exp(x) for x in [floor, 0] with floor >= -87 */
@@ -56,19 +69,11 @@ static inline float exp_clamped(float x) {
     return exp_reduced(x, (int)(y + (y >= 0.0f ? 0.5f : -0.5f))); /* round half away from zero */
 }
 
-/* 2^y for y in [-126, 0]: 2^k 2^r, k = round(y), |r| <= 1/2, with the degree-6 Taylor polynomial of
- * exp(r ln 2) (relative error about 1.2e-7, float32 rounding level). */
+/* 2^y for y in [-126, 0]: 2^k 2^r, k = round(y), |r| <= 1/2 */
 static inline float exp2_nonpositive(float y) {
     const int k = (int)(y - 0.5f); /* y <= 0: truncating y - 0.5 rounds to nearest */
     const float r = y - (float)k;
-    float p = 1.5403530393381609e-04f; /* ln(2)^6 / 6! */
-    p = p * r + 1.3333558146428443e-03f;
-    p = p * r + 9.6181291076284772e-03f;
-    p = p * r + 5.5504108664821580e-02f;
-    p = p * r + 2.4022650695910071e-01f;
-    p = p * r + 6.9314718055994531e-01f;
-    p = p * r + 1.0f;
-    return p * pow2i(k);
+    return EXP2_POLY(r) * pow2i(k);
 }
 
 static inline float silu(float x) { return x / (1.0f + exp_clamped(-x)); }
@@ -80,15 +85,7 @@ static inline float softplus(float x) {
     const float a = x < 0.0f ? x : -x;
     const float v = exp_nonpositive(a < -87.0f ? -87.0f : a);
     const float s = v / (2.0f + v), s2 = s * s;
-    float p = 1.0f / 15.0f;
-    p = p * s2 + 1.0f / 13.0f;
-    p = p * s2 + 1.0f / 11.0f;
-    p = p * s2 + 1.0f / 9.0f;
-    p = p * s2 + 1.0f / 7.0f;
-    p = p * s2 + 1.0f / 5.0f;
-    p = p * s2 + 1.0f / 3.0f;
-    p = p * s2 + 1.0f;
-    return (x > 0.0f ? x : 0.0f) + 2.0f * s * p;
+    return (x > 0.0f ? x : 0.0f) + 2.0f * s * ATANH_SERIES(s2);
 }
 
 int jambatalk_scan_forward(const float *restrict u, const float *restrict delta, const float *restrict A,
@@ -209,16 +206,8 @@ static inline vfloat vscale2(vfloat p, vint k) { return (vfloat)((vint)p + (k <<
  * reductions and polynomials as the scalar functions above. Results below 2^-126 never occur: the
  * callers' ranges keep them normal. */
 static inline vfloat vexp_reduced(vfloat x, vint k) {
-    const vfloat kf = __builtin_convertvector(k, vfloat);
-    const vfloat r = x - kf * 0.693145751953125f - kf * 1.428606765330187e-06f;
-    vfloat p = r * (1.0f / 5040.0f) + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    return vscale2(p, k);
+    const vfloat r = LN2_REDUCE(x, __builtin_convertvector(k, vfloat));
+    return vscale2(EXP_POLY(r), k);
 }
 
 static inline vfloat vexp_nonpositive(vfloat x) {
@@ -233,27 +222,18 @@ static inline vfloat vexp_clamped(vfloat x) {
     return vexp_reduced(x, __builtin_convertvector(y + half, vint));
 }
 
-/* The polynomial of vexp2_nonpositive: 2^r for |r| <= 1/2, a degree-5 fit of the relative error with
- * p(0) = 1: within 2e-7 of 2^r (relative) evaluated in float32, as the scalar degree-6 Taylor
- * polynomial is. */
-static inline vfloat vexp2_poly(vfloat r) {
-    vfloat p = r * 1.3264708681350547e-03f + 9.6715094436904906e-03f;
-    p = p * r + 5.5507337583359934e-02f;
-    p = p * r + 2.4022242134917760e-01f;
-    p = p * r + 6.9314697761458421e-01f;
-    return p * r + 1.0f;
-}
-
 #if LANES == 16 && defined(__AVX512F__)
 /* AVX-512 rounds (vrndscaleps) and scales by a power of two (vscalefps) in one instruction each */
 static inline vfloat vexp2_nonpositive(vfloat y) {
     const vfloat k = __builtin_ia32_rndscaleps_mask(y, 0, y, (unsigned short)-1, 4); /* nearest */
-    return __builtin_ia32_scalefps512_mask(vexp2_poly(y - k), k, y, (unsigned short)-1, 4);
+    const vfloat r = y - k;
+    return __builtin_ia32_scalefps512_mask(EXP2_POLY(r), k, y, (unsigned short)-1, 4);
 }
 #else
 static inline vfloat vexp2_nonpositive(vfloat y) {
     const vint k = __builtin_convertvector(y - 0.5f, vint); /* y <= 0: truncation rounds to nearest */
-    return vscale2(vexp2_poly(y - __builtin_convertvector(k, vfloat)), k);
+    const vfloat r = y - __builtin_convertvector(k, vfloat);
+    return vscale2(EXP2_POLY(r), k);
 }
 #endif
 
@@ -262,14 +242,7 @@ static inline vfloat vsilu(vfloat x) { return x / (1.0f + vexp_clamped(-x)); }
 static inline vfloat vsoftplus(vfloat x) {
     const vfloat v = vexp_nonpositive(vmax(vmin(x, -x), vsplat(-87.0f)));
     const vfloat s = v / (2.0f + v), s2 = s * s;
-    vfloat p = s2 * (1.0f / 15.0f) + 1.0f / 13.0f;
-    p = p * s2 + 1.0f / 11.0f;
-    p = p * s2 + 1.0f / 9.0f;
-    p = p * s2 + 1.0f / 7.0f;
-    p = p * s2 + 1.0f / 5.0f;
-    p = p * s2 + 1.0f / 3.0f;
-    p = p * s2 + 1.0f;
-    return vmax(x, vsplat(0.0f)) + 2.0f * s * p;
+    return vmax(x, vsplat(0.0f)) + 2.0f * s * ATANH_SERIES(s2);
 }
 
 #define TILE 32 /* time steps whose step sizes are made ahead of the scan over them */
