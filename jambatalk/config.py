@@ -107,7 +107,8 @@ class AudioEncoderConfig:
 
 @dataclass
 class MoEConfig:
-    """Mixture of experts feed-forward with top-k routing per token."""
+    """Mixture of experts feed-forward with top-k routing per token: top_k 1 is Switch routing (the chosen
+    expert scaled by its probability), top_k = n_experts a dense mixture of every expert."""
 
     n_experts: int = 2
     top_k: int = 2

@@ -19,14 +19,16 @@ def test_moe_is_deterministic_at_eval():
 
 @pytest.mark.parametrize("top_k", [1, 2, 3], ids=["top1", "top2", "all-experts"])
 def test_moe_top_k_equals_dense_mixture_of_selected_experts(top_k):
-    """Routed (top_k < n_experts) and unrouted (every expert) paths both give the weighted mixture."""
+    """Routed (top_k < n_experts) and unrouted (every expert) paths both give the weighted mixture: top-1
+    scales the chosen expert by its probability over all experts (Switch), top-2 renormalises over the two."""
     torch.manual_seed(0)
     moe = MoE(8, MoEConfig(n_experts=3, top_k=top_k)).eval()
     x = torch.randn(5, 8)
     y, _ = moe(x)
     logits = moe.router(x)
     w, idx = logits.topk(top_k, -1)
-    w = w.softmax(-1)
+    w = logits.softmax(-1).gather(-1, idx) if top_k == 1 else w.softmax(-1)
+    assert top_k != 1 or bool((w < 0.99).all())  # the probability, not a renormalised 1
     for t in range(5):
         ref = 0
         for j in range(top_k):
@@ -116,3 +118,27 @@ def test_every_expert_path_at_inference_follows_the_weights():
         check()
     with torch.inference_mode():
         check()
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_switch_routing_sends_each_token_to_one_expert_and_trains_the_router(grad):
+    """Top-1 of 4 experts: every token's output is its chosen expert's times that expert's probability, also
+    when some experts get no token; the task loss alone (no balancing term) reaches the router."""
+    torch.manual_seed(4)
+    moe = MoE(8, MoEConfig(n_experts=4, top_k=1, balance_coef=0.0)).train(grad)
+    with torch.no_grad():
+        moe.router.weight[1] = -moe.router.weight[0]  # logits a, -a, 0, 0: experts 2 and 3 never chosen
+        moe.router.weight[2:] = 0.0
+    x = torch.randn(3, 11, 8)
+    with torch.set_grad_enabled(grad):
+        y, aux = moe(x)
+    assert aux is None
+    flat = x.reshape(-1, 8)
+    with torch.no_grad():
+        prob, idx = moe.router(flat).softmax(-1).max(-1)
+        assert set(idx.tolist()) == {0, 1}
+        ref = torch.stack([moe._expert(int(e), flat[t:t + 1])[0] * prob[t] for t, e in enumerate(idx)])
+    torch.testing.assert_close(y.reshape(-1, 8), ref, rtol=1e-5, atol=1e-6)
+    if grad:
+        y.square().sum().backward()
+        assert moe.router.weight.grad[:2].abs().sum() > 0

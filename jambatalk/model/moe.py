@@ -36,7 +36,8 @@ def load_balancing_loss(router_logits: torch.Tensor, top_k: int, token_mask: Opt
 
 
 class MoE(nn.Module):
-    """Top-k routed experts (each D -> ratio*D -> D). Deterministic: routing is argmax-based.
+    """Top-k routed experts (each D -> ratio*D -> D). Deterministic: routing is argmax-based. top_k 1 is
+    Switch routing (:meth:`route`); with top_k = n_experts every token visits every expert.
 
     Returns (y, balance_loss * balance_coef); the router logits of the last call are kept in
     ``self.last_router_logits`` for inspection.
@@ -68,6 +69,8 @@ class MoE(nn.Module):
             return out.reshape(shape), self._balance(logits, token_mask)
         logits = self.router(flat)
         self.last_router_logits = logits.detach()
+        if self.cfg.top_k == 1 and not dropout and not torch.is_grad_enabled():
+            return self._switch_inference(flat, logits).reshape(shape), self._balance(logits, token_mask)
         if every_expert:
             weights = logits.softmax(-1).to(x.dtype)
             if dropout:
@@ -75,8 +78,8 @@ class MoE(nn.Module):
             else:
                 out = self._all_experts(flat, weights)
             return out.reshape(shape), self._balance(logits, token_mask)
-        weights, experts = logits.topk(self.cfg.top_k, dim=-1)
-        weights = weights.softmax(-1).to(x.dtype)
+        weights, experts = self.route(logits)
+        weights = weights.to(x.dtype)
         out = torch.zeros_like(flat)
         for e in range(self.cfg.n_experts):
             token, slot = (experts == e).nonzero(as_tuple=True)
@@ -85,9 +88,35 @@ class MoE(nn.Module):
             out.index_add_(0, token, self._expert(e, flat[token]) * weights[token, slot, None])
         return out.reshape(shape), self._balance(logits, token_mask)
 
-    def _expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        """Expert ``e``'s feed-forward on tokens (N, D) -> (N, D)."""
-        h = F.gelu(torch.addmm(self.b1[e], x, self.w1[e]))
+    def _switch_inference(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Top-1 routing without gradients: each expert's tokens gathered, run and written back once, scaled
+        in place by their routing probability. (N, D), (N, n_experts) -> (N, D)."""
+        prob, expert = logits.softmax(-1).max(-1)
+        out = torch.empty_like(x)
+        for e in range(self.cfg.n_experts):
+            token = (expert == e).nonzero().squeeze(1)
+            if token.numel():
+                y = self._expert(e, x.index_select(0, token), in_place=True)
+                out.index_copy_(0, token, y.mul_(prob.index_select(0, token).unsqueeze(1)))
+        return out
+
+    def route(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Router logits (N, n_experts) -> (weights (N, top_k), experts (N, top_k)) for top_k < n_experts.
+
+        top_k 1 routes as the Switch Transformer (and MoE-Mamba): the chosen expert's output is scaled
+        by its softmax probability over all experts, through which the router learns (renormalised over
+        one expert the weight would be 1, with no gradient). top_k >= 2: the softmax over the chosen
+        experts' logits (Mixtral)."""
+        if self.cfg.top_k == 1:
+            return logits.softmax(-1).max(-1, keepdim=True)
+        weights, experts = logits.topk(self.cfg.top_k, dim=-1)
+        return weights.softmax(-1), experts
+
+    def _expert(self, e: int, x: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+        """Expert ``e``'s feed-forward on tokens (N, D) -> (N, D); ``in_place`` (no gradient wanted): GELU
+        overwrites the hidden layer."""
+        h = torch.addmm(self.b1[e], x, self.w1[e])
+        h = torch.ops.aten.gelu_(h) if in_place else F.gelu(h)
         return torch.addmm(self.b2[e], self.dropout(h), self.w2[e])
 
     def _all_experts(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
