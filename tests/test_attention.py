@@ -154,6 +154,49 @@ def test_windowed_forward_in_query_blocks_equals_one_block():
     torch.testing.assert_close(attn(x), whole, rtol=1e-5, atol=1e-6)
 
 
+def _attention_by_the_rule(attn, x, window, lookahead, key_valid=None):
+    """Windowed attention written out: softmax over the keys within [-window, +lookahead] of each query."""
+    L = x.shape[1]
+    q, k, v = attn._qkv(x, torch.arange(L))
+    groups = attn.n_heads // attn.n_kv_heads
+    k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+    scores = q @ k.transpose(-1, -2) / attn.head_dim ** 0.5
+    rel = torch.arange(L)[None, :] - torch.arange(L)[:, None]
+    allowed = ((rel >= -window) & (rel <= lookahead))[None, None]
+    if key_valid is not None:
+        allowed = allowed & key_valid[:, None, None, :]
+    out = scores.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
+    return attn.o_proj(out.transpose(1, 2).reshape(x.shape[0], L, -1))
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["kept-masks", "masks-made-each-call"])
+def test_windowed_attention_equals_the_position_rule(kept, monkeypatch):
+    """The additive span masks (kept between calls, or made afresh where larger than KEPT_BIAS_MAX) give the
+    written-out windowed attention, in query blocks and in one; with a key padding mask too."""
+    from jambatalk.model import attention
+
+    if not kept:
+        monkeypatch.setattr(attention, "KEPT_BIAS_MAX", 0)
+    attention._kept_span_bias.cache_clear()
+    torch.manual_seed(5)
+    attn = GQAttention(_cfg(attention_span="window", window=6, lookahead=2)).eval()
+    x = torch.randn(2, 40, 32)
+    with torch.no_grad():
+        want = _attention_by_the_rule(attn, x, 6, 2)
+        for block in (8, 128):
+            attn.query_block = block
+            torch.testing.assert_close(attn(x), want, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(attn(x), want, rtol=1e-5, atol=1e-6)  # a second call, masks kept or not
+        valid = torch.ones(2, 40, dtype=torch.bool)
+        valid[1, 31:] = False
+        torch.testing.assert_close(attn(x, key_padding_mask=valid)[1, :31],
+                                   _attention_by_the_rule(attn, x, 6, 2, valid)[1, :31], rtol=1e-5, atol=1e-6)
+    assert (attention._kept_span_bias.cache_info().currsize > 0) == kept
+    bias = attention.span_bias(3, 4, 0, 9, "window", 2, 1, x)
+    assert bias.dtype == x.dtype and torch.equal(bias == 0, span_mask(3, 4, 0, 9, "window", 2, 1))
+    assert bool(torch.isneginf(bias[bias != 0]).all())
+
+
 def test_causal_attention_gives_no_gradient_to_the_future():
     attn = GQAttention(_cfg(attention_span="causal"))
     x = torch.randn(1, 10, 32, requires_grad=True)

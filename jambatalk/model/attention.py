@@ -8,6 +8,7 @@ chunked (streaming) inference rotates exactly as the one-pass forward.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from ..config import DecoderConfig
 
-__all__ = ["LRLRoPE", "GQAttention", "AttentionCache", "span_mask"]
+__all__ = ["LRLRoPE", "GQAttention", "AttentionCache", "span_mask", "span_bias"]
 
 #: scaled_dot_product_attention takes grouped K/V itself (``enable_gqa``) from torch 2.5 on; before, K and V
 #: are repeated to every query head first
@@ -95,6 +96,32 @@ def span_mask(q_start: int, n_q: int, k_start: int, n_k: int, span: str, window:
     return ones.triu_(-window - shift).tril_(lookahead - shift)
 
 
+#: additive span masks of at most this many entries are kept between calls (32 of them: <= 32 MB in float32)
+KEPT_BIAS_MAX = 1 << 18
+
+
+def _make_span_bias(n_q: int, n_k: int, shift: int, span: str, window: int, lookahead: int, dtype: torch.dtype,
+                    device: torch.device) -> torch.Tensor:
+    allowed = span_mask(0, n_q, shift, n_k, span, window, lookahead, device)
+    return torch.zeros(n_q, n_k, dtype=dtype, device=device).masked_fill_(~allowed, float("-inf"))
+
+
+_kept_span_bias = functools.lru_cache(maxsize=32)(_make_span_bias)
+
+
+def span_bias(q_start: int, n_q: int, k_start: int, n_k: int, span: str, window: int, lookahead: int,
+              like: torch.Tensor) -> Optional[torch.Tensor]:
+    """:func:`span_mask` as an additive mask (0 where allowed, -inf elsewhere) in ``like``'s dtype and device,
+    for scaled_dot_product_attention, which runs faster on CPU with it than with a boolean mask (it converts
+    those on every call). Masks depend on the positions' difference only and are kept between calls (the
+    query blocks of a long sequence share one; up to :data:`KEPT_BIAS_MAX` entries). Do not write to the
+    result."""
+    if span == "bidirectional":
+        return None
+    make = _kept_span_bias if n_q * n_k <= KEPT_BIAS_MAX else _make_span_bias
+    return make(n_q, n_k, k_start - q_start, span, window, lookahead, like.dtype, like.device)
+
+
 @dataclass
 class AttentionCache:
     k: torch.Tensor  # (B, Hkv, n, hd) keys of positions k_start .. k_start+n-1
@@ -153,11 +180,17 @@ class GQAttention(nn.Module):
         return out.transpose(1, 2).reshape(B, Lq, H * hd)
 
     @staticmethod
-    def _combine(span: Optional[torch.Tensor], key_valid: Optional[torch.Tensor]):
+    def _mask(q_start: int, n_q: int, k_start: int, n_k: int, span: str, window: int, lookahead: int,
+              key_valid: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:
+        """The attention mask of queries q_start.. against keys k_start..: the span's kept additive mask
+        (1, 1, n_q, n_k), or with ``key_valid`` (B, n_k) a boolean (B, 1, n_q, n_k); None when every key
+        is seen."""
         if key_valid is None:
-            return span[None, None] if span is not None else None
+            bias = span_bias(q_start, n_q, k_start, n_k, span, window, lookahead, like)
+            return None if bias is None else bias[None, None]
         m = key_valid[:, None, None, :]
-        return m if span is None else (m & span[None, None])
+        allowed = span_mask(q_start, n_q, k_start, n_k, span, window, lookahead, like.device)
+        return m if allowed is None else (m & allowed[None, None])
 
     # -- one pass ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, key_padding_mask: Optional[torch.Tensor] = None, pos_offset: int = 0):
@@ -178,13 +211,11 @@ class GQAttention(nn.Module):
             for s in range(0, L, self.query_block):
                 e = min(L, s + self.query_block)
                 ks, ke = max(0, s - window), min(L, e + lookahead)
-                mask = self._combine(span_mask(pos_offset + s, e - s, pos_offset + ks, ke - ks, span, window, lookahead,
-                                               x.device),
-                                     None if key_padding_mask is None else key_padding_mask[:, ks:ke])
+                mask = self._mask(s, e - s, ks, ke - ks, span, window, lookahead,
+                                  None if key_padding_mask is None else key_padding_mask[:, ks:ke], q)
                 outs.append(self._attend(q[:, :, s:e], k[:, :, ks:ke], v[:, :, ks:ke], mask))
             return self.o_proj(torch.cat(outs, dim=1))
-        mask = self._combine(span_mask(pos_offset, L, pos_offset, L, span, window, lookahead, x.device),
-                             key_padding_mask)
+        mask = self._mask(0, L, 0, L, span, window, lookahead, key_padding_mask, q)
         return self.o_proj(self._attend(q, k, v, mask))
 
     # -- streaming -----------------------------------------------------------------------------
@@ -209,8 +240,8 @@ class GQAttention(nn.Module):
         if n == 0:
             return cache.q.new_zeros(B, 0, self.o_proj.out_features)
         q = cache.q[:, :, :n]
-        mask = self._combine(span_mask(cache.q_start, n, cache.k_start, cache.k.shape[2], self.span, self.window,
-                                       self.lookahead, q.device), None)
+        mask = self._mask(cache.q_start, n, cache.k_start, cache.k.shape[2], self.span, self.window, self.lookahead,
+                          None, q)
         out = self.o_proj(self._attend(q, cache.k, cache.v, mask))
         cache.q = cache.q[:, :, n:]
         cache.q_start += n
