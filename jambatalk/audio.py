@@ -38,7 +38,9 @@ def to_mono_float(audio: np.ndarray, name: str = "audio") -> np.ndarray:
         audio = (audio.astype(np.float64) - 2 ** (bits - 1)) / 2 ** (bits - 1)
     elif audio.dtype.kind == "i":
         audio = audio.astype(np.float64) / float(-np.iinfo(audio.dtype).min)
-    if audio.ndim == 2:
+    if audio.ndim == 2 and audio.size == 0:  # no samples, however many channels: empty, not a mean of nothing
+        audio = audio.reshape(0)
+    elif audio.ndim == 2:
         # channels are the short axis: (N, C) as written by soundfile, or (C, N) as in torchaudio
         channel_axis = 1 if audio.shape[1] <= audio.shape[0] else 0
         audio = audio.mean(axis=channel_axis)

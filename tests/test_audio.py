@@ -92,6 +92,8 @@ def test_silence_is_valid():
 
 @pytest.mark.parametrize("bad,match", [
     (np.zeros(0, np.float32), "empty"),
+    (np.zeros((0, 2), np.float32), "empty"),  # soundfile's (samples, channels) with no samples
+    (np.zeros((1, 0), np.float32), "empty"),
     (np.array([0.1, np.nan, 0.2], np.float32), "non-finite"),
     (np.zeros((2, 3, 4), np.float32), "shape"),
     (np.array(["a", "b"]), "dtype"),
@@ -99,6 +101,15 @@ def test_silence_is_valid():
 def test_bad_arrays(bad, match):
     with pytest.raises(InputError, match=match):
         load_audio(bad, sample_rate=16000)
+
+
+def test_empty_wav_file_is_refused_as_empty(tmp_path):
+    import soundfile as sf
+
+    path = tmp_path / "no_samples.wav"
+    sf.write(path, np.zeros((0, 1), np.float32), 16000)
+    with pytest.raises(InputError, match="is empty"):
+        load_audio(path)
 
 
 def test_array_without_rate():
