@@ -66,7 +66,7 @@ def _to_float(x: Any, name: str, like: Any = None) -> Any:
         dtype = torch.float32 if device.type == "mps" else torch.float64
         if not _is_tensor(x):
             x = _to_float(x, name)  # validate as numpy first, then move
-            return torch.as_tensor(x, dtype=dtype, device=device)
+            return torch.as_tensor(np.require(x, requirements="W"), dtype=dtype, device=device)  # read-only: copied
         return x.detach().to(dtype=dtype)
     try:
         arr = np.asarray(x)

@@ -65,6 +65,25 @@ def test_custom_template_moves_the_output(model_dir, wav):
     np.testing.assert_allclose(shifted.vertices - base.vertices, 1.0, atol=1e-5)
 
 
+def test_read_only_arrays_are_taken_without_a_warning(model_dir, wav):
+    """Audio and templates from read-only memory (np.frombuffer, memory maps) animate as writable ones do,
+    without torch's warning about non-writable arrays."""
+    import warnings
+
+    base = animate(wav, model=model_dir)
+    audio, tpl = base.audio.copy(), base.template.copy()
+    audio.flags.writeable = tpl.flags.writeable = False
+    was = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)  # torch gives this warning once per process otherwise
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            again = animate(audio, template=tpl, sample_rate=16000, model=model_dir)
+        finally:
+            torch.set_warn_always(was)
+    np.testing.assert_allclose(again.vertices, base.vertices, atol=1e-6)
+
+
 def test_fps_resampling(model_dir, wav):
     anim = animate(wav, model=model_dir, fps=50)
     assert anim.fps == 50 and len(anim) == 50

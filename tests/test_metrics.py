@@ -183,6 +183,26 @@ def test_flat_layout_equals_vertex_layout(rng):
     assert metrics.mve(flat(pred), gt) == metrics.mve(pred, gt)
 
 
+def test_read_only_arrays_mixed_with_tensors_give_no_warning(rng):
+    """A read-only numpy array beside a tensor (a memory-mapped ground truth, a prediction tensor) is
+    evaluated as a writable one, without torch's warning about non-writable arrays."""
+    import warnings
+
+    pred, gt, template, idx = _seq(rng), _seq(rng), rng.standard_normal((V, 3)), np.arange(0, V, 2)
+    want = (metrics.lve(pred, gt, idx), metrics.fdd(pred, gt, template, idx))
+    for a in (gt, template, idx):
+        a.flags.writeable = False
+    was = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)  # torch gives this warning once per process otherwise
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            got = (metrics.lve(torch.from_numpy(pred), gt, idx), metrics.fdd(torch.from_numpy(pred), gt, template, idx))
+        finally:
+            torch.set_warn_always(was)
+    assert got == pytest.approx(want, rel=1e-12)
+
+
 def test_cpu_tensors_give_the_same_as_numpy(rng):
     pred, gt, template, idx = _seq(rng), _seq(rng), rng.standard_normal((V, 3)), np.arange(0, V, 2)
     tp, tg, tt = (torch.from_numpy(x) for x in (pred, gt, template))

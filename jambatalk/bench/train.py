@@ -32,7 +32,7 @@ def make_batch(n_vertices: int, template, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     T = int(SECONDS * FPS)
-    tpl = torch.as_tensor(np.asarray(template, np.float32)).expand(BATCH, n_vertices, 3).clone()
+    tpl = torch.tensor(np.asarray(template, np.float32)).expand(BATCH, n_vertices, 3).clone()
     vertices = tpl[:, None] + 1e-3 * torch.randn(BATCH, T, n_vertices, 3, generator=g)
     phonemes = [[(f"p{int(k)}", 0.0, 0.0) for k in rng.integers(0, N_TOKENS, 30)] for _ in range(BATCH)]
     return {

@@ -238,7 +238,7 @@ class JambaTalk(nn.Module):
         try:
             x = self._predict_input(audio, n_frames, window_seconds, context_seconds, subject)
             tpl = self.template if template is None else torch.as_tensor(
-                np.asarray(template, dtype=np.float32), device=self.device).reshape(-1, 3)
+                np.require(template, np.float32, "W"), device=self.device).reshape(-1, 3)
             gains = self.silence_gains(audio, x.shape[1]) if self.gates_silence(silence_gate) else None
             return self._predict_output(x, tpl, window_seconds, gains)
         finally:
@@ -258,7 +258,8 @@ class JambaTalk(nn.Module):
     def _predict_input(self, audio, n_frames: Optional[int], window_seconds: float, context_seconds: float,
                        subject: Optional[int]) -> torch.Tensor:
         """predict()'s encoder stage: windowed encoding, resampling and projection -> (1, T, D)."""
-        a = torch.as_tensor(np.asarray(audio, dtype=np.float32), device=self.device).reshape(1, -1)
+        # "W": a read-only array (np.frombuffer, a memory map) is copied, as torch cannot share it without a warning
+        a = torch.as_tensor(np.require(audio, np.float32, "W"), device=self.device).reshape(1, -1)
         if n_frames is None:
             n_frames = frames_for_samples(a.shape[-1], self.cfg.fps)
         sr = self.cfg.audio.sample_rate
