@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "CheckpointError",
     "DatasetError",
+    "TrainingError",
     "MissingDependencyError",
     "NotAvailableError",
 ]
@@ -40,6 +41,10 @@ class CheckpointError(JambaTalkError):
 
 class DatasetError(JambaTalkError):
     """A dataset folder or file that is missing, truncated or inconsistent."""
+
+
+class TrainingError(JambaTalkError):
+    """Training that cannot go on (a diverged loss)."""
 
 
 class MissingDependencyError(JambaTalkError, ImportError):

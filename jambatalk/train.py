@@ -329,6 +329,15 @@ class Trainer:
             done_in_epoch = self.step - self.epoch * self.steps_per_epoch
             for batch in self._batches(self.epoch, done_in_epoch):
                 losses = self.train_step(batch)
+                if not math.isfinite(losses["total"]):  # the weights are poisoned from here on: stop, keep the saves
+                    from .errors import TrainingError
+
+                    bar.close()
+                    raise TrainingError(
+                        f"training diverged at step {self.step}: the loss is {losses['total']} "
+                        f"({', '.join(f'{k} {v:.4g}' for k, v in sorted(losses.items()) if k != 'total')}); "
+                        f"the checkpoints saved before it in '{self.out}' are kept",
+                        "lower train.lr (or raise train.warmup_steps), or check the data for broken sequences")
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses['total']:.4g}", epoch=self.epoch)
                 if self.step % tc.log_every == 0 or self.step == 1:

@@ -121,6 +121,21 @@ def test_init_from_starts_a_new_run_from_a_model_folder(corpus, tmp_path):
                 tmp_path / "y", progress=False)
 
 
+def test_a_diverged_loss_stops_training_without_saving_broken_weights(corpus, tmp_path):
+    """A huge learning rate turns the loss non-finite after the first update: training stops at that step
+    with a TrainingError naming the step and the fix, and no checkpoint holds non-finite weights."""
+    from jambatalk.errors import TrainingError
+
+    run = tmp_path / "run"
+    tr = Trainer(_cfg(corpus, "train.max_steps=6", "train.lr=1e30", "train.warmup_steps=0"), run, progress=False)
+    with pytest.raises(TrainingError, match=r"diverged at step \d.*lower train.lr"):
+        tr.fit()
+    assert tr.step < 6
+    for folder in (run / "last", run / "best"):
+        if folder.exists():
+            assert all(bool(torch.isfinite(w).all()) for w in _weights(folder).values())
+
+
 def test_refuses_to_overwrite_a_run_without_resume(corpus, tmp_path):
     Trainer(_cfg(corpus, "train.max_steps=1"), tmp_path / "run", progress=False).fit()
     with pytest.raises(ConfigError, match="--resume"):
