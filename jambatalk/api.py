@@ -64,11 +64,11 @@ class Animation:
         suffix = path.suffix.lower()
         check_output_path(path)
         if suffix == ".npy":
-            with atomic_path(path) as tmp:
-                np.save(tmp, self.vertices.astype(np.float32))
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a handle: numpy names no file itself
+                np.save(f, self.vertices.astype(np.float32))
         elif suffix == ".npz":
-            with atomic_path(path) as tmp:
-                np.savez(tmp, vertices=self.vertices.astype(np.float32), template=self.template,
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.savez(f, vertices=self.vertices.astype(np.float32), template=self.template,
                          faces=np.zeros((0, 3), np.int64) if self.faces is None else self.faces,
                          fps=np.float64(self.fps), audio=self.audio, sample_rate=np.int64(SAMPLE_RATE))
         elif suffix == ".mp4":
@@ -86,6 +86,13 @@ class Animation:
             from .mesh import save_mesh
 
             digits = max(4, len(str(len(self.vertices))))
+            path = path.resolve()  # '.' or 'dir/..' name the folder itself
+            if path.is_dir():
+                foreign = sorted(f.name for f in path.iterdir() if not _is_frame_file(f))
+                if foreign:
+                    raise InputError(f"'{path}' is a folder holding other files ({len(foreign)}, e.g. "
+                                     f"'{foreign[0]}'); saving frames there would replace them",
+                                     "choose a new folder, or one that holds only frame_*.obj/.ply files")
             with atomic_dir(path) as tmp:
                 for i, frame in enumerate(self.vertices):
                     save_mesh(tmp / f"frame_{i:0{digits}d}{fmt}", frame, self.faces)
@@ -102,12 +109,37 @@ class Animation:
         return cls(data["vertices"], data["template"], faces, float(data["fps"]), data["audio"])
 
 
+def _finite(vertices: np.ndarray, model) -> np.ndarray:
+    """The predicted vertices, or a CheckpointError naming the model when any is NaN or infinite (damaged or
+    diverged weights: nothing downstream could repair them)."""
+    if not np.isfinite(vertices).all():
+        name = "the built-in default model" if model is None else (
+            f"the model '{model}'" if isinstance(model, (str, os.PathLike)) else "the model")
+        raise CheckpointError(f"{name} predicted non-finite vertices (NaN or inf): its weights are damaged or its "
+                              "training diverged", "use another checkpoint (for a diverged run, an earlier one "
+                              "or a lower learning rate)")
+    return vertices
+
+
+def _is_frame_file(f: Path) -> bool:
+    """A per-frame mesh as :meth:`Animation.save` writes it into a folder (frame_<number>.obj / .ply)."""
+    stem, _, number = f.stem.partition("_")
+    return f.is_file() and stem == "frame" and number.isdigit() and f.suffix in MESH_FRAME_FORMATS
+
+
 def _resolve_device(device):
     import torch
 
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"device {device!r} is not a torch device ({exc})", "pass e.g. 'cpu' or 'cuda'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for, but this torch has no usable CUDA device",
+                         "use --device cpu (device='cpu'), or leave it out to use CUDA only when it is present")
+    return device
 
 
 def load_model(path: Union[str, os.PathLike, None] = None, device=None):
@@ -165,7 +197,7 @@ def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = No
         tpl, faces = load_template(template, n_vertices=net.cfg.n_vertices)
     if faces is None and net.faces.numel():
         faces = net.faces.cpu().numpy()
-    vertices = net.predict(samples, tpl, silence_gate=silence_gate)
+    vertices = _finite(net.predict(samples, tpl, silence_gate=silence_gate), model)
     out_fps = float(fps) if fps is not None else float(net.fps)
     vertices = resample_frames(vertices, net.fps, out_fps)
     return Animation(vertices=vertices, template=tpl, faces=faces, fps=out_fps, audio=samples)
@@ -185,6 +217,10 @@ def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lo
         raise InputError(f"--chunk-ms is {chunk_ms}", "pass a positive chunk length in milliseconds, e.g. 100")
     samples = load_audio(audio)
     stream = Stream(model, template, lookahead=lookahead, silence_gate=silence_gate, device=device)
+    min_samples = int(np.ceil(SAMPLE_RATE / stream.fps))
+    if len(samples) < min_samples:
+        raise InputError(f"the audio lasts {len(samples) / SAMPLE_RATE * 1000:.1f} ms, shorter than one video frame "
+                         f"({1000 / stream.fps:.1f} ms at {stream.fps:g} fps)", "pass a longer recording")
     n = max(1, int(round(chunk_ms * SAMPLE_RATE / 1000.0)))
     frames, times = [], []
     for pos in range(0, len(samples), n):
@@ -192,7 +228,7 @@ def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lo
         frames.append(stream.push(samples[pos: pos + n]))
         times.append(time.perf_counter() - t0)
     frames.append(stream.flush())
-    vertices = np.concatenate(frames)
+    vertices = _finite(np.concatenate(frames), model)
     ms = np.array(times) * 1000.0
     report = (f"stream: {len(times)} chunks of {chunk_ms:g} ms; latency bound {stream.latency * 1000:.0f} ms "
               f"(block + lookahead + decoder) plus compute; compute per chunk median {np.median(ms):.1f} ms, "

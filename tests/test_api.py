@@ -108,6 +108,59 @@ def test_save_formats_round_trip(model_dir, wav, tmp_path):
     assert len(list(ply.glob("*.ply"))) == len(anim)
 
 
+def test_save_upper_case_extensions_writes_the_file_itself(model_dir, wav, tmp_path):
+    """.NPY / .NPZ: numpy would add a lower-case suffix to a path; the file itself is written, nothing else."""
+    anim = animate(wav, model=model_dir)
+    np.testing.assert_array_equal(np.load(anim.save(tmp_path / "a.NPY")), anim.vertices)
+    np.testing.assert_array_equal(Animation.load(anim.save(tmp_path / "b.NPZ")).vertices, anim.vertices)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.NPY", "b.NPZ"]
+
+
+def test_save_into_a_folder_holding_other_files_is_refused(model_dir, wav, tmp_path, monkeypatch):
+    """A frame folder replaces an earlier one whole, but never a folder holding anything else (the input audio,
+    notes): those are refused and left as they were, '.' included."""
+    anim = animate(wav, model=model_dir)
+    frames = anim.save(tmp_path / "frames")
+    again = anim.save(tmp_path / "frames")  # an earlier frame folder is replaced
+    assert len(list(again.iterdir())) == len(anim)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "notes.txt").write_text("keep me")
+    (mixed / "frame_0001.obj").write_text("not ours")
+    with pytest.raises(InputError, match="holding other files.*notes.txt"):
+        anim.save(mixed)
+    assert (mixed / "notes.txt").read_text() == "keep me" and (mixed / "frame_0001.obj").read_text() == "not ours"
+    monkeypatch.chdir(mixed)
+    with pytest.raises(InputError, match="holding other files"):
+        anim.save(".")
+    assert sorted(f.name for f in mixed.iterdir()) == ["frame_0001.obj", "notes.txt"]
+    assert frames.is_dir()
+
+
+def test_a_model_predicting_non_finite_vertices_is_refused(model_dir, wav, tmp_path, capsys):
+    """Damaged weights (NaN) give a CheckpointError naming the model, not a file of NaN reported as written."""
+    broken = JambaTalk.from_pretrained(model_dir)
+    with torch.no_grad():
+        broken.head.weight[0, 0] = float("nan")
+    broken.save_pretrained(tmp_path / "broken")
+    with pytest.raises(CheckpointError, match="non-finite vertices"):
+        animate(wav, model=broken)
+    out = tmp_path / "o.npy"
+    assert _run("animate", wav, "--checkpoint", tmp_path / "broken", "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "broken" in err and "non-finite" in err and not out.exists()
+
+
+def test_silence_gate_and_device_of_the_wrong_kind_are_refused(model_dir, wav):
+    with pytest.raises(InputError, match="silence_gate is 'off'"):
+        animate(wav, model=model_dir, silence_gate="off")  # bool("off") would switch the gate on
+    with pytest.raises(InputError, match="not a torch device"):
+        animate(wav, model=model_dir, device="bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no usable CUDA device.*--device cpu"):
+            animate(wav, model=model_dir, device="cuda")
+
+
 def test_save_unknown_extension(model_dir, wav, tmp_path):
     anim = animate(wav, model=model_dir)
     with pytest.raises(InputError, match=".gif"):

@@ -146,3 +146,25 @@ def test_cli_stream_refuses_a_bidirectional_model(tmp_path, capsys):
                  "--out", str(out)])
     assert code == 2 and not out.exists()
     assert "cannot stream" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["too_short", "nan_weights"])
+def test_cli_stream_refuses_audio_shorter_than_a_frame_and_a_model_predicting_nan(case, tmp_path, capsys):
+    """As without --stream: audio shorter than one frame, and a model whose output is not finite, are refused
+    with one clear line and exit status 2, and no output is written."""
+    import soundfile as sf
+
+    from jambatalk.cli import main
+
+    model = _model()
+    if case == "nan_weights":
+        with torch.no_grad():
+            model.head.bias.fill_(float("nan"))
+    model.save_pretrained(tmp_path / "model")
+    sf.write(str(tmp_path / "a.wav"), _speechlike(0.03 if case == "too_short" else 1.0, 6), 16000, subtype="FLOAT")
+    out = tmp_path / "out.npy"
+    code = main(["animate", str(tmp_path / "a.wav"), "--checkpoint", str(tmp_path / "model"), "--stream",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists() and "Traceback" not in err
+    assert ("shorter than one video frame" if case == "too_short" else "non-finite vertices") in err

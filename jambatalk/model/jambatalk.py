@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig, from_dict, to_dict
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from .audio_encoder import AudioEncoder, frames_for_samples, resample_features
 from .decoder import JambaDecoder
 
@@ -246,7 +246,11 @@ class JambaTalk(nn.Module):
 
     def gates_silence(self, silence_gate: Optional[bool] = None) -> bool:
         """Whether inference closes the mouth in pauses: ``silence_gate``, or the model's setting when None."""
-        return self.cfg.silence_gate.enabled if silence_gate is None else bool(silence_gate)
+        if silence_gate is None:
+            return self.cfg.silence_gate.enabled
+        if not isinstance(silence_gate, (bool, np.bool_)):  # bool("off") would be True
+            raise InputError(f"silence_gate is {silence_gate!r}", "pass True, False or None (the model's setting)")
+        return bool(silence_gate)
 
     def silence_gains(self, audio, n_frames: int) -> np.ndarray:
         """The silence gate's gain for each of ``n_frames`` frames of 16 kHz ``audio``, (n_frames,)."""
