@@ -85,6 +85,13 @@ class AudioEncoderConfig:
     sample_rate: int = 16000
 
     def __post_init__(self):
+        _check(self.num_attention_heads >= 1, f"audio.num_attention_heads is {self.num_attention_heads}",
+               "use at least 1 head")
+        _check(self.num_hidden_layers >= 0, f"audio.num_hidden_layers is {self.num_hidden_layers}",
+               "use 0 or more Transformer layers")
+        _check(all(int(v) >= 1 for v in (*self.conv_dim, *self.conv_kernel, *self.conv_stride)),
+               "audio.conv_dim, conv_kernel and conv_stride must be >= 1 in every layer",
+               f"got conv_dim {self.conv_dim}, conv_kernel {self.conv_kernel}, conv_stride {self.conv_stride}")
         _check(self.hidden_size > 0 and self.hidden_size % self.num_attention_heads == 0,
                f"audio.hidden_size {self.hidden_size} is not a positive multiple of "
                f"audio.num_attention_heads {self.num_attention_heads}", "make hidden_size divisible by the head count")
@@ -160,6 +167,7 @@ class DecoderConfig:
         if isinstance(self.moe, dict):
             self.moe = from_dict(MoEConfig, self.moe, "decoder.moe")
         if self.schedule is None:
+            _check(self.n_l >= 0, f"decoder.n_l is {self.n_l}", "use 0 or more [Mamba, MoE-Mamba] pairs per side")
             self.schedule = default_schedule(self.n_l)
         self.schedule = list(self.schedule)
         _check(len(self.schedule) > 0, "decoder.schedule is empty", "list at least one layer kind")
@@ -172,7 +180,13 @@ class DecoderConfig:
                    f"decoder.type is 'faceformer' but decoder.schedule lists {self.schedule}",
                    "write decoder.schedule: [attention] (one entry per FaceFormer layer)")
         _check(self.period >= 0, f"decoder.period is {self.period}", "use 0 (the frame rate) or a frame count")
+        _check(self.mlp_ratio >= 1, f"decoder.mlp_ratio is {self.mlp_ratio}", "use a ratio >= 1")
+        _check(self.dt_rank is None or self.dt_rank >= 1, f"decoder.dt_rank is {self.dt_rank}",
+               "use null (ceil(d_model / 16)) or a rank >= 1")
         if self.has_attention:
+            _check(self.n_heads >= 1, f"decoder.n_heads is {self.n_heads}", "use at least 1 head")
+            _check(self.rope != "lrl" or self.rope_rank >= 1, f"decoder.rope_rank is {self.rope_rank}",
+                   "use a rank >= 1 for the learned rotary embedding")
             _check(self.d_model % self.n_heads == 0,
                    f"decoder.d_model {self.d_model} is not divisible by n_heads {self.n_heads}",
                    "choose n_heads dividing d_model")
@@ -240,6 +254,7 @@ class LipReaderConfig:
         _check(self.input_scale > 0, f"lip_reader.input_scale is {self.input_scale}",
                "use a positive scale (1000 for meshes in metres, 1 for millimetres)")
         if self.enabled:
+            _check(self.n_heads >= 1, f"lip_reader.n_heads is {self.n_heads}", "use at least 1 head")
             _check(self.d_model % self.n_heads == 0,
                    f"lip_reader.d_model {self.d_model} is not divisible by n_heads {self.n_heads}",
                    "choose n_heads dividing d_model")
@@ -295,7 +310,7 @@ class ModelConfig:
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, from_dict(cls, getattr(self, name), name))
         _check(self.n_vertices > 0, f"n_vertices is {self.n_vertices}", "give the mesh's vertex count")
-        _check(self.fps > 0, f"fps is {self.fps}", "give the mesh frame rate, e.g. 30 or 25")
+        _check(math.isfinite(self.fps) and self.fps > 0, f"fps is {self.fps}", "give the mesh frame rate, e.g. 30 or 25")
         self.lip_indices = [int(i) for i in self.lip_indices]
         if self.lip_indices:
             _check(min(self.lip_indices) >= 0 and max(self.lip_indices) < self.n_vertices,
@@ -387,6 +402,14 @@ class TrainConfig:
         _check(self.batch_size >= 1, f"train.batch_size is {self.batch_size}", "use a batch size >= 1")
         _check(self.epochs >= 1 or self.max_steps >= 1, "train.epochs and train.max_steps are both 0",
                "set one of them")
+        _check(self.log_every >= 1, f"train.log_every is {self.log_every}", "log every 1 or more steps")
+        for name in ("val_every", "save_every", "warmup_steps", "max_steps", "num_workers"):
+            _check(getattr(self, name) >= 0, f"train.{name} is {getattr(self, name)}", f"use train.{name} >= 0")
+        _check(0 <= self.seed < 2 ** 32, f"train.seed is {self.seed}", "use a seed in 0 .. 2^32 - 1")
+        _check(self.grad_clip >= 0, f"train.grad_clip is {self.grad_clip}", "use 0 (no clipping) or a positive norm")
+        _check(isinstance(self.betas, (list, tuple)) and len(self.betas) == 2
+               and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas),
+               f"train.betas is {self.betas}", "give two values in [0, 1), e.g. [0.9, 0.999]")
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """The JambaTalk model: schedule, streaming equivalence, learning, save / load."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,3 +210,30 @@ def test_batch_with_padding_matches_single_items():
 def test_model_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="lip_indices reach"):
         ModelConfig(n_vertices=10, lip_indices=[3, 12])
+    with pytest.raises(ConfigError, match="n_l is -1"):
+        DecoderConfig(n_l=-1)
+
+
+@pytest.mark.parametrize("override,match", [
+    ("model.decoder.n_heads=0", "decoder.n_heads is 0"),
+    ("model.audio.num_attention_heads=0", "audio.num_attention_heads is 0"),
+    ("model.lip_reader.n_heads=0", "lip_reader.n_heads is 0"),
+    ("model.audio.conv_stride=[0,8,8]", "conv_stride must be >= 1"),
+    ("model.audio.num_hidden_layers=-1", "num_hidden_layers is -1"),
+    ("model.decoder.dt_rank=0", "dt_rank is 0"),
+    ("model.decoder.mlp_ratio=0", "mlp_ratio is 0"),
+    ("model.decoder.rope_rank=0", "rope_rank is 0"),
+    ("model.fps=.inf", "fps is inf"),
+    ("train.log_every=0", "log_every is 0"),
+    ("train.seed=-1", "seed is -1"),
+    ("train.betas=[0.9]", "betas is"),
+    ("train.warmup_steps=-5", "warmup_steps is -5"),
+])
+def test_experiment_overrides_out_of_range_are_config_errors(override, match):
+    """Values that used to pass and then fail deep inside (division by zero, an IndexError mid-run) or run
+    silently wrong are refused when the experiment is read, naming the key."""
+    from jambatalk.config import load_experiment
+
+    root = Path(__file__).resolve().parents[1]
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        load_experiment(root / "configs" / "debug.yaml", [override])
