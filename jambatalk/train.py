@@ -310,8 +310,21 @@ class Trainer:
         if not state_path.is_file():
             raise CheckpointError(f"cannot resume: '{state_path}' does not exist",
                                   "start a new run without --resume, or pass the --out of an earlier run")
-        self.model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(self.device)))
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        try:
+            weights = load_file(str(folder / "model.safetensors"), device=str(self.device))
+            state = torch.load(state_path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: safetensors, pickle or zip errors
+            raise CheckpointError(f"cannot resume: the checkpoint in '{folder}' is damaged ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:200]})",
+                                  "resume from a copy of the run, or start a new run with "
+                                  f"train.init_from={self.out / 'best'}") from None
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError:
+            raise CheckpointError(f"cannot resume: the weights in '{folder}' do not fit this run's model (its config "
+                                  f"changed since they were saved; the run's own is {folder / 'experiment.yaml'})",
+                                  "resume with the run's config unchanged, or start a new --out with "
+                                  "train.init_from=... for a different model") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.best = state["step"], state["epoch"], state["best"]

@@ -66,6 +66,24 @@ def test_resume_gives_the_same_losses_and_weights(corpus, tmp_path):
     assert state["step"] == 6
 
 
+@pytest.mark.parametrize("case", ["changed_config", "truncated_weights", "truncated_state"])
+def test_resume_from_a_changed_config_or_a_damaged_checkpoint_is_a_checkpoint_error(case, corpus, tmp_path):
+    from jambatalk.errors import CheckpointError
+
+    run = tmp_path / "run"
+    Trainer(_cfg(corpus, "train.max_steps=1"), run, progress=False).fit()
+    extra = []
+    if case == "changed_config":
+        extra, match = ["model.decoder.d_model=48"], "do not fit this run's model"
+    else:
+        name = "model.safetensors" if case == "truncated_weights" else "trainer_state.pt"
+        data = (run / "last" / name).read_bytes()
+        (run / "last" / name).write_bytes(data[: len(data) // 3])
+        match = "is damaged"
+    with pytest.raises(CheckpointError, match=match):
+        Trainer(_cfg(corpus, "train.max_steps=2", *extra), run, resume=True, progress=False)
+
+
 def test_checkpoints_are_model_folders_with_their_config(corpus, tmp_path):
     import jambatalk
 
