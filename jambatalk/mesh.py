@@ -50,6 +50,10 @@ def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         mesh = trimesh.load(str(path), process=False, force="mesh", maintain_order=True)
         vertices = np.asarray(mesh.vertices)
         faces = np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
+        if vertices.size == 0:  # vertices without faces (as save_mesh writes them for a bare array): a point cloud
+            cloud = trimesh.load(str(path), process=False, maintain_order=True)
+            vertices = np.asarray(getattr(cloud, "vertices", np.zeros((0, 3))))
+            faces = np.zeros((0, 3), np.int64)
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"'{path}' could not be read as a mesh ({type(exc).__name__}: {exc})",
                          "pass a .ply or .obj triangle mesh") from exc
@@ -91,6 +95,8 @@ def load_template(template, n_vertices: int | None = None) -> tuple[np.ndarray, 
                 raise InputError(f"subject '{subject}' is not in '{pkl}'", f"choose one of: {', '.join(sorted(table))}")
             return check_vertices(table[subject], f"template '{text}'", n_vertices), None
         path = Path(text)
+        if path.is_dir():
+            raise InputError(f"template '{path}' is a folder, not a mesh or array file", "pass a .ply/.obj/.npy file")
         if not path.is_file():
             raise InputError(f"template file '{path}' does not exist", "check the path")
         if path.suffix.lower() == ".npy":
@@ -102,7 +108,7 @@ def load_template(template, n_vertices: int | None = None) -> tuple[np.ndarray, 
         if path.suffix.lower() == ".pkl":
             raise InputError(f"'{path}' holds several templates", f"pick one subject as '{path}:SUBJECT'")
         vertices, faces = load_mesh(path)
-        return check_vertices(vertices, f"template '{path}'", n_vertices), faces
+        return check_vertices(vertices, f"template '{path}'", n_vertices), faces if faces.size else None
     return check_vertices(template, "template", n_vertices), None
 
 

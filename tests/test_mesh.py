@@ -35,6 +35,22 @@ def test_obj_ply_npy_pkl_and_array_templates(tmp_path, rng):
     np.testing.assert_array_equal(load_template(v)[0], v)
 
 
+@pytest.mark.parametrize("suffix", [".obj", ".ply"])
+def test_a_mesh_file_of_vertices_without_faces_is_a_template(suffix, tmp_path, rng):
+    """save_mesh writes a bare vertex array as a face-less file; it reads back as vertices with no faces (the
+    model's own are used), and an empty file is still refused."""
+    v = rng.normal(size=(12, 3)).astype(np.float32)
+    save_mesh(tmp_path / f"cloud{suffix}", v, None)
+    tv, tf = load_template(tmp_path / f"cloud{suffix}", n_vertices=12)
+    np.testing.assert_allclose(tv, v, atol=1e-6)
+    assert tf is None
+    (tmp_path / f"empty{suffix}").write_text("")
+    with pytest.raises(InputError, match="mesh"):
+        load_template(tmp_path / f"empty{suffix}")
+    with pytest.raises(InputError, match="is a folder"):
+        load_template(tmp_path)
+
+
 def test_bad_templates(tmp_path):
     with pytest.raises(InputError, match="non-finite"):
         load_template(np.full((4, 3), np.nan))

@@ -69,6 +69,8 @@ def load_template_head(template) -> Head:
         raise InputError(f"template '{mesh_path}' has no regions file",
                          "pass --template MESH:REGIONS with a .pkl or .json dict of region -> vertex indices")
     vertices, faces = load_mesh(mesh_path)
+    if len(faces) == 0:
+        raise InputError(f"template '{mesh_path}' has vertices but no faces", "pass a triangle mesh (.ply/.obj)")
     regions_path = Path(regions_path)
     if not regions_path.is_file():
         raise InputError(f"regions file '{regions_path}' does not exist", "check the path")
