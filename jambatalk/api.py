@@ -63,6 +63,8 @@ class Animation:
         path = Path(path)
         suffix = path.suffix.lower()
         check_output_path(path)
+        if suffix in (".npy", ".npz", ".mp4") and path.is_dir():
+            raise InputError(f"cannot write '{path}': it is a folder", "choose a file name that is not a folder")
         if suffix == ".npy":
             with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a handle: numpy names no file itself
                 np.save(f, self.vertices.astype(np.float32))
@@ -180,8 +182,9 @@ def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = No
     """
     samples = load_audio(audio, sample_rate)
     net = _as_model(model, device)
-    if fps is not None and not fps > 0:
-        raise InputError(f"fps is {fps}", "pass a positive frame rate, e.g. 30")
+    if fps is not None and (isinstance(fps, (bool, np.bool_)) or not isinstance(fps, (int, float, np.integer, np.floating))
+                            or not 0 < fps < float("inf")):
+        raise InputError(f"fps is {fps!r}", "pass a positive frame rate, e.g. 30")
     min_samples = int(np.ceil(SAMPLE_RATE / net.fps))
     if len(samples) < min_samples:
         raise InputError(f"the audio lasts {len(samples) / SAMPLE_RATE * 1000:.1f} ms, shorter than one video frame "
@@ -213,7 +216,7 @@ def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lo
 
     from .stream import Stream
 
-    if not chunk_ms > 0:
+    if not 0 < chunk_ms < float("inf"):
         raise InputError(f"--chunk-ms is {chunk_ms}", "pass a positive chunk length in milliseconds, e.g. 100")
     samples = load_audio(audio)
     stream = Stream(model, template, lookahead=lookahead, silence_gate=silence_gate, device=device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 from math import gcd
@@ -108,7 +109,8 @@ def load_audio(audio, sample_rate: int | None = None, *, name: str | None = None
         if sample_rate is None:
             raise InputError(f"{label} was given without its sampling rate", "pass sample_rate=... (e.g. 16000)")
         data, sr = np.asarray(audio), sample_rate
-    if not isinstance(sr, (int, np.integer)) and not float(sr).is_integer() or sr <= 0:
+    if (isinstance(sr, (bool, np.bool_)) or not isinstance(sr, (int, float, np.integer, np.floating))
+            or not math.isfinite(sr) or not float(sr).is_integer() or sr <= 0):
         raise InputError(f"{label}: sampling rate {sr!r} is not a positive whole number", "pass e.g. sample_rate=16000")
     mono = to_mono_float(data, label)
     if mono.size == 0:

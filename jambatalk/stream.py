@@ -72,7 +72,7 @@ class Stream:
         for name, value in (("lookahead", lookahead), ("context", context)):
             if not (value >= 0 and math.isfinite(value)):
                 raise InputError(f"Stream {name} is {value}", f"pass {name} >= 0 seconds")
-        if not block > 0 or not norm_seconds > 0:
+        if not (0 < block < math.inf) or not (0 < norm_seconds < math.inf):
             raise InputError(f"Stream block ({block}) and norm_seconds ({norm_seconds}) must be positive",
                              "pass durations in seconds, e.g. block=0.4, norm_seconds=10")
         self.model = net.eval()

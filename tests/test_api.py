@@ -1,5 +1,7 @@
 """animate(), Animation and the `jambatalk animate` command: outputs, and refusal of bad input."""
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -159,6 +161,32 @@ def test_silence_gate_and_device_of_the_wrong_kind_are_refused(model_dir, wav):
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no usable CUDA device.*--device cpu"):
             animate(wav, model=model_dir, device="cuda")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"fps": "30"}, "fps is '30'"),
+    ({"fps": float("inf")}, "fps is inf"),
+    ({"fps": True}, "fps is True"),
+    ({"sample_rate": True}, "sampling rate True"),
+    ({"sample_rate": "16000"}, "sampling rate '16000'"),
+    ({"sample_rate": float("inf")}, "sampling rate inf"),
+])
+def test_rates_of_the_wrong_kind_are_refused(kwargs, match, model_dir):
+    """A string, a bool (True would be 1 Hz) or an infinite rate is an InputError, not a TypeError or an
+    OverflowError from deep inside."""
+    args = {"sample_rate": 16000, **kwargs}
+    with pytest.raises(InputError, match=re.escape(match)):
+        animate(np.zeros(16000, np.float32), model=model_dir, **args)
+
+
+def test_stream_chunk_length_and_output_folder_are_checked(model_dir, wav, tmp_path):
+    from jambatalk.api import stream_file
+
+    with pytest.raises(InputError, match="chunk-ms is inf"):
+        stream_file(wav, model=model_dir, chunk_ms=float("inf"))
+    (tmp_path / "out.npy").mkdir()
+    with pytest.raises(InputError, match="it is a folder"):
+        animate(wav, model=model_dir).save(tmp_path / "out.npy")
 
 
 def test_save_unknown_extension(model_dir, wav, tmp_path):

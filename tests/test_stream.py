@@ -168,3 +168,9 @@ def test_cli_stream_refuses_audio_shorter_than_a_frame_and_a_model_predicting_na
     err = capsys.readouterr().err
     assert code == 2 and not out.exists() and "Traceback" not in err
     assert ("shorter than one video frame" if case == "too_short" else "non-finite vertices") in err
+
+
+@pytest.mark.parametrize("kwargs", [{"block": float("inf")}, {"norm_seconds": float("nan")}, {"block": 0.0}])
+def test_stream_durations_must_be_positive_and_finite(kwargs):
+    with pytest.raises(InputError, match="must be positive"):
+        Stream(_model(), **kwargs)
