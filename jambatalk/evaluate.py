@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from .config import ExperimentConfig, load_experiment
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 
 __all__ = ["evaluate", "cli_test", "resolve_checkpoint", "split_lips"]
 
@@ -45,7 +45,7 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
     import torch
     from tqdm import tqdm
 
-    from .api import _resolve_device
+    from .api import DEFAULT_MODEL_DIR, _resolve_device
     from .data import SequenceDataset, get_spec
     from .fileio import atomic_path
     from .metrics import SequenceMetrics, lip_opening
@@ -53,6 +53,10 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
     from .train import open_dataset_root
 
     ckpt = resolve_checkpoint(checkpoint)
+    if not out and (ckpt.resolve() == DEFAULT_MODEL_DIR.resolve() or not os.access(ckpt, os.W_OK)):
+        raise InputError(f"the report would go into '{ckpt / 'eval'}', inside "
+                         + ("the installed package (the built-in model)" if ckpt.resolve() == DEFAULT_MODEL_DIR.resolve()
+                            else "a folder that cannot be written"), "pass --out DIR for the report and predictions")
     out = Path(out) if out else ckpt / "eval"
     spec = get_spec(cfg.data.dataset)
     root = open_dataset_root(cfg)
@@ -67,6 +71,10 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
         gt = np.asarray(item["vertices"], dtype=np.float32)
         with torch.no_grad():
             pred = model.predict(item["audio"], item["template"], n_frames=len(gt))
+        if not np.isfinite(pred).all():
+            raise CheckpointError(f"the model in '{ckpt}' predicted non-finite vertices (NaN or inf) for "
+                                  f"{item['name']}: its weights are damaged or its training diverged",
+                                  "evaluate another checkpoint (for a diverged run, an earlier one)")
         with atomic_path(out / "pred" / f"{item['name']}.npy") as tmp:
             np.save(tmp, pred)
         acc.update(item["name"], pred, gt, item["template"])

@@ -199,3 +199,27 @@ def test_debug_config_trains_and_evaluates_from_the_cli(corpus, tmp_path):
     for png in ("vertex_error.png", "lip_opening.png", "loss_curves.png"):
         assert (tmp_path / "eval" / png).stat().st_size > 5000
     shutil.rmtree(run)
+
+
+def test_test_refuses_a_model_predicting_nan_and_the_built_in_model_without_out(corpus, tmp_path, capsys):
+    """jambatalk test: damaged weights stop it before any prediction is written, naming the checkpoint; the
+    built-in model's folder (inside the installed package) is not a default place for the report."""
+    from jambatalk.api import DEFAULT_MODEL_DIR
+    from jambatalk.cli import main
+    from jambatalk.model import JambaTalk
+
+    run = tmp_path / "run"
+    args = ["--config", str(ROOT / "configs" / "debug.yaml"), f"data.root={corpus}", "data.generate=false"]
+    assert main(["train", "--out", str(run), *args, "train.max_steps=1"]) == 0
+    broken = JambaTalk.from_pretrained(run / "last")
+    with torch.no_grad():
+        broken.head.bias.fill_(float("nan"))
+    broken.save_pretrained(tmp_path / "broken")
+    assert main(["test", "--checkpoint", str(tmp_path / "broken"), "--out", str(tmp_path / "eval"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "non-finite vertices" in err and "broken" in err
+    assert not list((tmp_path / "eval").rglob("*.npy"))
+    if (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
+        assert main(["test", "--checkpoint", str(DEFAULT_MODEL_DIR), *args]) == 2
+        assert "pass --out" in capsys.readouterr().err
+        assert not (DEFAULT_MODEL_DIR / "eval").exists()
