@@ -481,7 +481,7 @@ def from_dict(cls, data: dict, prefix: str = ""):
                           "write it as key: value pairs")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(map(str, set(data) - set(fields)))
     if unknown:
         where = f"'{prefix}'" if prefix else cls.__name__
         raise ConfigError(f"unknown config key(s) {unknown} in {where}", f"known keys: {sorted(fields)}")
@@ -537,9 +537,15 @@ def load_experiment(path: str | os.PathLike | None, overrides: list[str] | None 
         if not path.is_file():
             raise ConfigError(f"config file '{path}' does not exist", "pass one of the files in configs/, e.g. configs/debug.yaml")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {exc.start})",
+                              "save it as UTF-8 (a YAML or JSON text file)") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file '{path}' is not valid YAML ({exc})", "fix the syntax") from exc
+            where = getattr(exc, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+            what = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"config file '{path}' is not valid YAML{at} ({what})", "fix the syntax") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file '{path}' holds {type(data).__name__}, not a mapping", "write key: value pairs")
     data = apply_overrides(data, overrides or [])
@@ -592,6 +598,6 @@ MODEL_PRESETS = {"vocaset": _vocaset, "biwi": _biwi, "tiny": _tiny}
 
 def model_preset(name: str) -> ModelConfig:
     """A fresh ModelConfig for a named preset: 'vocaset', 'biwi' or 'tiny'."""
-    if name not in MODEL_PRESETS:
+    if not isinstance(name, str) or name not in MODEL_PRESETS:
         raise ConfigError(f"unknown model preset '{name}'", f"choose one of: {', '.join(MODEL_PRESETS)}")
     return MODEL_PRESETS[name]()

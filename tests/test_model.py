@@ -237,3 +237,36 @@ def test_experiment_overrides_out_of_range_are_config_errors(override, match):
     root = Path(__file__).resolve().parents[1]
     with pytest.raises(ConfigError, match=re.escape(match)):
         load_experiment(root / "configs" / "debug.yaml", [override])
+
+
+@pytest.mark.parametrize("case,match", [
+    ("not_utf8", "not UTF-8 text"),
+    ("syntax", "not valid YAML at line 3"),
+    ("mixed_keys", "unknown config key(s)"),
+    ("preset_list", "unknown model preset"),
+])
+def test_config_files_that_cannot_be_read_are_config_errors(case, match, tmp_path):
+    from jambatalk.config import load_experiment
+
+    path = tmp_path / "c.yaml"
+    if case == "not_utf8":
+        path.write_bytes("model:\n  fps: 30 # caf\xe9\n".encode("latin-1"))
+    elif case == "syntax":
+        path.write_text("model:\n  fps: [30\ntrain: {}\n")
+    elif case == "mixed_keys":
+        path.write_text("train:\n  1: a\n  lr: 0.1\n")
+    else:
+        path.write_text("preset: [a]\n")
+    with pytest.raises(ConfigError, match=re.escape(match)) as info:
+        load_experiment(path)
+    assert "\n" not in str(info.value)
+
+
+def test_model_folder_with_a_format_version_that_is_not_a_number_is_a_checkpoint_error(tmp_path):
+    model = JambaTalk(model_preset("tiny"))
+    model.save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    meta["format_version"] = "1"
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="format_version '1'"):
+        JambaTalk.from_pretrained(tmp_path / "m")

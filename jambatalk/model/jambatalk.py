@@ -339,7 +339,11 @@ class JambaTalk(nn.Module):
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
             raise CheckpointError(f"'{cfg_path}' is not a jambatalk model config",
                                   "pass a folder written by save_pretrained or by jambatalk train")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
+        version = meta.get("format_version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise CheckpointError(f"'{cfg_path}' gives format_version {version!r}, not a whole number",
+                                  "re-save the model with save_pretrained, or repair config.json")
+        if version > FORMAT_VERSION:
             raise CheckpointError(f"'{folder}' was written by a newer jambatalk (format {meta['format_version']})",
                                   "upgrade jambatalk")
         return from_dict(ModelConfig, meta["model"], "model")
