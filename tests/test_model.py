@@ -270,3 +270,9 @@ def test_model_folder_with_a_format_version_that_is_not_a_number_is_a_checkpoint
     (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="format_version '1'"):
         JambaTalk.from_pretrained(tmp_path / "m")
+
+
+def test_a_file_given_as_the_model_folder_is_named_as_a_file(tmp_path):
+    (tmp_path / "speech.wav").write_bytes(b"RIFF")
+    with pytest.raises(CheckpointError, match="is a file, not a model folder"):
+        JambaTalk.from_pretrained(tmp_path / "speech.wav")

@@ -112,3 +112,27 @@ def test_inserted_silences_move_timings_and_keep_the_mouth_closed():
     quiet = gap[: max(1, int((lead_end - 0.15) * 30))]
     assert np.abs(wav[: int((item["silence"]["lead"] - 0.01) * 16000)]).max() == 0
     assert quiet.max() <= gap.max() * 0.1
+
+
+def test_bad_template_regions_and_destination_are_input_errors(tmp_path):
+    """A damaged regions file, a face-less template mesh and a --dst under a file are refused by name."""
+    from jambatalk.errors import InputError
+    from jambatalk.mesh import save_mesh
+    from jambatalk.synth import default_head
+    from jambatalk.synth.corpus import load_template_head
+
+    head = default_head()
+    save_mesh(tmp_path / "head.ply", head.vertices, head.faces)
+    (tmp_path / "bad.pkl").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(InputError, match="could not be read"):
+        load_template_head(f"{tmp_path / 'head.ply'}:{tmp_path / 'bad.pkl'}")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match="holds list, not a dict"):
+        load_template_head(f"{tmp_path / 'head.ply'}:{tmp_path / 'list.json'}")
+    save_mesh(tmp_path / "cloud.ply", head.vertices, None)
+    (tmp_path / "regions.json").write_text("{}")
+    with pytest.raises(InputError, match="no faces"):
+        load_template_head(f"{tmp_path / 'cloud.ply'}:{tmp_path / 'regions.json'}")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        generate_corpus(tmp_path / "afile" / "sub", n_sentences=2, progress=False)

@@ -325,6 +325,9 @@ class JambaTalk(nn.Module):
     @staticmethod
     def read_config(folder: str | os.PathLike) -> ModelConfig:
         folder = Path(folder)
+        if folder.is_file():
+            raise CheckpointError(f"'{folder}' is a file, not a model folder",
+                                  "pass the folder that holds config.json and model.safetensors")
         if not folder.is_dir():
             raise CheckpointError(f"model folder '{folder}' does not exist",
                                   "pass a folder written by save_pretrained or by jambatalk train")

@@ -74,11 +74,19 @@ def load_template_head(template) -> Head:
     regions_path = Path(regions_path)
     if not regions_path.is_file():
         raise InputError(f"regions file '{regions_path}' does not exist", "check the path")
-    if regions_path.suffix == ".json":
-        regions = json.loads(regions_path.read_text())
-    else:
-        with open(regions_path, "rb") as f:
-            regions = pickle.load(f, encoding="latin1")
+    try:
+        if regions_path.suffix == ".json":
+            regions = json.loads(regions_path.read_text())
+        else:
+            with open(regions_path, "rb") as f:
+                regions = pickle.load(f, encoding="latin1")
+    except Exception as exc:  # noqa: BLE001 - JSON, unpickling or decoding errors of a damaged file
+        raise InputError(f"regions file '{regions_path}' could not be read ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else 'damaged'})",
+                         "pass a .json or .pkl dict of region name -> vertex indices") from None
+    if not isinstance(regions, dict):
+        raise InputError(f"regions file '{regions_path}' holds {type(regions).__name__}, not a dict",
+                         "pass a .json or .pkl dict of region name -> vertex indices")
     return Head.from_template(vertices, faces, regions)
 
 
@@ -230,6 +238,9 @@ def generate_corpus(dst, n_sentences: int = 300, seed: int = 0, template=None, w
     dst = Path(dst)
     if dst.exists() and not dst.is_dir():
         raise InputError(f"'{dst}' exists and is not a folder", "choose another --dst")
+    blocked = next((p for p in dst.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise InputError(f"cannot create '{dst}': '{blocked}' is a file, not a folder", "choose another --dst")
     head = load_template_head(template)
     items = plan_corpus(int(n_sentences), int(seed))
     for sub in ("vertices_npy", "wav", "labels"):
