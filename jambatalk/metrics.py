@@ -52,7 +52,13 @@ def _is_tensor(x: Any) -> bool:
 
 
 def _shape(x: Any) -> tuple[int, ...]:
-    return tuple(int(n) for n in getattr(x, "shape", np.shape(x)))
+    if hasattr(x, "shape"):
+        return tuple(int(n) for n in x.shape)
+    try:
+        return tuple(int(n) for n in np.shape(x))
+    except ValueError as exc:  # ragged nested lists
+        raise InputError(f"an input could not be read as an array ({str(exc).splitlines()[0]})",
+                         "pass arrays of shape (T, V, 3) or (T, 3V), with every frame the same size") from None
 
 
 def _to_float(x: Any, name: str, like: Any = None) -> Any:
@@ -151,7 +157,9 @@ def _indices(idx: ArrayLike, name: str, n_vertices: int, context: str, like: Any
     if lo < 0 or hi >= n_vertices:
         raise InputError(
             f"{name} holds indices from {lo} to {hi} but the sequences have {n_vertices} vertices ({context})",
-            f"use {name} made for this mesh (indices 0..{n_vertices - 1})",
+            f"use {name} made for this mesh (indices 0..{n_vertices - 1})" + (
+                "; a 2-D array is read as (frames, 3 x vertices): pass one frame of V vertices as (1, V, 3)"
+                if n_vertices == 1 else ""),
         )
     arr = np.unique(arr).astype(np.int64)  # a region is a set: a repeated index must not weigh twice in a mean
     if _is_tensor(like):
@@ -284,6 +292,11 @@ def summarize(per_sequence: Mapping[str, Mapping[str, float]]) -> dict[str, floa
     """
     if not per_sequence:
         raise InputError("no sequences to summarize", "evaluate at least one sequence")
+    for name, m in per_sequence.items():
+        missing = [k for k in ("frames", "lve", "mve", "fdd") if k not in m]
+        if missing:
+            raise InputError(f"per-sequence results for '{name}' lack {missing}",
+                             "pass the per_sequence dict of evaluate_sequences or SequenceMetrics.compute")
     frames = {name: int(m["frames"]) for name, m in per_sequence.items()}
     n_frames = sum(frames.values())
     lve_all = math.fsum(float(m["lve"]) * frames[n] for n, m in per_sequence.items()) / n_frames

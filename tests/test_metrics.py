@@ -378,3 +378,13 @@ def test_boolean_mask_equals_indices(rng):
     mask = np.zeros(V, dtype=bool)
     mask[[2, 5, 11]] = True
     assert metrics.lve(pred, gt, mask) == metrics.lve(pred, gt, [2, 5, 11])
+
+
+def test_ragged_lists_incomplete_results_and_a_lone_frame_get_clear_errors():
+    with pytest.raises(InputError, match="could not be read as an array.*every frame the same size"):
+        metrics.lve([[1.0, 2.0, 3.0], [1.0, 2.0]], np.zeros((2, 3)), [0])
+    with pytest.raises(InputError, match=r"results for 'a' lack \['frames'"):
+        metrics.summarize({"a": {}})
+    frame = np.zeros((100, 3))  # one frame of 100 vertices, which reads as 100 frames of one vertex
+    with pytest.raises(InputError, match=r"pass one frame of V vertices as \(1, V, 3\)"):
+        metrics.lve(frame, frame, np.arange(10))
