@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from . import __version__
 from .errors import JambaTalkError, NotAvailableError
@@ -133,12 +134,25 @@ def _handler(command: str):
     return getattr(module, func)
 
 
+def _format_warning(command: str):
+    """warnings.formatwarning for the command line: one line, the command's name, no source line (--debug keeps
+    Python's format)."""
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        kind = "" if category is UserWarning else f"{category.__name__}: "
+        return f"jambatalk {command}: warning: {kind}{message}\n"
+
+    return one_line
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    formatwarning = warnings.formatwarning
+    if not args.debug:
+        warnings.formatwarning = _format_warning(args.command)
     try:
         return int(_handler(args.command)(args) or 0)
     except JambaTalkError as exc:
@@ -155,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jambatalk {args.command}: internal error: {type(exc).__name__}: {exc} "
               "(run again with --debug for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

@@ -276,3 +276,27 @@ def test_cli_help_for_every_subcommand(capsys):
             main([name, "--help"])
         assert exc.value.code == 0
         assert f"usage: jambatalk {name}" in capsys.readouterr().out
+
+
+def test_cli_prints_warnings_on_one_line_and_restores_the_format(monkeypatch, tmp_path):
+    """While a command runs, warnings are formatted as one line naming the command (no source line); --debug
+    keeps Python's format, and the format is restored afterwards."""
+    import warnings
+
+    from jambatalk import cli
+
+    seen = []
+
+    def handler(args):
+        seen.append(warnings.formatwarning(UserWarning("audio trimmed"), UserWarning, __file__, 1))
+        seen.append(warnings.formatwarning(DeprecationWarning("old"), DeprecationWarning, __file__, 1))
+        return 0
+
+    monkeypatch.setattr(cli, "_handler", lambda command: handler)
+    before = warnings.formatwarning
+    assert main(["synth", "--dst", str(tmp_path / "c")]) == 0
+    assert seen == ["jambatalk synth: warning: audio trimmed\n", "jambatalk synth: warning: DeprecationWarning: old\n"]
+    assert warnings.formatwarning is before
+    seen.clear()
+    assert main(["--debug", "synth", "--dst", str(tmp_path / "c")]) == 0
+    assert __file__ in seen[0] and warnings.formatwarning is before
