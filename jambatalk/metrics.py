@@ -367,6 +367,10 @@ def evaluate_sequences(
     "frames"}}, "overall": {"lve", "fdd", "fdd_abs", "mve", "n_sequences", "n_frames"}}`` where the
     overall LVE and MVE are frame-weighted and FDD is the mean over sequences (see :func:`summarize`).
     """
+    for what, arg in (("preds", preds), ("gts", gts)):
+        if not isinstance(arg, Mapping):
+            raise InputError(f"{what} is a {type(arg).__name__}, not a mapping of sequence name -> array",
+                             f"pass {what} as a dict keyed by sequence name (or use lve/fdd/mve on one sequence)")
     if not gts:
         raise InputError("no ground-truth sequences to evaluate", "pass at least one sequence")
     missing = sorted(set(gts) - set(preds))

@@ -388,3 +388,11 @@ def test_ragged_lists_incomplete_results_and_a_lone_frame_get_clear_errors():
     frame = np.zeros((100, 3))  # one frame of 100 vertices, which reads as 100 frames of one vertex
     with pytest.raises(InputError, match=r"pass one frame of V vertices as \(1, V, 3\)"):
         metrics.lve(frame, frame, np.arange(10))
+
+
+def test_evaluate_sequences_refuses_lists_in_place_of_dicts(rng):
+    seqs = [_seq(rng), _seq(rng)]
+    with pytest.raises(InputError, match="preds is a list, not a mapping"):
+        metrics.evaluate_sequences(seqs, {"a": seqs[0]}, np.zeros((V, 3)), np.arange(2), np.arange(2))
+    with pytest.raises(InputError, match="gts is a list, not a mapping"):
+        metrics.evaluate_sequences({"a": seqs[0]}, seqs, np.zeros((V, 3)), np.arange(2), np.arange(2))
