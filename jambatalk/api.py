@@ -111,14 +111,21 @@ class Animation:
         return cls(data["vertices"], data["template"], faces, float(data["fps"]), data["audio"])
 
 
-def _finite(vertices: np.ndarray, model) -> np.ndarray:
-    """The predicted vertices, or a CheckpointError naming the model when any is NaN or infinite (damaged or
-    diverged weights: nothing downstream could repair them)."""
+def _check_one_frame(samples: np.ndarray, fps: float) -> None:
+    """An InputError when 16 kHz ``samples`` last less than one frame at ``fps``."""
+    if len(samples) < int(np.ceil(SAMPLE_RATE / fps)):
+        raise InputError(f"the audio lasts {len(samples) / SAMPLE_RATE * 1000:.1f} ms, shorter than one video frame "
+                         f"({1000 / fps:.1f} ms at {fps:g} fps)", "pass a longer recording")
+
+
+def _finite(vertices: np.ndarray, model, where: str = "") -> np.ndarray:
+    """The predicted vertices, or a CheckpointError naming the model (a folder, None for the built-in one) when
+    any is NaN or infinite (damaged or diverged weights: nothing downstream could repair them)."""
     if not np.isfinite(vertices).all():
         name = "the built-in default model" if model is None else (
             f"the model '{model}'" if isinstance(model, (str, os.PathLike)) else "the model")
-        raise CheckpointError(f"{name} predicted non-finite vertices (NaN or inf): its weights are damaged or its "
-                              "training diverged", "use another checkpoint (for a diverged run, an earlier one "
+        raise CheckpointError(f"{name} predicted non-finite vertices (NaN or inf){where}: its weights are damaged or "
+                              "its training diverged", "use another checkpoint (for a diverged run, an earlier one "
                               "or a lower learning rate)")
     return vertices
 
@@ -185,10 +192,7 @@ def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = No
     if fps is not None and (isinstance(fps, (bool, np.bool_)) or not isinstance(fps, (int, float, np.integer, np.floating))
                             or not 0 < fps < float("inf")):
         raise InputError(f"fps is {fps!r}", "pass a positive frame rate, e.g. 30")
-    min_samples = int(np.ceil(SAMPLE_RATE / net.fps))
-    if len(samples) < min_samples:
-        raise InputError(f"the audio lasts {len(samples) / SAMPLE_RATE * 1000:.1f} ms, shorter than one video frame "
-                         f"({1000 / net.fps:.1f} ms at {net.fps:g} fps)", "pass a longer recording")
+    _check_one_frame(samples, net.fps)
     faces = None
     if template is None:
         tpl = net.template.detach().cpu().numpy()
@@ -220,10 +224,7 @@ def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lo
         raise InputError(f"--chunk-ms is {chunk_ms}", "pass a positive chunk length in milliseconds, e.g. 100")
     samples = load_audio(audio)
     stream = Stream(model, template, lookahead=lookahead, silence_gate=silence_gate, device=device)
-    min_samples = int(np.ceil(SAMPLE_RATE / stream.fps))
-    if len(samples) < min_samples:
-        raise InputError(f"the audio lasts {len(samples) / SAMPLE_RATE * 1000:.1f} ms, shorter than one video frame "
-                         f"({1000 / stream.fps:.1f} ms at {stream.fps:g} fps)", "pass a longer recording")
+    _check_one_frame(samples, stream.fps)
     n = max(1, int(round(chunk_ms * SAMPLE_RATE / 1000.0)))
     frames, times = [], []
     for pos in range(0, len(samples), n):

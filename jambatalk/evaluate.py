@@ -45,7 +45,7 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
     import torch
     from tqdm import tqdm
 
-    from .api import DEFAULT_MODEL_DIR, _resolve_device
+    from .api import DEFAULT_MODEL_DIR, _finite, _resolve_device
     from .data import SequenceDataset, get_spec
     from .fileio import atomic_path
     from .metrics import SequenceMetrics, lip_opening
@@ -53,10 +53,11 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
     from .train import open_dataset_root
 
     ckpt = resolve_checkpoint(checkpoint)
-    if not out and (ckpt.resolve() == DEFAULT_MODEL_DIR.resolve() or not os.access(ckpt, os.W_OK)):
+    built_in = ckpt.resolve() == DEFAULT_MODEL_DIR.resolve()
+    if not out and (built_in or not os.access(ckpt, os.W_OK)):
         raise InputError(f"the report would go into '{ckpt / 'eval'}', inside "
-                         + ("the installed package (the built-in model)" if ckpt.resolve() == DEFAULT_MODEL_DIR.resolve()
-                            else "a folder that cannot be written"), "pass --out DIR for the report and predictions")
+                         + ("the installed package (the built-in model)" if built_in else "a folder that cannot be written"),
+                         "pass --out DIR for the report and predictions")
     out = Path(out) if out else ckpt / "eval"
     spec = get_spec(cfg.data.dataset)
     root = open_dataset_root(cfg)
@@ -71,10 +72,7 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
         gt = np.asarray(item["vertices"], dtype=np.float32)
         with torch.no_grad():
             pred = model.predict(item["audio"], item["template"], n_frames=len(gt))
-        if not np.isfinite(pred).all():
-            raise CheckpointError(f"the model in '{ckpt}' predicted non-finite vertices (NaN or inf) for "
-                                  f"{item['name']}: its weights are damaged or its training diverged",
-                                  "evaluate another checkpoint (for a diverged run, an earlier one)")
+        _finite(pred, ckpt, f" for {item['name']}")
         with atomic_path(out / "pred" / f"{item['name']}.npy") as tmp:
             np.save(tmp, pred)
         acc.update(item["name"], pred, gt, item["template"])

@@ -184,22 +184,29 @@ class Trainer:
 
     def _init_weights(self, folder: Path) -> None:
         """Start from the weights of model folder ``folder`` (train.init_from), which must fit this model."""
+        from .model.jambatalk import WEIGHTS_NAME
+
+        if not (folder / WEIGHTS_NAME).is_file():
+            raise CheckpointError(f"train.init_from: '{folder / WEIGHTS_NAME}' does not exist",
+                                  "give a model folder, e.g. runs/NAME/last or runs/NAME/best")
+        self.model.load_state_dict(self._fitting_weights(
+            folder, "train.init_from", "this model", "point train.init_from at a model folder written by jambatalk train",
+            "start from a run of the same model config (or drop train.init_from)"))
+
+    def _fitting_weights(self, folder: Path, context: str, model: str, damaged_fix: str, misfit_fix: str) -> dict:
+        """The weights of model folder ``folder``: a CheckpointError (``context``: ...) with ``damaged_fix`` when
+        they cannot be read, with ``misfit_fix`` when their names or shapes do not fit ``model``."""
         from .model.jambatalk import WEIGHTS_NAME, read_weights
 
-        path = folder / WEIGHTS_NAME
-        if not path.is_file():
-            raise CheckpointError(f"train.init_from: '{path}' does not exist",
-                                  "give a model folder, e.g. runs/NAME/last or runs/NAME/best")
-        state = read_weights(path, self.device, "point train.init_from at a model folder written by jambatalk train")
+        state = read_weights(folder / WEIGHTS_NAME, self.device, damaged_fix)
         own = self.model.state_dict()
         missing = sorted(set(own) - set(state))
         extra = sorted(set(state) - set(own))
         wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
         if missing or extra or wrong:
-            raise CheckpointError(f"train.init_from: the weights in '{folder}' do not fit this model (missing "
-                                  f"{missing[:3]}, unexpected {extra[:3]}, other shapes {wrong[:3]})",
-                                  "start from a run of the same model config (or drop train.init_from)")
-        self.model.load_state_dict(state)
+            raise CheckpointError(f"{context}: the weights in '{folder}' do not fit {model} (missing {missing[:3]}, "
+                                  f"unexpected {extra[:3]}, other shapes {wrong[:3]})", misfit_fix)
+        return state
 
     def _lr_factor(self, step: int) -> float:
         tc = self.cfg.train
@@ -304,27 +311,22 @@ class Trainer:
         (self.out / "history.json").write_text(json.dumps(self.history))
 
     def _load_state(self, folder: Path) -> None:
-        from safetensors.torch import load_file
-
         state_path = folder / "trainer_state.pt"
         if not state_path.is_file():
             raise CheckpointError(f"cannot resume: '{state_path}' does not exist",
                                   "start a new run without --resume, or pass the --out of an earlier run")
+        damaged_fix = f"the checkpoint is damaged: resume from a copy of the run, or start a new run with " \
+                      f"train.init_from={self.out / 'best'}"
+        weights = self._fitting_weights(
+            folder, "cannot resume", f"this run's model (its config changed since they were saved; the run's own is "
+            f"{folder / 'experiment.yaml'})", damaged_fix,
+            "resume with the run's config unchanged, or start a new --out with train.init_from=... for a different model")
         try:
-            weights = load_file(str(folder / "model.safetensors"), device=str(self.device))
             state = torch.load(state_path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: safetensors, pickle or zip errors
-            raise CheckpointError(f"cannot resume: the checkpoint in '{folder}' is damaged ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0][:200]})",
-                                  "resume from a copy of the run, or start a new run with "
-                                  f"train.init_from={self.out / 'best'}") from None
-        try:
-            self.model.load_state_dict(weights)
-        except RuntimeError:
-            raise CheckpointError(f"cannot resume: the weights in '{folder}' do not fit this run's model (its config "
-                                  f"changed since they were saved; the run's own is {folder / 'experiment.yaml'})",
-                                  "resume with the run's config unchanged, or start a new --out with "
-                                  "train.init_from=... for a different model") from None
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: pickle or zip errors
+            raise CheckpointError(f"cannot resume: '{state_path}' cannot be read ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:200]})", damaged_fix) from None
+        self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.best = state["step"], state["epoch"], state["best"]
