@@ -73,9 +73,9 @@ class AudioEncoderConfig:
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
     intermediate_size: int = 3072
-    conv_dim: list = field(default_factory=lambda: [512] * 7)
-    conv_kernel: list = field(default_factory=lambda: [10, 3, 3, 3, 3, 2, 2])
-    conv_stride: list = field(default_factory=lambda: [5, 2, 2, 2, 2, 2, 2])
+    conv_dim: list[int] = field(default_factory=lambda: [512] * 7)
+    conv_kernel: list[int] = field(default_factory=lambda: [10, 3, 3, 3, 3, 2, 2])
+    conv_stride: list[int] = field(default_factory=lambda: [5, 2, 2, 2, 2, 2, 2])
     num_conv_pos_embeddings: int = 128
     num_conv_pos_embedding_groups: int = 16
     do_stable_layer_norm: bool = False
@@ -142,7 +142,7 @@ class DecoderConfig:
     period: int = 0  # faceformer only: period of the positional encoding and attention bias, frames
     d_model: int = 512
     n_l: int = 1
-    schedule: Optional[list] = None  # None: the paper's order for n_l
+    schedule: Optional[list[str]] = None  # None: the paper's order for n_l
     # Mamba mixer
     d_state: int = 16
     d_conv: int = 4
@@ -296,7 +296,7 @@ class ModelConfig:
     audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     lip_reader: LipReaderConfig = field(default_factory=LipReaderConfig)
-    lip_indices: list = field(default_factory=list)  # vertex indices the lip reader sees
+    lip_indices: list[int] = field(default_factory=list)  # vertex indices the lip reader sees
     n_subjects: int = 0  # > 0: a learned per-subject style embedding (off in the paper)
     dataset: Optional[str] = None  # name of the dataset spec the model was trained for (informative)
     silence_gate: SilenceGateConfig = field(default_factory=SilenceGateConfig)
@@ -374,7 +374,7 @@ class TrainConfig:
     optimizer: str = "adam"  # "adam" | "adamw"
     lr: float = 1e-4
     weight_decay: float = 0.0
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     schedule: str = "constant"  # "constant" | "cosine"
     warmup_steps: int = 0
     grad_clip: float = 1.0
@@ -470,7 +470,8 @@ def _convert(value, tp, key: str):
             value = list(value)
         if not isinstance(value, list):
             raise ConfigError(f"config key '{key}' should be a list, got {value!r}", "write a list, e.g. [1, 2]")
-        return value
+        item = typing.get_args(tp)
+        return [_convert(v, item[0], f"{key}[{i}]") for i, v in enumerate(value)] if item else value
     return value
 
 

@@ -228,6 +228,11 @@ def test_model_config_rejects_bad_values():
     ("train.seed=-1", "seed is -1"),
     ("train.betas=[0.9]", "betas is"),
     ("train.warmup_steps=-5", "warmup_steps is -5"),
+    # list entries are checked one by one, naming the entry
+    ("model.audio.conv_dim=[64,a,64]", "'model.audio.conv_dim[1]' should be a number, got 'a'"),
+    ("model.audio.conv_kernel=[10,3.5,3]", "'model.audio.conv_kernel[1]' should be a whole number"),
+    ("model.decoder.schedule=[mamba,7]", "'model.decoder.schedule[1]' should be text, got 7"),
+    ("train.betas=[0.9,x]", "'train.betas[1]' should be a number"),
 ])
 def test_experiment_overrides_out_of_range_are_config_errors(override, match):
     """Values that used to pass and then fail deep inside (division by zero, an IndexError mid-run) or run
