@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -47,7 +48,7 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
 
     from .api import DEFAULT_MODEL_DIR, _finite, _resolve_device
     from .data import SequenceDataset, get_spec
-    from .fileio import atomic_path
+    from .fileio import atomic_dir, atomic_path
     from .metrics import SequenceMetrics, lip_opening
     from .model import JambaTalk
     from .train import open_dataset_root
@@ -64,30 +65,51 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
     model = JambaTalk.from_pretrained(ckpt, map_location=_resolve_device(device), n_vertices=spec.n_vertices)
     dataset = SequenceDataset(spec, root, split, cache_audio=False)
     lip_idx, upper_idx = spec.lip_indices(root), spec.upper_indices(root)
-    (out / "pred").mkdir(parents=True, exist_ok=True)
+    _check_pred_folder(out / "pred")
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
     acc = SequenceMetrics(lip_idx, upper_idx)
     err_sum, n_frames, first = None, 0, None
-    for i in tqdm(range(len(dataset)), desc=f"test {split}", disable=not progress, dynamic_ncols=True):
-        item = dataset[i]
-        gt = np.asarray(item["vertices"], dtype=np.float32)
-        with torch.no_grad():
-            pred = model.predict(item["audio"], item["template"], n_frames=len(gt))
-        _finite(pred, ckpt, f" for {item['name']}")
-        with atomic_path(out / "pred" / f"{item['name']}.npy") as tmp:
-            np.save(tmp, pred)
-        acc.update(item["name"], pred, gt, item["template"])
-        e = np.linalg.norm(pred[: len(gt)] - gt, axis=-1).sum(0)
-        err_sum = e if err_sum is None else err_sum + e
-        n_frames += len(gt)
-        if first is None:
-            first = (item, pred, gt)
-    report = acc.compute()
+    try:
+        # predictions go to a temporary folder that replaces pred/ only once every sequence is done
+        with atomic_dir(out / "pred") as pred_dir:
+            for i in tqdm(range(len(dataset)), desc=f"test {split}", disable=not progress, dynamic_ncols=True):
+                item = dataset[i]
+                gt = np.asarray(item["vertices"], dtype=np.float32)
+                with torch.no_grad():
+                    pred = model.predict(item["audio"], item["template"], n_frames=len(gt))
+                _finite(pred, ckpt, f" for {item['name']}")
+                np.save(pred_dir / f"{item['name']}.npy", pred)
+                acc.update(item["name"], pred, gt, item["template"])
+                e = np.linalg.norm(pred[: len(gt)] - gt, axis=-1).sum(0)
+                err_sum = e if err_sum is None else err_sum + e
+                n_frames += len(gt)
+                if first is None:
+                    first = (item, pred, gt)
+            report = acc.compute()
+    except BaseException:
+        if made:
+            shutil.rmtree(out, ignore_errors=True)  # a folder this run made holds nothing else
+        raise
     report.update({"checkpoint": str(ckpt), "dataset": spec.name, "split": split, "data_root": str(root),
                    "fps": float(spec.fps)})
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     _plots(out, spec, root, ckpt, first, err_sum / max(n_frames, 1), lip_idx, lip_opening)
     return report
+
+
+def _check_pred_folder(pred: Path) -> None:
+    """``jambatalk test`` replaces its pred/ folder whole: refuse one that holds anything but .npy files."""
+    if pred.parent.exists() and not pred.parent.is_dir():
+        raise InputError(f"--out '{pred.parent}' is a file", "pass a folder for the report and predictions")
+    if pred.exists() and not pred.is_dir():
+        raise InputError(f"'{pred}' is a file; jambatalk test writes its predictions into a folder of that name",
+                         "pass another --out, or move that file")
+    strays = sorted(p.name for p in pred.iterdir() if not (p.is_file() and p.suffix == ".npy")) if pred.is_dir() else []
+    if strays:
+        raise InputError(f"'{pred}' holds {len(strays)} entries that are not predictions (e.g. {strays[0]!r}); "
+                         "jambatalk test replaces that folder", "pass another --out, or move them")
 
 
 def _plots(out: Path, spec, root: Path, ckpt: Path, first, per_vertex, lip_idx, lip_opening) -> None:

@@ -223,3 +223,37 @@ def test_test_refuses_a_model_predicting_nan_and_the_built_in_model_without_out(
         assert main(["test", "--checkpoint", str(DEFAULT_MODEL_DIR), *args]) == 2
         assert "pass --out" in capsys.readouterr().err
         assert not (DEFAULT_MODEL_DIR / "eval").exists()
+
+
+def test_test_that_fails_part_way_leaves_earlier_predictions_and_no_new_files(corpus, tmp_path, capsys):
+    """jambatalk test writes pred/ whole or not at all: a damaged recording part-way through a split stops
+    it with the earlier run's predictions untouched, nothing half-written beside them, and no --out folder
+    where there was none; a pred/ folder holding other files is refused before anything runs."""
+    from jambatalk.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(corpus, data)
+    args = ["--config", str(ROOT / "configs" / "debug.yaml"), f"data.root={data}", "data.generate=false"]
+    assert main(["train", "--out", str(tmp_path / "run"), *args, "train.max_steps=1"]) == 0
+    assert main(["train", "--out", str(tmp_path / "run2"), *args, "train.max_steps=2"]) == 0  # other predictions
+    out = tmp_path / "eval"
+    assert main(["test", "--checkpoint", str(tmp_path / "run"), "--out", str(out), "--split", "train", *args]) == 0
+    before = {p.name: p.read_bytes() for p in (out / "pred").iterdir()}
+    report = (out / "report.json").read_bytes()
+    names = json.loads((data / "splits.json").read_text())["train"]
+    assert len(names) >= 2 and sorted(before) == sorted(f"{n}.npy" for n in names)
+
+    (data / "wav" / f"{names[1]}.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    capsys.readouterr()
+    assert main(["test", "--checkpoint", str(tmp_path / "run2"), "--out", str(out), "--split", "train", *args]) == 2
+    assert names[1] in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (out / "pred").iterdir()} == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(["pred", "report.json", *(p.name for p in out.glob("*.png"))])
+    assert (out / "report.json").read_bytes() == report
+    assert main(["test", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "new"), "--split", "train", *args]) == 2
+    assert not (tmp_path / "new").exists()
+
+    (out / "pred" / "notes.txt").write_text("mine")
+    assert main(["test", "--checkpoint", str(tmp_path / "run"), "--out", str(out), "--split", "train", *args]) == 2
+    assert "not predictions" in capsys.readouterr().err
+    assert (out / "pred" / "notes.txt").read_text() == "mine"
