@@ -108,6 +108,7 @@ def test_long_audio_is_trimmed_in_the_video(tmp_path, mesh):
     ("shape", r"shape \(5, 600, 2\)"),
     ("fps", "fps"),
     ("colors", "colors have shape"),
+    ("lone_frame", r"only 1 vertices; .* pass a lone frame as \(1, V, 3\)"),
 ])
 def test_bad_input_leaves_no_file(tmp_path, mesh, case, match):
     vertices, faces = mesh
@@ -125,6 +126,8 @@ def test_bad_input_leaves_no_file(tmp_path, mesh, case, match):
         kwargs["fps"] = 0
     elif case == "colors":
         kwargs["colors"] = np.zeros((4, 600, 3))
+    elif case == "lone_frame":  # (V, 3), read as V frames of one vertex
+        seq = seq[0]
     with pytest.raises(InputError, match=match):
         render_video(tmp_path / "bad.mp4", seq, faces, size=32, progress=False, **kwargs)
     assert list(tmp_path.iterdir()) == []

@@ -50,7 +50,9 @@ def check_faces(faces, n_vertices: Optional[int] = None) -> np.ndarray:
         raise InputError(f"faces contain a negative vertex index ({int(f.min())})", "pass 0-based vertex indices")
     if n_vertices is not None and f.max() >= n_vertices:
         raise InputError(f"faces index vertex {int(f.max())} but the mesh has only {n_vertices} vertices",
-                         "use the faces of the template these vertices were made for")
+                         "use the faces of the template these vertices were made for" + (
+                             "; a 2-D (V, 3) array is read as V frames of one vertex: pass a lone frame as (1, V, 3)"
+                             if n_vertices == 1 else ""))
     return np.ascontiguousarray(f, dtype=np.uint32)
 
 
