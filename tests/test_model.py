@@ -281,3 +281,25 @@ def test_a_file_given_as_the_model_folder_is_named_as_a_file(tmp_path):
     (tmp_path / "speech.wav").write_bytes(b"RIFF")
     with pytest.raises(CheckpointError, match="is a file, not a model folder"):
         JambaTalk.from_pretrained(tmp_path / "speech.wav")
+
+
+def test_format_1_models_with_top_1_experts_are_refused_and_others_still_load(tmp_path):
+    """Format 2 changed top-1 routing (the chosen expert is scaled by its probability); a format-1 model that
+    used it would animate differently, so it is refused naming the fix. Format-1 models without top-1
+    routing (the built-in model's top-2) load as before, and the format 2 saves load."""
+    top1 = JambaTalk(model_preset("tiny"))
+    assert top1.cfg.decoder.moe.top_k == 1 < top1.cfg.decoder.moe.n_experts
+    top2_cfg = model_preset("tiny")
+    top2_cfg.decoder.moe.top_k = 2
+    for name, model in (("top1", top1), ("top2", JambaTalk(top2_cfg))):
+        model.save_pretrained(tmp_path / name)
+        assert json.loads((tmp_path / name / "config.json").read_text())["format_version"] == 2
+        JambaTalk.from_pretrained(tmp_path / name)
+        meta = json.loads((tmp_path / name / "config.json").read_text())
+        meta["format_version"] = 1
+        (tmp_path / name / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"\(format 1\) was trained with top-1 experts used unscaled") as info:
+        JambaTalk.from_pretrained(tmp_path / "top1")
+    assert "train.init_from=" in str(info.value)
+    loaded = JambaTalk.from_pretrained(tmp_path / "top2")
+    assert loaded.cfg.decoder.moe.top_k == 2

@@ -23,7 +23,9 @@ __all__ = ["JambaTalk", "ModelOutput", "CONFIG_NAME", "WEIGHTS_NAME", "read_weig
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT = "jambatalk-model"
-FORMAT_VERSION = 1
+#: 2: MoE layers with top_k 1 scale the chosen expert by its routing probability (Switch routing); format-1
+#: models used it unscaled, so a format-1 model with top-1 routing among 2 or more experts is refused
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -324,6 +326,12 @@ class JambaTalk(nn.Module):
 
     @staticmethod
     def read_config(folder: str | os.PathLike) -> ModelConfig:
+        """The :class:`~jambatalk.config.ModelConfig` of a model folder."""
+        return JambaTalk._read_meta(folder)[0]
+
+    @staticmethod
+    def _read_meta(folder: str | os.PathLike) -> tuple[ModelConfig, int]:
+        """(config, format version) of a model folder."""
         folder = Path(folder)
         if folder.is_file():
             raise CheckpointError(f"'{folder}' is a file, not a model folder",
@@ -349,7 +357,7 @@ class JambaTalk(nn.Module):
         if version > FORMAT_VERSION:
             raise CheckpointError(f"'{folder}' was written by a newer jambatalk (format {meta['format_version']})",
                                   "upgrade jambatalk")
-        return from_dict(ModelConfig, meta["model"], "model")
+        return from_dict(ModelConfig, meta["model"], "model"), version
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, map_location="cpu",
@@ -359,7 +367,13 @@ class JambaTalk(nn.Module):
         ``n_vertices``, when given, is checked against the checkpoint's mesh before loading weights.
         """
         folder = Path(folder)
-        cfg = cls.read_config(folder)
+        cfg, version = cls._read_meta(folder)
+        moe, dec = cfg.decoder.moe, cfg.decoder
+        if version < 2 and moe.top_k == 1 < moe.n_experts and dec.type == "jamba" and any(k.startswith("moe_") for k in dec.schedule):
+            raise CheckpointError(
+                f"'{folder}' (format {version}) was trained with top-1 experts used unscaled; this jambatalk scales "
+                "the chosen expert by its routing probability (Switch routing), so the model would animate differently",
+                f"retrain it, or fine-tune from its weights with train.init_from={folder}")
         if n_vertices is not None and cfg.n_vertices != n_vertices:
             raise CheckpointError(
                 f"checkpoint '{folder}' animates meshes of {cfg.n_vertices} vertices, not {n_vertices}",
