@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,9 @@ def load_templates_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InputError(f"templates file '{path}' does not exist", "check the path")
     try:
-        with open(path, "rb") as f:
+        # pickles written under numpy 1 name numpy.core, which numpy 2 reads with a DeprecationWarning
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"numpy\.core", category=DeprecationWarning)
             data = pickle.load(f, encoding="latin1")
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"'{path}' is not a readable templates pickle ({exc})", "pass a templates.pkl") from exc
