@@ -64,3 +64,28 @@ def test_bad_templates(tmp_path):
         load_template(bad)
     with pytest.raises(InputError, match="does not exist"):
         load_template(tmp_path / "missing.obj")
+
+
+def test_templates_pickled_under_numpy_1_load_without_a_deprecation_warning(tmp_path):
+    """VOCASET's and BIWI's templates.pkl name numpy.core (numpy 1); numpy 2 reads them but warns from inside
+    pickle, naming numpy internals. The loader keeps that warning from users."""
+    import warnings
+
+    _frombuffer = getattr(pytest.importorskip("numpy._core.numeric", reason="numpy 1 reads its own pickles"),
+                          "_frombuffer")
+
+    from jambatalk.mesh import load_templates_pkl
+
+    template = np.arange(12, dtype=np.float64).reshape(4, 3)
+
+    class Numpy1Array:  # pickles as numpy 1 wrote arrays: numpy.core.numeric._frombuffer(bytes, dtype, shape)
+        def __reduce__(self):
+            return _frombuffer, (template.tobytes(), template.dtype, template.shape, "C")
+
+    data = pickle.dumps({"FaceTalk_1": Numpy1Array()}, protocol=3)  # protocol 3: module names end in newlines
+    assert b"numpy._core.numeric\n" in data
+    (tmp_path / "templates.pkl").write_bytes(data.replace(b"numpy._core.numeric\n", b"numpy.core.numeric\n"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = load_templates_pkl(tmp_path / "templates.pkl")
+    np.testing.assert_array_equal(loaded["FaceTalk_1"], template)
