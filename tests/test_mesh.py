@@ -71,8 +71,7 @@ def test_templates_pickled_under_numpy_1_load_without_a_deprecation_warning(tmp_
     pickle, naming numpy internals. The loader keeps that warning from users."""
     import warnings
 
-    _frombuffer = getattr(pytest.importorskip("numpy._core.numeric", reason="numpy 1 reads its own pickles"),
-                          "_frombuffer")
+    _frombuffer = pytest.importorskip("numpy._core.numeric", reason="numpy 1 reads its own pickles")._frombuffer
 
     from jambatalk.mesh import load_templates_pkl
 
