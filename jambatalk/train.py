@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .config import ExperimentConfig, load_experiment, to_dict
-from .errors import CheckpointError, ConfigError, DatasetError
+from .errors import CheckpointError, ConfigError, DatasetError, TrainingError
 
 __all__ = ["Trainer", "train", "cli_train", "complete_model_config", "open_dataset_root"]
 
@@ -345,8 +345,6 @@ class Trainer:
             for batch in self._batches(self.epoch, done_in_epoch):
                 losses = self.train_step(batch)
                 if not math.isfinite(losses["total"]):  # the weights are poisoned from here on: stop, keep the saves
-                    from .errors import TrainingError
-
                     bar.close()
                     raise TrainingError(
                         f"training diverged at step {self.step}: the loss is {losses['total']} "

@@ -368,8 +368,9 @@ class JambaTalk(nn.Module):
         """
         folder = Path(folder)
         cfg, version = cls._read_meta(folder)
-        moe, dec = cfg.decoder.moe, cfg.decoder
-        if version < 2 and moe.top_k == 1 < moe.n_experts and dec.type == "jamba" and any(k.startswith("moe_") for k in dec.schedule):
+        dec = cfg.decoder
+        top1 = dec.type == "jamba" and dec.moe.top_k == 1 < dec.moe.n_experts and any(k.startswith("moe_") for k in dec.schedule)
+        if version < 2 and top1:
             raise CheckpointError(
                 f"'{folder}' (format {version}) was trained with top-1 experts used unscaled; this jambatalk scales "
                 "the chosen expert by its routing probability (Switch routing), so the model would animate differently",
