@@ -58,3 +58,6 @@ def test_scan_bench_times_the_compiled_mixer_against_the_pytorch_one():
     rec = scan._mixer_record(d_model=16, length=40, repeats=2, budget_s=0.05)
     assert rec.name == "scan.mixer.compiled" and rec.baseline == "pytorch"
     assert rec.value > 0 and rec.baseline_value > 0 and rec.params["L"] == 40
+    rec = scan._moe_record(d_model=16, length=40, repeats=2, budget_s=0.05)  # checks the two agree first
+    assert rec.name == "scan.moe.compiled" and rec.baseline == "pytorch"
+    assert rec.value > 0 and rec.baseline_value > 0 and rec.params["hidden"] == 32

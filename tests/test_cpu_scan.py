@@ -218,3 +218,80 @@ def test_without_the_library_the_mixer_runs_in_pytorch(fresh, monkeypatch):
     with torch.no_grad():
         assert torch.equal(auto(x), never(x))
     assert not cpu_scan.available()
+
+
+# ----------------------------------------------------------------------------- the MoE gate
+
+
+@pytest.mark.parametrize("n_experts,hidden", [(1, 1), (2, 256), (3, 21), (5, 40)])
+def test_moe_gate_matches_the_pytorch_gate(compiled, n_experts, hidden):
+    """Softmax, GELU and scaling in one pass equal PyTorch's, vector lanes and the rest alike, over GELU's whole
+    range (tails where it is 0 or x) and for logits far apart (a weight that underflows)."""
+    g = torch.Generator().manual_seed(n_experts)
+    rows = torch.randn(45, n_experts * (hidden + 1), generator=g) * 5
+    rows[:3, : n_experts * hidden] = torch.linspace(-40.0, 40.0, n_experts * hidden)
+    rows[3, n_experts * hidden:] = torch.arange(n_experts) * 200.0
+    expected, expected_logits = cpu_scan.moe_gate_reference(rows.clone(), n_experts, hidden)
+    out = rows.clone()
+    logits = cpu_scan.moe_gate(out, n_experts, hidden)
+    assert torch.equal(logits, rows[:, n_experts * hidden:])
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=2e-6)
+    assert torch.isfinite(out).all()
+
+
+def test_moe_gate_gelu_is_close_to_the_exact_one(compiled):
+    x = torch.linspace(-12.0, 12.0, 16 * 2001).reshape(-1, 1)
+    rows = torch.cat([x, torch.zeros_like(x)], dim=1)  # one expert of one value: its weight is 1
+    cpu_scan.moe_gate(rows, 1, 1)
+    exact = x.double() * 0.5 * (1 + torch.erf(x.double() / 2 ** 0.5))
+    assert (rows[:, :1].double() - exact).abs().max().item() < 5e-7
+
+
+def test_moe_gate_refuses_what_it_cannot_read(compiled):
+    with pytest.raises(ValueError, match="do not hold 2 experts of 4"):
+        cpu_scan.moe_gate(torch.zeros(3, 9), 2, 4)
+    with pytest.raises(ValueError, match="contiguous 2-d float32"):
+        cpu_scan.moe_gate(torch.zeros(3, 10, dtype=torch.float64), 2, 4)
+    with pytest.raises(ValueError, match="contiguous 2-d float32"):
+        cpu_scan.moe_gate(torch.zeros(10, 3).t(), 2, 4)
+
+
+def test_the_moe_runs_the_compiled_gate_for_inference_only(compiled, monkeypatch):
+    from jambatalk.config import MoEConfig
+    from jambatalk.model.moe import MoE
+
+    calls = []
+    real = cpu_scan.moe_gate
+    monkeypatch.setattr(cpu_scan, "moe_gate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(5)
+    auto = MoE(24, MoEConfig(n_experts=2, top_k=2, hidden_ratio=2)).eval()
+    never = MoE(24, MoEConfig(n_experts=2, top_k=2, hidden_ratio=2), use_kernels="never").eval()
+    for p in (auto.b1, auto.b2):
+        torch.nn.init.normal_(p)
+    never.load_state_dict(auto.state_dict())
+    x = torch.randn(2, 37, 24) * 3
+    with torch.no_grad():
+        y, y_ref = auto(x)[0], never(x)[0]
+        logits = auto.last_router_logits.clone()
+    assert len(calls) == 1 and _rel_err(y, y_ref) <= RTOL
+    torch.testing.assert_close(logits, never.last_router_logits)
+    y_grad = auto(x)[0]  # gradients wanted: the PyTorch mixture
+    assert len(calls) == 1 and y_grad.requires_grad and _rel_err(y_grad.detach(), y_ref) <= RTOL
+    with torch.no_grad():
+        auto.double()(x.double())
+    assert len(calls) == 1
+
+
+def test_without_the_library_the_moe_gate_runs_in_pytorch(fresh, monkeypatch):
+    from jambatalk.config import MoEConfig
+    from jambatalk.model.moe import MoE
+
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    torch.manual_seed(6)
+    auto = MoE(16, MoEConfig(n_experts=2, top_k=2)).eval()
+    never = MoE(16, MoEConfig(n_experts=2, top_k=2), use_kernels="never").eval()
+    never.load_state_dict(auto.state_dict())
+    x = torch.randn(1, 20, 16)
+    with torch.no_grad():
+        assert torch.equal(auto(x)[0], never(x)[0])
+    assert not cpu_scan.available()

@@ -15,7 +15,8 @@ The compiled CPU scan (:mod:`jambatalk.ops.cpu_scan`, what ``use_kernels="auto"`
 gradients) is timed forward against the PyTorch path (``scan.forward.compiled``, baseline
 ``pytorch``) and against mambapy, where it builds. So is a whole Mamba mixer (projections included)
 whose inference runs the compiled kernels from in_proj to out_proj, against the same mixer on the
-PyTorch path (``scan.mixer.compiled``, baseline ``pytorch``).
+PyTorch path (``scan.mixer.compiled``, baseline ``pytorch``), and the mixture of experts of a MoE-Mamba
+layer (2 experts, both visited) with its compiled gate against its PyTorch gate (``scan.moe.compiled``).
 
 Timings run on ``JAMBATALK_BENCH_THREADS`` torch threads (default 1): on a small shared machine,
 multi-threaded element-wise ops wait on busy cores and the figures stop being reproducible.
@@ -191,6 +192,7 @@ def _run(impls: dict[str, Callable], quick: bool) -> list[Record]:
                                               baseline_value=ms[base], params=dict(params)))
             if "compiled" in impls:
                 records.append(_mixer_record(d_model, length, repeats, budget_s))
+                records.append(_moe_record(d_model, length, repeats, budget_s))
     return records
 
 
@@ -220,3 +222,32 @@ def _mixer_record(d_model: int, length: int, repeats: int, budget_s: float) -> R
     params = {"L": length, "d_model": d_model, "d_inner": 2 * d_model, "d_state": D_STATE, "batch": BATCH,
               "threads": torch.get_num_threads(), "level": "Mamba mixer, in_proj to out_proj"}
     return Record("scan.mixer.compiled", ms["auto"], "ms", baseline="pytorch", baseline_value=ms["never"], params=params)
+
+
+def _moe_record(d_model: int, length: int, repeats: int, budget_s: float) -> Record:
+    """The default model's mixture of experts (2 experts, both visited, hidden 2 d_model each) at inference with
+    the compiled gate against the PyTorch gate."""
+    from ..config import MoEConfig
+    from ..model.moe import MoE
+
+    cfg = MoEConfig(n_experts=2, top_k=2, hidden_ratio=2)
+    moes = {}
+    for use_kernels in ("auto", "never"):
+        torch.manual_seed(0)
+        moes[use_kernels] = MoE(d_model, cfg, use_kernels=use_kernels).eval()
+    x = torch.randn(BATCH, length, d_model, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        y, y_ref = moes["auto"](x)[0], moes["never"](x)[0]
+    err = ((y - y_ref).abs().max() / y_ref.abs().max()).item()
+    if not err <= 1e-4:
+        raise AssertionError(f"scan benchmark: the compiled MoE gate differs from the PyTorch one (relative error {err:.2e})")
+
+    def task(moe):
+        def forward():
+            with torch.no_grad():
+                moe(x)
+        return forward
+    ms = _time_interleaved({name: task(m) for name, m in moes.items()}, repeats, budget_s)
+    params = {"L": length, "d_model": d_model, "experts": 2, "hidden": 2 * d_model, "batch": BATCH,
+              "threads": torch.get_num_threads(), "level": "mixture of experts, both products and the gate"}
+    return Record("scan.moe.compiled", ms["auto"], "ms", baseline="pytorch", baseline_value=ms["never"], params=params)

@@ -32,7 +32,7 @@ def _mlp(cfg: DecoderConfig) -> nn.Module:
 def _moe(cfg: DecoderConfig) -> nn.Module:
     from .moe import MoE
 
-    return MoE(cfg.d_model, cfg.moe, cfg.dropout)
+    return MoE(cfg.d_model, cfg.moe, cfg.dropout, use_kernels=cfg.use_kernels)
 
 
 #: layer kind -> (mixer builder, feed-forward builder)

@@ -43,9 +43,10 @@ class MoE(nn.Module):
     ``self.last_router_logits`` for inspection.
     """
 
-    def __init__(self, d_model: int, cfg: MoEConfig, dropout: float = 0.0):
+    def __init__(self, d_model: int, cfg: MoEConfig, dropout: float = 0.0, use_kernels: str = "auto"):
         super().__init__()
         self.cfg = cfg
+        self.use_kernels = use_kernels  # "auto": the compiled gate on CPU where it builds (jambatalk.ops.cpu_scan)
         self.router = nn.Linear(d_model, cfg.n_experts, bias=False)
         hidden = cfg.hidden_ratio * d_model
         self.w1 = nn.Parameter(torch.empty(cfg.n_experts, d_model, hidden))
@@ -134,16 +135,30 @@ class MoE(nn.Module):
         The first product gives every expert's hidden layer and the router's logits side by side,
         [h_1 .. h_E | logits]; the logits become the routing weights w in place and each h_e is scaled by
         w_e, so that the second product of [w_1 h_1 .. w_E h_E | w] with [W2_1; ..; W2_E; b2] is the
-        weighted sum of the experts' outputs, their biases included."""
+        weighted sum of the experts' outputs, their biases included. On CPU the gate between the products
+        runs in one compiled pass (:func:`~jambatalk.ops.cpu_scan.moe_gate`) where it builds."""
         n_experts, _, hidden = self.w1.shape
         bias_in, w_in, w_out = self._inference_weights()
         both = torch.addmm(bias_in, x, w_in)  # (N, E * hidden + E)
+        if self._compiled_gate_applies(both):
+            from ..ops.cpu_scan import moe_gate
+
+            logits = moe_gate(both, n_experts, hidden)
+            return both @ w_out, logits
         h, gate = both[:, : n_experts * hidden], both[:, n_experts * hidden:]
         logits = gate.clone()
         torch.ops.aten.gelu_(both)  # the whole buffer (contiguous, faster than the strided h); gate is rewritten
         gate.copy_(logits.softmax(-1))
         h.view(-1, n_experts, hidden).mul_(gate[:, :, None])
         return both @ w_out, logits
+
+    def _compiled_gate_applies(self, both: torch.Tensor) -> bool:
+        """Whether the gate may run compiled: ``use_kernels="auto"``, float32 CPU rows and the library built."""
+        if self.use_kernels != "auto" or both.device.type != "cpu" or both.dtype != torch.float32:
+            return False
+        from ..ops import cpu_scan
+
+        return self.cfg.n_experts <= cpu_scan.MAX_EXPERTS and cpu_scan.available()
 
     def _inference_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`_every_expert_inference`'s weights: (bias_in (E*H + E,), w_in (D, E*H + E), w_out (E*H + E, D)),

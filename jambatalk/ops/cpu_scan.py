@@ -1,4 +1,5 @@
-"""Compiled forward-only Mamba kernels for CPUs (``cpu_scan.c``), built with the system C compiler.
+"""Compiled forward-only kernels for CPUs (``cpu_scan.c``): the Mamba mixer's and the MoE's gate, built with
+the system C compiler.
 
 Inference on CPU spends most of a Mamba layer in the selective scan. The PyTorch path
 (:func:`jambatalk.ops.selective_scan._scan_inference`) makes several passes over
@@ -6,7 +7,9 @@ Inference on CPU spends most of a Mamba layer in the selective scan. The PyTorch
 pass, its exponential inlined so that the compiler vectorises it. :func:`scan_forward` is the scan
 alone in mamba-ssm's layout; :func:`mamba_inner` is everything in a Mamba mixer between its two
 projections (conv and SiLU, step sizes, scan, skip, gate) on the projections' own time-major layout,
-which is what :class:`~jambatalk.model.mamba.MambaMixer` runs for inference.
+which is what :class:`~jambatalk.model.mamba.MambaMixer` runs for inference. :func:`moe_gate` is the
+mixture-of-experts' gate between its two matrix products (softmax, GELU and scaling in one pass), which
+:class:`~jambatalk.model.moe.MoE` runs for inference when every token visits every expert.
 
 The library is compiled on first use, for the CPU features that PyTorch reports, into
 ``$JAMBATALK_CACHE_DIR`` (default ``$XDG_CACHE_HOME/jambatalk``, else ``~/.cache/jambatalk``), under a
@@ -38,13 +41,14 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["load", "available", "scan_forward", "mamba_inner", "mamba_inner_prepared", "mamba_weights",
-           "MambaWeights", "mamba_inner_reference", "cache_dir", "MAX_STATE",
+           "MambaWeights", "mamba_inner_reference", "moe_gate", "moe_gate_reference", "cache_dir", "MAX_STATE", "MAX_EXPERTS",
            "why_unavailable"]
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_scan.c")
 MAX_STATE = 256  # the C source's MAX_STATE
+MAX_EXPERTS = 256  # the C source's MAX_EXPERTS
 LOG2E = 1.4426950408889634
 #: target flags tried in turn for the CPU capability PyTorch reports (it reports AVX2 only where FMA is
 #: present too, and AVX512 only with AVX512F); the first that builds and passes the check is used. gcc
@@ -97,11 +101,12 @@ def _open(path: Path) -> SimpleNamespace:
     lib = ctypes.CDLL(str(path))
     p, n, f = ctypes.c_void_p, ctypes.c_long, ctypes.c_float
     fns = SimpleNamespace(scan=lib.jambatalk_scan_forward, conv=lib.jambatalk_mamba_conv,
-                          mamba_scan=lib.jambatalk_mamba_scan)
+                          mamba_scan=lib.jambatalk_mamba_scan, moe_gate=lib.jambatalk_moe_gate)
     fns.scan.argtypes = [p] * 7 + [n] * 4 + [f]
     fns.conv.argtypes = [p, n, p, p, p, p, n, n, n, n]
     fns.mamba_scan.argtypes = [p, p, n, n, p, p, p, p, p, n, p, p, p, n, n, n, n, f]
-    for fn in (fns.scan, fns.conv, fns.mamba_scan):
+    fns.moe_gate.argtypes = [p, n, n, n, n, p]
+    for fn in (fns.scan, fns.conv, fns.mamba_scan, fns.moe_gate):
         fn.restype = ctypes.c_int
     return fns
 
@@ -121,12 +126,15 @@ def _self_check(lib: SimpleNamespace) -> Optional[str]:
         weights = mamba_weights(*(args[k] for k in _WEIGHT_ARGS))
         pairs += list(zip(_mamba_inner(lib, args["xz"], weights, args["conv_state"], args["ssm_state"]),
                           mamba_inner_reference(**args)))
+    # the MoE gate: 3 experts of 21 (16 in vector lanes and 5 after them), values across GELU's range
+    rows = torch.randn(37, 3 * 22, generator=g) * 4
+    pairs += list(zip(_moe_gate(lib, rows.clone(), 3, 21), moe_gate_reference(rows.clone(), 3, 21)))
     err = max(((x - ref).abs().max() / ref.abs().max()).item() for x, ref in pairs)
     return None if err <= 1e-5 else f"it differs from the PyTorch path by {err:.2e} (relative)"
 
 
 def load() -> Optional[SimpleNamespace]:
-    """The compiled functions (``scan``, ``conv``, ``mamba_scan``), building the library on the first call;
+    """The compiled functions (``scan``, ``conv``, ``mamba_scan``, ``moe_gate``), building the library on the first call;
     None where it cannot be had (the reason is logged once)."""
     if "fn" in _STATE:
         return _STATE["fn"]
@@ -317,3 +325,43 @@ def mamba_check_inputs(batch: int, d_inner: int, d_state: int, dt_rank: int, d_c
         "conv_state": torch.randn(batch, d_inner, d_conv - 1, generator=g),
         "ssm_state": torch.randn(batch, d_inner, d_state, generator=g),
     }
+
+
+# ----------------------------------------------------------------------------- the MoE gate
+
+
+def _moe_gate(lib: SimpleNamespace, rows: torch.Tensor, n_experts: int, hidden: int):
+    logits = rows.new_empty(rows.shape[0], n_experts)
+    if lib.moe_gate(rows.data_ptr(), rows.shape[0], rows.shape[1], n_experts, hidden, logits.data_ptr()) != 0:
+        raise RuntimeError(f"the compiled MoE gate refused {n_experts} experts of {hidden} in rows of {rows.shape[1]}")
+    return rows, logits
+
+
+def moe_gate(rows: torch.Tensor, n_experts: int, hidden: int) -> torch.Tensor:
+    """The gate of a mixture whose tokens visit every expert, in place on the first product's output.
+
+    ``rows``: (N, n_experts * (hidden + 1)), a contiguous float32 CPU tensor holding each expert's hidden
+    layer before its GELU and then the router's logits, [h_1 .. h_E | l]. Each row becomes
+    [GELU(h_1) w_1 .. GELU(h_E) w_E | w] with w = softmax(l), so that its product with
+    [W2_1; ..; W2_E; b2] is the weighted sum of the experts' outputs. Returns the logits (N, n_experts).
+    Raises RuntimeError when the library is unavailable. :func:`moe_gate_reference` is its oracle.
+    """
+    lib = load()
+    if lib is None:
+        raise RuntimeError(f"the compiled CPU kernels are unavailable: {why_unavailable()}")
+    if rows.dtype != torch.float32 or rows.device.type != "cpu" or not rows.is_contiguous() or rows.dim() != 2:
+        raise ValueError(f"moe_gate takes a contiguous 2-d float32 CPU tensor, got {rows.dtype} {tuple(rows.shape)}")
+    if rows.shape[1] != n_experts * (hidden + 1) or not 1 <= n_experts <= MAX_EXPERTS:
+        raise ValueError(f"rows of {rows.shape[1]} values do not hold {n_experts} experts of {hidden} and their logits"
+                         f" (at most {MAX_EXPERTS} experts)")
+    return _moe_gate(lib, rows, n_experts, hidden)[1]
+
+
+def moe_gate_reference(rows: torch.Tensor, n_experts: int, hidden: int):
+    """:func:`moe_gate` in PyTorch, in place on ``rows``: (rows, logits)."""
+    h, gate = rows[:, : n_experts * hidden], rows[:, n_experts * hidden:]
+    logits = gate.clone()
+    h.copy_(F.gelu(h))
+    gate.copy_(logits.softmax(-1))
+    h.view(-1, n_experts, hidden).mul_(gate[:, :, None])
+    return rows, logits
