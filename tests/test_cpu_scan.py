@@ -149,6 +149,19 @@ def _mixer(seed: int, use_kernels: str = "auto", **overrides):
     return m
 
 
+def test_mamba_inner_with_decays_far_below_the_floor_leaves_the_float_mode_alone(compiled):
+    """Decays whose exponents lie far below the floor (the vector path takes them unclamped, flushed to 0 for
+    the call) give the PyTorch path's results, and the call hands back the caller's float mode: subnormals
+    are kept again afterwards."""
+    torch.set_flush_denormal(False)
+    args = cpu_scan.mamba_check_inputs(batch=1, d_inner=40, d_state=16, dt_rank=2, d_conv=4, length=50, seed=4)
+    args["A"] = args["A"] * 1000  # decays down to e^-50000
+    y, last = cpu_scan.mamba_inner(**args)
+    y_ref, last_ref = cpu_scan.mamba_inner_reference(**args)
+    assert torch.isfinite(y).all() and _rel_err(y, y_ref) <= RTOL and _rel_err(last, last_ref) <= RTOL
+    assert (torch.tensor([1e-39]) * 1.0).item() != 0.0
+
+
 def test_the_mixer_runs_the_kernels_for_inference_only(compiled, monkeypatch):
     calls = []
     real = cpu_scan.mamba_inner_prepared

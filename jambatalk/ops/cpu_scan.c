@@ -250,6 +250,15 @@ static inline vfloat vsoftplus(vfloat x) {
 
 #define TILE 32 /* time steps whose step sizes are made ahead of the scan over them */
 
+#if LANES == 16 && defined(__AVX512F__)
+/* vscalefps takes any exponent: below the floor a decay is 2^e, or 0 once flushed (jambatalk_mamba_scan sets
+ * flush-to-zero for its call), against the PyTorch path's e^-60 (9e-27): no clamp, one instruction fewer per
+ * state update */
+#define DECAY_EXPONENT(e, floor_v) ((void)(floor_v), (e))
+#else
+#define DECAY_EXPONENT(e, floor_v) vmax(e, floor_v) /* the integer scaling needs a normal result */
+#endif
+
 /* jambatalk_mamba_scan on the channels [0, blocks * LANES) for a fixed d_state NS: each block of LANES
  * channels runs over all times with its NS state vectors in registers (no state or sum goes through memory
  * inside the loop). Times go in tiles: the step sizes (a long chain of dependent operations each) are made
@@ -286,7 +295,7 @@ scan_blocks(const float *restrict u, const float *restrict x_dbl, long x_stride,
                     vfloat acc0 = (vfloat){}, acc1 = (vfloat){};
 #pragma GCC unroll 16
                     for (int n = 0; n < NS; n++) {
-                        const vfloat e = vmax(delta[i] * vload(A2 + n * d_inner + d0), floor_v);
+                        const vfloat e = DECAY_EXPONENT(delta[i] * vload(A2 + n * d_inner + d0), floor_v);
                         state[n] = vexp2_nonpositive(e) * state[n] + drive[i] * Bt[n];
                         if (n & 1)
                             acc1 += state[n] * Ct[n];
@@ -367,7 +376,8 @@ static void scan_channels(const float *restrict u, const float *restrict x_dbl, 
  * u, y: (batch, length, d_inner); x_dbl[t] = x_dbl + (b * length + t) * x_stride holds x_proj's output
  * [dt (dt_rank) | B (d_state) | C (d_state)]; dt_wt: (dt_rank, d_inner), dt_proj's weight transposed; A2:
  * (d_state, d_inner), A in base 2 (A * log2(e)), and floor2 the exponents' floor in base 2 (at least
- * -125.5, so that every decay is a normal float); z[t, d] = z[(b * length + t) * z_stride + d]; h: (batch,
+ * -125.5, so that every decay is a normal float; with AVX-512 smaller decays are kept, or flushed to 0, and
+ * the call runs with flush-to-zero and denormals-are-zero set); z[t, d] = z[(b * length + t) * z_stride + d]; h: (batch,
  * d_state, d_inner), the initial state on entry and the last on return; work: 3 * d_inner floats.
  *
  * For d_state 16 and 8 (Mamba's usual sizes) whole blocks of channels run in scan_blocks; the rest, and
@@ -380,6 +390,10 @@ int jambatalk_mamba_scan(const float *restrict u, const float *restrict x_dbl, l
     if (floor2 < -125.5f)
         return 1;
     long blocks = d_inner / LANES;
+#if defined(__x86_64__) || defined(__i386__)
+    const unsigned mxcsr = __builtin_ia32_stmxcsr();
+    __builtin_ia32_ldmxcsr(mxcsr | 0x8040); /* flush-to-zero, denormals-are-zero: no subnormal slow paths */
+#endif
     if (d_state == 16)
         scan_blocks(u, x_dbl, x_stride, dt_rank, dt_wt, dt_bias, A2, D, z, z_stride, h, y, batch, length, d_inner,
                     blocks, floor2, 16);
@@ -391,6 +405,9 @@ int jambatalk_mamba_scan(const float *restrict u, const float *restrict x_dbl, l
     if (blocks * LANES < d_inner)
         scan_channels(u, x_dbl, x_stride, dt_rank, dt_wt, dt_bias, A2, D, z, z_stride, h, y, work, batch, length,
                       d_inner, d_state, floor2, blocks * LANES, d_inner);
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_ldmxcsr(mxcsr); /* the caller's floating-point mode back */
+#endif
     return 0;
 }
 
