@@ -162,6 +162,24 @@ def test_mamba_inner_with_decays_far_below_the_floor_leaves_the_float_mode_alone
     assert (torch.tensor([1e-39]) * 1.0).item() != 0.0
 
 
+@pytest.mark.parametrize("d_state", [16, 8])
+def test_mamba_inner_gives_the_same_values_on_any_number_of_threads(compiled, d_state):
+    """Long enough to be shared between threads (where the library is built with OpenMP): the blocks of
+    channels are independent, so one thread and three give the same bits, and the PyTorch path's values."""
+    args = cpu_scan.mamba_check_inputs(batch=2, d_inner=72, d_state=d_state, dt_rank=3, d_conv=4, length=700, seed=7)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        y1, last1 = cpu_scan.mamba_inner(**args)
+        torch.set_num_threads(3)
+        y3, last3 = cpu_scan.mamba_inner(**args)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(y1, y3) and torch.equal(last1, last3)
+    y_ref, last_ref = cpu_scan.mamba_inner_reference(**args)
+    assert _rel_err(y3, y_ref) <= RTOL and _rel_err(last3, last_ref) <= RTOL
+
+
 def test_the_mixer_runs_the_kernels_for_inference_only(compiled, monkeypatch):
     calls = []
     real = cpu_scan.mamba_inner_prepared

@@ -259,8 +259,8 @@ static inline vfloat vsoftplus(vfloat x) {
 #define DECAY_EXPONENT(e, floor_v) vmax(e, floor_v) /* the integer scaling needs a normal result */
 #endif
 
-/* jambatalk_mamba_scan on the channels [0, blocks * LANES) for a fixed d_state NS: each block of LANES
- * channels runs over all times with its NS state vectors in registers (no state or sum goes through memory
+/* jambatalk_mamba_scan on the channels [0, blocks * LANES) for a fixed d_state NS, the jobs (batch, block of
+ * channels) job_begin .. job_end - 1 in b * blocks + blk order: each block of LANES channels runs over all times with its NS state vectors in registers (no state or sum goes through memory
  * inside the loop). Times go in tiles: the step sizes (a long chain of dependent operations each) are made
  * for the whole tile first, so that the scan's loop carries only the state updates; the gate is applied
  * after it. Called with constant NS so that the loops over states unroll. */
@@ -268,11 +268,12 @@ static inline __attribute__((always_inline)) void
 scan_blocks(const float *restrict u, const float *restrict x_dbl, long x_stride, long dt_rank,
             const float *restrict dt_wt, const float *restrict dt_bias, const float *restrict A2,
             const float *restrict D, const float *restrict z, long z_stride, float *restrict h, float *restrict y,
-            long batch, long length, long d_inner, long blocks, float floor2, const int NS) {
+            long length, long d_inner, long blocks, float floor2, long job_begin, long job_end, const int NS) {
     const vfloat floor_v = vsplat(floor2);
     vfloat delta[TILE], drive[TILE];
-    for (long b = 0; b < batch; b++) {
-        for (long blk = 0; blk < blocks; blk++) {
+    for (long job = job_begin; job < job_end; job++) { /* job = b * blocks + blk: batch b, channel block blk */
+        const long b = job / blocks, blk = job % blocks;
+        {
             const long d0 = blk * LANES;
             float *hb = h + b * NS * d_inner + d0;
             vfloat state[16]; /* NS <= 16 */
@@ -380,34 +381,66 @@ static void scan_channels(const float *restrict u, const float *restrict x_dbl, 
  * the call runs with flush-to-zero and denormals-are-zero set); z[t, d] = z[(b * length + t) * z_stride + d]; h: (batch,
  * d_state, d_inner), the initial state on entry and the last on return; work: 3 * d_inner floats.
  *
- * For d_state 16 and 8 (Mamba's usual sizes) whole blocks of channels run in scan_blocks; the rest, and
- * other sizes, run time by time over the channels with the loops over channels vectorised. */
-int jambatalk_mamba_scan(const float *restrict u, const float *restrict x_dbl, long x_stride, long dt_rank,
-                         const float *restrict dt_wt, const float *restrict dt_bias, const float *restrict A2,
-                         const float *restrict D, const float *restrict z, long z_stride, float *restrict h,
-                         float *restrict y, float *restrict work, long batch, long length, long d_inner,
-                         long d_state, float floor2) {
-    if (floor2 < -125.5f)
-        return 1;
-    long blocks = d_inner / LANES;
+ * For d_state 16 and 8 (Mamba's usual sizes) whole blocks of channels run in scan_blocks, shared between
+ * up to threads threads where the library is built with OpenMP (each block is independent: any number of
+ * threads gives the same values); the rest, and other sizes, run time by time over the channels with the
+ * loops over channels vectorised. */
+/* scan_blocks on jobs [begin, end) for d_state 16 or 8, with flush-to-zero and denormals-are-zero set on the
+ * calling thread meanwhile (every thread that runs a share sets its own) */
+static void scan_jobs(const float *restrict u, const float *restrict x_dbl, long x_stride, long dt_rank,
+                      const float *restrict dt_wt, const float *restrict dt_bias, const float *restrict A2,
+                      const float *restrict D, const float *restrict z, long z_stride, float *restrict h,
+                      float *restrict y, long length, long d_inner, long d_state, long blocks, float floor2,
+                      long begin, long end) {
 #if defined(__x86_64__) || defined(__i386__)
     const unsigned mxcsr = __builtin_ia32_stmxcsr();
     __builtin_ia32_ldmxcsr(mxcsr | 0x8040); /* flush-to-zero, denormals-are-zero: no subnormal slow paths */
 #endif
     if (d_state == 16)
-        scan_blocks(u, x_dbl, x_stride, dt_rank, dt_wt, dt_bias, A2, D, z, z_stride, h, y, batch, length, d_inner,
-                    blocks, floor2, 16);
-    else if (d_state == 8)
-        scan_blocks(u, x_dbl, x_stride, dt_rank, dt_wt, dt_bias, A2, D, z, z_stride, h, y, batch, length, d_inner,
-                    blocks, floor2, 8);
+        scan_blocks(u, x_dbl, x_stride, dt_rank, dt_wt, dt_bias, A2, D, z, z_stride, h, y, length, d_inner, blocks,
+                    floor2, begin, end, 16);
     else
-        blocks = 0;
-    if (blocks * LANES < d_inner)
-        scan_channels(u, x_dbl, x_stride, dt_rank, dt_wt, dt_bias, A2, D, z, z_stride, h, y, work, batch, length,
-                      d_inner, d_state, floor2, blocks * LANES, d_inner);
+        scan_blocks(u, x_dbl, x_stride, dt_rank, dt_wt, dt_bias, A2, D, z, z_stride, h, y, length, d_inner, blocks,
+                    floor2, begin, end, 8);
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_ldmxcsr(mxcsr); /* the caller's floating-point mode back */
 #endif
+}
+
+#ifdef _OPENMP
+int omp_get_thread_num(void);
+int omp_get_num_threads(void);
+#endif
+
+/* below this many (job, time step) pairs one thread scans: a share would be too short to pay for waking others */
+#define PARALLEL_MIN_STEPS 4096
+
+int jambatalk_mamba_scan(const float *restrict u, const float *restrict x_dbl, long x_stride, long dt_rank,
+                         const float *restrict dt_wt, const float *restrict dt_bias, const float *restrict A2,
+                         const float *restrict D, const float *restrict z, long z_stride, float *restrict h,
+                         float *restrict y, float *restrict work, long batch, long length, long d_inner,
+                         long d_state, float floor2, long threads) {
+    if (floor2 < -125.5f)
+        return 1;
+    const long blocks = d_state == 16 || d_state == 8 ? d_inner / LANES : 0, jobs = batch * blocks;
+#ifdef _OPENMP
+    /* the jobs are independent: split between threads, each writes its own channels, the same values as one */
+    if (threads > 1 && jobs > 1 && jobs * length >= PARALLEL_MIN_STEPS) {
+#pragma omp parallel num_threads(threads < jobs ? threads : jobs)
+        {
+            const long id = omp_get_thread_num(), nt = omp_get_num_threads();
+            scan_jobs(u, x_dbl, x_stride, dt_rank, dt_wt, dt_bias, A2, D, z, z_stride, h, y, length, d_inner,
+                      d_state, blocks, floor2, jobs * id / nt, jobs * (id + 1) / nt);
+        }
+    } else
+#endif
+    if (jobs > 0)
+        scan_jobs(u, x_dbl, x_stride, dt_rank, dt_wt, dt_bias, A2, D, z, z_stride, h, y, length, d_inner, d_state,
+                  blocks, floor2, 0, jobs);
+    (void)threads;
+    if (blocks * LANES < d_inner)
+        scan_channels(u, x_dbl, x_stride, dt_rank, dt_wt, dt_bias, A2, D, z, z_stride, h, y, work, batch, length,
+                      d_inner, d_state, floor2, blocks * LANES, d_inner);
     return 0;
 }
 

@@ -11,6 +11,10 @@ which is what :class:`~jambatalk.model.mamba.MambaMixer` runs for inference. :fu
 mixture-of-experts' gate between its two matrix products (softmax, GELU and scaling in one pass), which
 :class:`~jambatalk.model.moe.MoE` runs for inference when every token visits every expert.
 
+Where PyTorch runs on GNU OpenMP (its Linux wheels), the library is built with OpenMP and linked to the
+libgomp already loaded: the scan's blocks of channels are shared between PyTorch's threads
+(``torch.get_num_threads()``), the same values on any number of them.
+
 The library is compiled on first use, for the CPU features that PyTorch reports, into
 ``$JAMBATALK_CACHE_DIR`` (default ``$XDG_CACHE_HOME/jambatalk``, else ``~/.cache/jambatalk``), under a
 name that hashes the source, the compiler and its flags, and is then reused. It is compiled with
@@ -58,6 +62,9 @@ _ARCH_FLAGS = {
     "AVX2": (["-mavx2", "-mfma"], []),
 }
 _FLAGS = ["-O3", "-ffast-math", "-fopenmp-simd", "-fPIC"]
+#: tried first where PyTorch runs on GNU OpenMP: the scan then shares its channel blocks between PyTorch's
+#: own threads (the library links the libgomp already loaded, so no second thread pool is started)
+_OPENMP = ["-fopenmp"]
 
 _STATE: dict = {}  # "fn": the loaded functions or None, "why": the reason it is None
 
@@ -89,12 +96,22 @@ def _build(cc: list[str], arch: list[str]) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         obj, lib = Path(tmp) / "cpu_scan.o", Path(tmp) / "cpu_scan.so"
         # two steps: linking with -ffast-math would add a constructor that sets flush-to-zero process-wide
-        for argv in (cc + _FLAGS + arch + ["-c", str(SOURCE), "-o", str(obj)], cc + ["-shared", str(obj), "-o", str(lib)]):
+        link = cc + [flag for flag in arch if flag in _OPENMP] + ["-shared", str(obj), "-o", str(lib)]
+        for argv in (cc + _FLAGS + arch + ["-c", str(SOURCE), "-o", str(obj)], link):
             proc = subprocess.run(argv, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"{' '.join(argv)} failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
         os.replace(lib, target)  # atomic: a concurrent build or a crash never leaves half a library
     return target
+
+
+def _torch_runs_on_libgomp() -> bool:
+    """Whether GNU OpenMP's runtime (libgomp.so.1) is loaded, as PyTorch's Linux wheels load it."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("/libgomp.so.1" in line for line in maps)
+    except OSError:
+        return False
 
 
 def _open(path: Path) -> SimpleNamespace:
@@ -104,7 +121,7 @@ def _open(path: Path) -> SimpleNamespace:
                           mamba_scan=lib.jambatalk_mamba_scan, moe_gate=lib.jambatalk_moe_gate)
     fns.scan.argtypes = [p] * 7 + [n] * 4 + [f]
     fns.conv.argtypes = [p, n, p, p, p, p, n, n, n, n]
-    fns.mamba_scan.argtypes = [p, p, n, n, p, p, p, p, p, n, p, p, p, n, n, n, n, f]
+    fns.mamba_scan.argtypes = [p, p, n, n, p, p, p, p, p, n, p, p, p, n, n, n, n, f, n]
     fns.moe_gate.argtypes = [p, n, n, n, n, p]
     for fn in (fns.scan, fns.conv, fns.mamba_scan, fns.moe_gate):
         fn.restype = ctypes.c_int
@@ -147,7 +164,10 @@ def load() -> Optional[SimpleNamespace]:
         why = "no C compiler was found (set CC, or install gcc or clang)"
     else:
         errors = []
-        for arch in _ARCH_FLAGS.get(torch.backends.cpu.get_cpu_capability(), ([],)):
+        archs = _ARCH_FLAGS.get(torch.backends.cpu.get_cpu_capability(), ([],))
+        if _torch_runs_on_libgomp():
+            archs = [flags for arch in archs for flags in (arch + _OPENMP, arch)]
+        for arch in archs:
             try:
                 fn = _open(_build(cc, arch))
             except (OSError, RuntimeError) as exc:
@@ -257,7 +277,8 @@ def _mamba_inner(lib: SimpleNamespace, xz, weights: MambaWeights, conv_state=Non
                             weights.dt_bias.data_ptr(), weights.A2.data_ptr(), weights.D.data_ptr(),
                             xz.data_ptr() + d_inner * xz.element_size(), two_inner, h.data_ptr(), y.data_ptr(),
                             work.data_ptr(), batch, length, d_inner, d_state,
-                            LOG_DECAY_FLOOR * LOG2E)  # the kernel's exponents are base 2
+                            LOG_DECAY_FLOOR * LOG2E,  # the kernel's exponents are base 2
+                            torch.get_num_threads())
     if status != 0:
         raise RuntimeError("the compiled Mamba scan refused its decay floor")
     return y, h.transpose(1, 2)
