@@ -260,10 +260,11 @@ static inline vfloat vsoftplus(vfloat x) {
 #endif
 
 /* jambatalk_mamba_scan on the channels [0, blocks * LANES) for a fixed d_state NS, the jobs (batch, block of
- * channels) job_begin .. job_end - 1 in b * blocks + blk order: each block of LANES channels runs over all times with its NS state vectors in registers (no state or sum goes through memory
- * inside the loop). Times go in tiles: the step sizes (a long chain of dependent operations each) are made
- * for the whole tile first, so that the scan's loop carries only the state updates; the gate is applied
- * after it. Called with constant NS so that the loops over states unroll. */
+ * channels) job_begin .. job_end - 1 in b * blocks + blk order: each block of LANES channels runs over all
+ * times with its NS state vectors in registers (no state or sum goes through memory inside the loop). Times
+ * go in tiles: the step sizes (a long chain of dependent operations each) are made for the whole tile first,
+ * so that the scan's loop carries only the state updates; the gate is applied after it. Called with constant
+ * NS so that the loops over states unroll. */
 static inline __attribute__((always_inline)) void
 scan_blocks(const float *restrict u, const float *restrict x_dbl, long x_stride, long dt_rank,
             const float *restrict dt_wt, const float *restrict dt_bias, const float *restrict A2,
@@ -378,8 +379,9 @@ static void scan_channels(const float *restrict u, const float *restrict x_dbl, 
  * [dt (dt_rank) | B (d_state) | C (d_state)]; dt_wt: (dt_rank, d_inner), dt_proj's weight transposed; A2:
  * (d_state, d_inner), A in base 2 (A * log2(e)), and floor2 the exponents' floor in base 2 (at least
  * -125.5, so that every decay is a normal float; with AVX-512 smaller decays are kept, or flushed to 0, and
- * the call runs with flush-to-zero and denormals-are-zero set); z[t, d] = z[(b * length + t) * z_stride + d]; h: (batch,
- * d_state, d_inner), the initial state on entry and the last on return; work: 3 * d_inner floats.
+ * the blocks run with flush-to-zero and denormals-are-zero set); z[t, d] = z[(b * length + t) * z_stride + d];
+ * h: (batch, d_state, d_inner), the initial state on entry and the last on return; work: 3 * d_inner floats;
+ * threads: how many threads may share the work.
  *
  * For d_state 16 and 8 (Mamba's usual sizes) whole blocks of channels run in scan_blocks, shared between
  * up to threads threads where the library is built with OpenMP (each block is independent: any number of
@@ -454,7 +456,8 @@ int jambatalk_mamba_scan(const float *restrict u, const float *restrict x_dbl, l
 #define GELU_P (0.3275911f * 0.70710678118654752f)
 #define GELU_HALF_X2_LOG2E (-0.72134752044448170f)
 #define GELU_POLY(t) \
-    ((((((t) * 0.5307027145f - 0.7265760135f) * (t) + 0.7107068705f) * (t) - 0.142248368f) * (t) + 0.127414796f) * (t))
+    ((((((t) * 0.5307027145f - 0.7265760135f) * (t) + 0.7107068705f) * (t) - 0.142248368f) * (t) + \
+      0.127414796f) * (t))
 
 static inline float gelu(float x) {
     const float t = 1.0f / (1.0f + GELU_P * (x < 0.0f ? -x : x));
