@@ -201,27 +201,13 @@ def _mixer_record(d_model: int, length: int, repeats: int, budget_s: float) -> R
     from ..config import DecoderConfig
     from ..model.mamba import MambaMixer
 
-    mixers = {}
-    for use_kernels in ("auto", "never"):
-        torch.manual_seed(0)
-        mixers[use_kernels] = MambaMixer(DecoderConfig(d_model=d_model, d_state=D_STATE, schedule=["mamba"],
-                                                       use_kernels=use_kernels)).eval()
-    x = torch.randn(BATCH, length, d_model, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        y, y_ref = mixers["auto"](x), mixers["never"](x)
-    err = ((y - y_ref).abs().max() / y_ref.abs().max()).item()
-    if not err <= 1e-4:
-        raise AssertionError(f"scan benchmark: the compiled mixer differs from the PyTorch one (relative error {err:.2e})")
-
-    def task(mixer):
-        def forward():
-            with torch.no_grad():
-                mixer(x)
-        return forward
-    ms = _time_interleaved({name: task(m) for name, m in mixers.items()}, repeats, budget_s)
     params = {"L": length, "d_model": d_model, "d_inner": 2 * d_model, "d_state": D_STATE, "batch": BATCH,
-              "threads": torch.get_num_threads(), "level": "Mamba mixer, in_proj to out_proj"}
-    return Record("scan.mixer.compiled", ms["auto"], "ms", baseline="pytorch", baseline_value=ms["never"], params=params)
+              "level": "Mamba mixer, in_proj to out_proj"}
+    return _compiled_record(
+        "scan.mixer.compiled", "the compiled mixer",
+        lambda use_kernels: MambaMixer(DecoderConfig(d_model=d_model, d_state=D_STATE, schedule=["mamba"],
+                                                     use_kernels=use_kernels)),
+        torch.randn(BATCH, length, d_model, generator=torch.Generator().manual_seed(2)), params, repeats, budget_s)
 
 
 def _moe_record(d_model: int, length: int, repeats: int, budget_s: float) -> Record:
@@ -230,24 +216,38 @@ def _moe_record(d_model: int, length: int, repeats: int, budget_s: float) -> Rec
     from ..config import MoEConfig
     from ..model.moe import MoE
 
-    cfg = MoEConfig(n_experts=2, top_k=2, hidden_ratio=2)
-    moes = {}
+    params = {"L": length, "d_model": d_model, "experts": 2, "hidden": 2 * d_model, "batch": BATCH,
+              "level": "mixture of experts, both products and the gate"}
+    return _compiled_record(
+        "scan.moe.compiled", "the compiled MoE gate",
+        lambda use_kernels: MoE(d_model, MoEConfig(n_experts=2, top_k=2, hidden_ratio=2), use_kernels=use_kernels),
+        torch.randn(BATCH, length, d_model, generator=torch.Generator().manual_seed(3)), params, repeats, budget_s)
+
+
+def _compiled_record(name: str, what: str, build: Callable, x: torch.Tensor, params: dict, repeats: int,
+                     budget_s: float) -> Record:
+    """A module's inference forward on ``x`` built with ``use_kernels="auto"`` against the same module (same seed)
+    on the PyTorch path ("never"): checked to agree first, then timed side by side."""
+    modules = {}
     for use_kernels in ("auto", "never"):
         torch.manual_seed(0)
-        moes[use_kernels] = MoE(d_model, cfg, use_kernels=use_kernels).eval()
-    x = torch.randn(BATCH, length, d_model, generator=torch.Generator().manual_seed(3))
+        modules[use_kernels] = build(use_kernels).eval()
+
+    def output(module):
+        out = module(x)
+        return out[0] if isinstance(out, tuple) else out  # the MoE returns (y, balancing loss)
+
     with torch.no_grad():
-        y, y_ref = moes["auto"](x)[0], moes["never"](x)[0]
+        y, y_ref = output(modules["auto"]), output(modules["never"])
     err = ((y - y_ref).abs().max() / y_ref.abs().max()).item()
     if not err <= 1e-4:
-        raise AssertionError(f"scan benchmark: the compiled MoE gate differs from the PyTorch one (relative error {err:.2e})")
+        raise AssertionError(f"scan benchmark: {what} differs from the PyTorch one (relative error {err:.2e})")
 
-    def task(moe):
+    def task(module):
         def forward():
             with torch.no_grad():
-                moe(x)
+                module(x)
         return forward
-    ms = _time_interleaved({name: task(m) for name, m in moes.items()}, repeats, budget_s)
-    params = {"L": length, "d_model": d_model, "experts": 2, "hidden": 2 * d_model, "batch": BATCH,
-              "threads": torch.get_num_threads(), "level": "mixture of experts, both products and the gate"}
-    return Record("scan.moe.compiled", ms["auto"], "ms", baseline="pytorch", baseline_value=ms["never"], params=params)
+    ms = _time_interleaved({k: task(m) for k, m in modules.items()}, repeats, budget_s)
+    params = dict(params, threads=torch.get_num_threads())
+    return Record(name, ms["auto"], "ms", baseline="pytorch", baseline_value=ms["never"], params=params)

@@ -140,16 +140,12 @@ class MoE(nn.Module):
         n_experts, _, hidden = self.w1.shape
         bias_in, w_in, w_out = self._inference_weights()
         both = torch.addmm(bias_in, x, w_in)  # (N, E * hidden + E)
-        if self._compiled_gate_applies(both):
-            from ..ops.cpu_scan import moe_gate
+        from ..ops import cpu_scan
 
-            logits = moe_gate(both, n_experts, hidden)
-            return both @ w_out, logits
-        h, gate = both[:, : n_experts * hidden], both[:, n_experts * hidden:]
-        logits = gate.clone()
-        torch.ops.aten.gelu_(both)  # the whole buffer (contiguous, faster than the strided h); gate is rewritten
-        gate.copy_(logits.softmax(-1))
-        h.view(-1, n_experts, hidden).mul_(gate[:, :, None])
+        if self._compiled_gate_applies(both):
+            logits = cpu_scan.moe_gate(both, n_experts, hidden)
+        else:
+            logits = cpu_scan.moe_gate_reference(both, n_experts, hidden)[1]
         return both @ w_out, logits
 
     def _compiled_gate_applies(self, both: torch.Tensor) -> bool:

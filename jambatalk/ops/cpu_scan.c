@@ -274,48 +274,46 @@ scan_blocks(const float *restrict u, const float *restrict x_dbl, long x_stride,
     vfloat delta[TILE], drive[TILE];
     for (long job = job_begin; job < job_end; job++) { /* job = b * blocks + blk: batch b, channel block blk */
         const long b = job / blocks, blk = job % blocks;
-        {
-            const long d0 = blk * LANES;
-            float *hb = h + b * NS * d_inner + d0;
-            vfloat state[16]; /* NS <= 16 */
-            for (int n = 0; n < NS; n++)
-                state[n] = vload(hb + n * d_inner);
-            const vfloat bias = vload(dt_bias + d0), Dv = vload(D + d0);
-            for (long t0 = 0; t0 < length; t0 += TILE) {
-                const long steps = length - t0 < TILE ? length - t0 : TILE;
-                const long row0 = b * length + t0;
-                for (long i = 0; i < steps; i++) {
-                    const float *xt = x_dbl + (row0 + i) * x_stride;
-                    vfloat pre = bias;
-                    for (long r = 0; r < dt_rank; r++)
-                        pre += vload(dt_wt + r * d_inner + d0) * xt[r];
-                    delta[i] = vsoftplus(pre);
-                    drive[i] = delta[i] * vload(u + (row0 + i) * d_inner + d0);
-                }
-                for (long i = 0; i < steps; i++) {
-                    const float *Bt = x_dbl + (row0 + i) * x_stride + dt_rank, *Ct = Bt + NS;
-                    vfloat acc0 = (vfloat){}, acc1 = (vfloat){};
-#pragma GCC unroll 16
-                    for (int n = 0; n < NS; n++) {
-                        const vfloat e = DECAY_EXPONENT(delta[i] * vload(A2 + n * d_inner + d0), floor_v);
-                        state[n] = vexp2_nonpositive(e) * state[n] + drive[i] * Bt[n];
-                        if (n & 1)
-                            acc1 += state[n] * Ct[n];
-                        else
-                            acc0 += state[n] * Ct[n];
-                    }
-                    vstore(y + (row0 + i) * d_inner + d0, acc0 + acc1);
-                }
-                for (long i = 0; i < steps; i++) {
-                    const long row = row0 + i;
-                    float *yt = y + row * d_inner + d0;
-                    const vfloat gate = vsilu(vload(z + row * z_stride + d0));
-                    vstore(yt, (vload(yt) + Dv * vload(u + row * d_inner + d0)) * gate);
-                }
+        const long d0 = blk * LANES;
+        float *hb = h + b * NS * d_inner + d0;
+        vfloat state[16]; /* NS <= 16 */
+        for (int n = 0; n < NS; n++)
+            state[n] = vload(hb + n * d_inner);
+        const vfloat bias = vload(dt_bias + d0), Dv = vload(D + d0);
+        for (long t0 = 0; t0 < length; t0 += TILE) {
+            const long steps = length - t0 < TILE ? length - t0 : TILE;
+            const long row0 = b * length + t0;
+            for (long i = 0; i < steps; i++) {
+                const float *xt = x_dbl + (row0 + i) * x_stride;
+                vfloat pre = bias;
+                for (long r = 0; r < dt_rank; r++)
+                    pre += vload(dt_wt + r * d_inner + d0) * xt[r];
+                delta[i] = vsoftplus(pre);
+                drive[i] = delta[i] * vload(u + (row0 + i) * d_inner + d0);
             }
-            for (int n = 0; n < NS; n++)
-                vstore(hb + n * d_inner, state[n]);
+            for (long i = 0; i < steps; i++) {
+                const float *Bt = x_dbl + (row0 + i) * x_stride + dt_rank, *Ct = Bt + NS;
+                vfloat acc0 = (vfloat){}, acc1 = (vfloat){};
+#pragma GCC unroll 16
+                for (int n = 0; n < NS; n++) {
+                    const vfloat e = DECAY_EXPONENT(delta[i] * vload(A2 + n * d_inner + d0), floor_v);
+                    state[n] = vexp2_nonpositive(e) * state[n] + drive[i] * Bt[n];
+                    if (n & 1)
+                        acc1 += state[n] * Ct[n];
+                    else
+                        acc0 += state[n] * Ct[n];
+                }
+                vstore(y + (row0 + i) * d_inner + d0, acc0 + acc1);
+            }
+            for (long i = 0; i < steps; i++) {
+                const long row = row0 + i;
+                float *yt = y + row * d_inner + d0;
+                const vfloat gate = vsilu(vload(z + row * z_stride + d0));
+                vstore(yt, (vload(yt) + Dv * vload(u + row * d_inner + d0)) * gate);
+            }
         }
+        for (int n = 0; n < NS; n++)
+            vstore(hb + n * d_inner, state[n]);
     }
 }
 
