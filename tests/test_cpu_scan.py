@@ -164,15 +164,16 @@ def test_mamba_inner_with_decays_far_below_the_floor_leaves_the_float_mode_alone
 
 @pytest.mark.parametrize("d_state", [16, 8])
 def test_mamba_inner_gives_the_same_values_on_any_number_of_threads(compiled, d_state):
-    """Long enough to be shared between threads (where the library is built with OpenMP): the blocks of
-    channels are independent, so one thread and three give the same bits, and the PyTorch path's values."""
+    """Long enough to be shared between threads (where the library is built with OpenMP): the conv's rows and
+    the scan's blocks of channels are independent, so one thread and three give the same bits, and the
+    PyTorch path's values."""
     args = cpu_scan.mamba_check_inputs(batch=2, d_inner=72, d_state=d_state, dt_rank=3, d_conv=4, length=700, seed=7)
     previous = torch.get_num_threads()
     try:
+        torch.set_num_threads(3)  # first: no buffer then holds the one-thread run's values
+        y3, last3 = cpu_scan.mamba_inner(**args)
         torch.set_num_threads(1)
         y1, last1 = cpu_scan.mamba_inner(**args)
-        torch.set_num_threads(3)
-        y3, last3 = cpu_scan.mamba_inner(**args)
     finally:
         torch.set_num_threads(previous)
     assert torch.equal(y1, y3) and torch.equal(last1, last3)
@@ -268,6 +269,27 @@ def test_moe_gate_matches_the_pytorch_gate(compiled, n_experts, hidden):
     assert torch.equal(logits, rows[:, n_experts * hidden:])
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=2e-6)
     assert torch.isfinite(out).all()
+
+
+def test_moe_gate_gives_the_same_values_on_any_number_of_threads(compiled):
+    """Rows enough to be shared between threads (where the library is built with OpenMP): each token is
+    independent, so one thread and three give the same bits, and the PyTorch gate's values."""
+    g = torch.Generator().manual_seed(11)
+    rows = torch.randn(301, 2 * (70 + 1), generator=g) * 3
+    expected, _ = cpu_scan.moe_gate_reference(rows.clone(), 2, 70)
+    outs = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (3, 1):
+            torch.set_num_threads(threads)
+            out = rows.clone()
+            outs.append((out, cpu_scan.moe_gate(out, 2, 70)))
+    finally:
+        torch.set_num_threads(previous)
+    (three, logits_three), (one, logits_one) = outs
+    assert torch.equal(one, three) and torch.equal(logits_one, logits_three)
+    assert torch.equal(logits_three, rows[:, 140:])
+    torch.testing.assert_close(three, expected, rtol=1e-5, atol=2e-6)
 
 
 def test_moe_gate_gelu_is_close_to_the_exact_one(compiled):

@@ -22,6 +22,9 @@
 
 #define MAX_STATE 256
 #define MAX_EXPERTS 256
+/* the conv and the MoE gate share their rows between threads from this many floats of output on (about
+ * 10 us of work on one thread): below it waking the others costs more than it saves */
+#define PARALLEL_MIN_FLOATS 16384
 
 /* 2^k for an integer k in [-126, 127]: a normal float built from its exponent bits */
 static inline float pow2i(int k) {
@@ -135,30 +138,33 @@ int jambatalk_scan_forward(const float *restrict u, const float *restrict delta,
  * zeros where prev is NULL. w: (K, d_inner); out: (batch, length, d_inner). */
 int jambatalk_mamba_conv(const float *restrict xz, long xz_stride, const float *restrict prev,
                          const float *restrict w, const float *restrict bias, float *restrict out, long batch,
-                         long length, long d_inner, long K) {
-    for (long b = 0; b < batch; b++) {
-        for (long t = 0; t < length; t++) {
-            float *o = out + (b * length + t) * d_inner;
-            for (long d = 0; d < d_inner; d++)
-                o[d] = bias[d];
-            for (long k = 0; k < K; k++) {
-                const long src = t - (K - 1) + k;
-                const float *in;
-                if (src >= 0)
-                    in = xz + (b * length + src) * xz_stride;
-                else if (prev)
-                    in = prev + (b * (K - 1) + src + K - 1) * d_inner;
-                else
-                    continue;
-                const float *wk = w + k * d_inner;
+                         long length, long d_inner, long K, long threads) {
+    const long rows = batch * length;
+    /* the rows (times) are independent: shared between threads, the same values as on one */
+#pragma omp parallel for schedule(static) num_threads(threads > 1 ? threads : 1) \
+    if (threads > 1 && rows * d_inner >= PARALLEL_MIN_FLOATS)
+    for (long row = 0; row < rows; row++) {
+        const long b = row / length, t = row % length;
+        float *o = out + row * d_inner;
+        for (long d = 0; d < d_inner; d++)
+            o[d] = bias[d];
+        for (long k = 0; k < K; k++) {
+            const long src = t - (K - 1) + k;
+            const float *in;
+            if (src >= 0)
+                in = xz + (b * length + src) * xz_stride;
+            else if (prev)
+                in = prev + (b * (K - 1) + src + K - 1) * d_inner;
+            else
+                continue;
+            const float *wk = w + k * d_inner;
 #pragma omp simd
-                for (long d = 0; d < d_inner; d++)
-                    o[d] += wk[d] * in[d];
-            }
-#pragma omp simd
             for (long d = 0; d < d_inner; d++)
-                o[d] = silu(o[d]);
+                o[d] += wk[d] * in[d];
         }
+#pragma omp simd
+        for (long d = 0; d < d_inner; d++)
+            o[d] = silu(o[d]);
     }
     return 0;
 }
@@ -485,9 +491,12 @@ static inline vfloat vgelu(vfloat x) {
  * w = softmax(l); h_e <- GELU(h_e) w_e; l <- w. The logits are copied to logits (n_rows, E) first.
  * The second product of the rows with [W2_1; ..; W2_E; b2] is then the weighted sum of the experts. */
 int jambatalk_moe_gate(float *restrict rows, long n_rows, long stride, long n_experts, long hidden,
-                       float *restrict logits) {
+                       float *restrict logits, long threads) {
     if (n_experts > MAX_EXPERTS || stride < n_experts * (hidden + 1))
         return 1;
+    /* the rows (tokens) are independent: shared between threads, the same values as on one */
+#pragma omp parallel for schedule(static) num_threads(threads > 1 ? threads : 1) \
+    if (threads > 1 && n_rows * stride >= PARALLEL_MIN_FLOATS)
     for (long r = 0; r < n_rows; r++) {
         float *row = rows + r * stride, *gate = row + n_experts * hidden, w[MAX_EXPERTS];
         float top = gate[0], sum = 0.0f;

@@ -12,8 +12,8 @@ mixture-of-experts' gate between its two matrix products (softmax, GELU and scal
 :class:`~jambatalk.model.moe.MoE` runs for inference when every token visits every expert.
 
 Where PyTorch runs on GNU OpenMP (its Linux wheels), the library is built with OpenMP and linked to the
-libgomp already loaded: the scan's blocks of channels are shared between PyTorch's threads
-(``torch.get_num_threads()``), the same values on any number of them.
+libgomp already loaded: the scan's blocks of channels, and the conv's and the MoE gate's rows, are shared
+between PyTorch's threads (``torch.get_num_threads()``), the same values on any number of them.
 
 The library is compiled on first use, for the CPU features that PyTorch reports, into
 ``$JAMBATALK_CACHE_DIR`` (default ``$XDG_CACHE_HOME/jambatalk``, else ``~/.cache/jambatalk``), under a
@@ -62,7 +62,7 @@ _ARCH_FLAGS = {
     "AVX2": (["-mavx2", "-mfma"], []),
 }
 _FLAGS = ["-O3", "-ffast-math", "-fopenmp-simd", "-fPIC"]
-#: tried first where PyTorch runs on GNU OpenMP: the scan then shares its channel blocks between PyTorch's
+#: tried first where PyTorch runs on GNU OpenMP: the kernels then share their work between PyTorch's
 #: own threads (the library links the libgomp already loaded, so no second thread pool is started)
 _OPENMP = ["-fopenmp"]
 
@@ -120,9 +120,9 @@ def _open(path: Path) -> SimpleNamespace:
     fns = SimpleNamespace(scan=lib.jambatalk_scan_forward, conv=lib.jambatalk_mamba_conv,
                           mamba_scan=lib.jambatalk_mamba_scan, moe_gate=lib.jambatalk_moe_gate)
     fns.scan.argtypes = [p] * 7 + [n] * 4 + [f]
-    fns.conv.argtypes = [p, n, p, p, p, p, n, n, n, n]
+    fns.conv.argtypes = [p, n, p, p, p, p, n, n, n, n, n]
     fns.mamba_scan.argtypes = [p, p, n, n, p, p, p, p, p, n, p, p, p, n, n, n, n, f, n]
-    fns.moe_gate.argtypes = [p, n, n, n, n, p]
+    fns.moe_gate.argtypes = [p, n, n, n, n, p, n]
     for fn in (fns.scan, fns.conv, fns.mamba_scan, fns.moe_gate):
         fn.restype = ctypes.c_int
     return fns
@@ -267,7 +267,7 @@ def _mamba_inner(lib: SimpleNamespace, xz, weights: MambaWeights, conv_state=Non
     prev = None if conv_state is None else conv_state.transpose(1, 2).contiguous()  # (batch, d_conv - 1, d_inner)
     u = xz.new_empty(batch, length, d_inner)
     lib.conv(xz.data_ptr(), two_inner, None if prev is None else prev.data_ptr(), weights.conv_weight.data_ptr(),
-             weights.conv_bias.data_ptr(), u.data_ptr(), batch, length, d_inner, d_conv)
+             weights.conv_bias.data_ptr(), u.data_ptr(), batch, length, d_inner, d_conv, torch.get_num_threads())
     x_dbl = F.linear(u, weights.x_proj_weight)  # (batch, L, dt_rank + 2 d_state): [dt | B | C]
     h = (xz.new_zeros(batch, d_state, d_inner) if ssm_state is None  # a new tensor: the kernel writes into it
          else ssm_state.transpose(1, 2).float().clone(memory_format=torch.contiguous_format))
@@ -353,7 +353,8 @@ def mamba_check_inputs(batch: int, d_inner: int, d_state: int, dt_rank: int, d_c
 
 def _moe_gate(lib: SimpleNamespace, rows: torch.Tensor, n_experts: int, hidden: int):
     logits = rows.new_empty(rows.shape[0], n_experts)
-    if lib.moe_gate(rows.data_ptr(), rows.shape[0], rows.shape[1], n_experts, hidden, logits.data_ptr()) != 0:
+    if lib.moe_gate(rows.data_ptr(), rows.shape[0], rows.shape[1], n_experts, hidden, logits.data_ptr(),
+                    torch.get_num_threads()) != 0:
         raise RuntimeError(f"the compiled MoE gate refused {n_experts} experts of {hidden} in rows of {rows.shape[1]}")
     return rows, logits
 
