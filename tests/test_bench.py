@@ -37,16 +37,30 @@ def test_stream_measurement_counts_every_chunk_and_frame():
 
 
 def test_rtf_times_models_side_by_side_in_one_process():
-    from jambatalk.bench.rtf import case
+    from jambatalk.bench.rtf import case, round_ratios
 
-    jt, tr = case("jambatalk,transformer", 0.5, rounds=2)
+    jt, tr = case("jambatalk,transformer", 0.5, rounds=3)
     assert (jt["model"], tr["model"]) == ("jambatalk", "transformer")
     for r in (jt, tr):
-        assert r["frames"] == 15 and r["rounds"] == 2 and not r["extrapolated"]
+        assert r["frames"] == 15 and r["rounds"] == 3 and not r["extrapolated"]
         assert all(0 < r[k] < 60 for k in ("encoder_s", "decoder_s", "total_s"))
+        for part in ("decoder", "total"):  # every round's time kept, the figure the shortest of them
+            assert len(r[f"round_{part}_s"]) == 3 and min(r[f"round_{part}_s"]) == r[f"{part}_s"]
+    spread = round_ratios(jt, tr, "total")
+    assert spread["round_ratio_q1"] <= spread["round_ratio_median"] <= spread["round_ratio_q3"]
     assert 0 < jt["encoder_stock_s"] < 60 and "encoder_stock_s" not in tr  # the encoder with transformers' forward
     with pytest.raises(ValueError, match="on its own"):
         case("jambatalk,faceformer", 0.5, rounds=1)
+
+
+def test_round_ratios_pair_the_rounds():
+    from jambatalk.bench.rtf import round_ratios
+
+    a = {"round_total_s": [2.0, 3.0, 8.0, 4.0, 5.0]}
+    b = {"round_total_s": [4.0, 2.0, 4.0, 4.0, 4.0]}  # ratios 0.5, 1.5, 2, 1, 1.25
+    assert round_ratios(a, b, "total") == {"round_ratio_median": 1.25, "round_ratio_q1": 1.0, "round_ratio_q3": 1.5}
+    assert round_ratios(a, {"round_total_s": [1.0]}, "total") == {}  # not the same rounds
+    assert round_ratios(a, {}, "total") == {}  # FaceFormer-style: timed in its own process
 
 
 def test_scan_bench_times_the_compiled_mixer_against_the_pytorch_one():

@@ -16,7 +16,11 @@ the other times the FaceFormer-style model, over as many rounds where its genera
 * ``rtf/encoder/<len>``: the shared encoder path (measured on JambaTalk's encoder);
 * ``rtf/encoder_vs_transformers_forward/<len>`` (10 s, 60 s): that encoder path against the same encoder
   with transformers' own conv feature encoder forward (not the time-major one), as a ratio;
-* ``rtf/jambatalk_vs_<baseline>/{total,decoder}/<len>``: ratio = JambaTalk time / baseline time;
+* ``rtf/jambatalk_vs_<baseline>/{total,decoder}/<len>``: ratio = JambaTalk time / baseline time (of the
+  shortest rounds); for the baselines timed in JambaTalk's process the params add the ratios round by
+  round (JambaTalk's time in a round over the baseline's in the same round): their median and quartiles
+  (``round_ratio_median``, ``round_ratio_q1``, ``round_ratio_q3``), how far the ratio moves with the
+  machine's state;
 * ``rtf/<model>/growth_<max>_vs_10s``: real-time factor at the longest length / at 10 s (1.0 = linear).
 
 FaceFormer-style generation re-decodes the whole prefix for every frame (no key/value cache, as
@@ -36,7 +40,7 @@ from pathlib import Path
 
 from . import Record
 
-__all__ = ["run", "case", "MODELS", "build", "BUDGET_S", "QUICK_BUDGET_S"]
+__all__ = ["run", "case", "round_ratios", "MODELS", "build", "BUDGET_S", "QUICK_BUDGET_S"]
 
 MODELS = ("jambatalk", "transformer", "faceformer", "mamba")
 BASELINES = ("transformer", "faceformer", "mamba")
@@ -166,7 +170,8 @@ def case(names: str, seconds: float, budget_s: float = BUDGET_S, rounds: int = 0
     if len(names) > 1 and any(ff is not None for _, ff in built.values()):
         raise ValueError("bench rtf: time a FaceFormer-style model on its own")
     outs = {name: {"model": name, "audio_s": seconds, "threads": torch.get_num_threads(), "extrapolated": False,
-                   "rounds": rounds, "encoder_s": float("inf"), "decoder_s": float("inf"), "total_s": float("inf")}
+                   "rounds": rounds, "encoder_s": float("inf"), "decoder_s": float("inf"), "total_s": float("inf"),
+                   "round_decoder_s": [], "round_total_s": []}
             for name in names}
     with torch.no_grad():
         for model, ff in built.values():  # warm-up on 1 s
@@ -203,6 +208,8 @@ def case(names: str, seconds: float, budget_s: float = BUDGET_S, rounds: int = 0
                 out["frames"] = int(x.shape[1])
                 for key, seconds_taken in (("encoder_s", t1 - t0), ("decoder_s", t2 - t1), ("total_s", t3 - t2)):
                     out[key] = min(out[key], seconds_taken)
+                out["round_decoder_s"].append(t2 - t1)
+                out["round_total_s"].append(t3 - t2)
                 if name == "jambatalk" and seconds <= STOCK_ENCODER_MAX_S:
                     out["encoder_stock_s"] = min(out.get("encoder_stock_s", float("inf")),
                                                  _best(lambda m=model: _encode_stock(m, audio), 1))
@@ -217,6 +224,19 @@ def _encode_stock(model, audio):
         return _encode(model, audio)
     finally:
         del fe.time_major
+
+
+def round_ratios(a: dict, b: dict, part: str) -> dict:
+    """Median and quartiles of a's time over b's round by round (``round_<part>_s``, the same rounds of one
+    process), as ``round_ratio_{median,q1,q3}``; empty where the two were not timed in the same rounds."""
+    import numpy as np
+
+    ta, tb = a.get(f"round_{part}_s") or [], b.get(f"round_{part}_s") or []
+    if not ta or len(ta) != len(tb):
+        return {}
+    q1, median, q3 = np.percentile(np.asarray(ta) / np.asarray(tb), [25, 50, 75])
+    return {"round_ratio_median": round(float(median), 4), "round_ratio_q1": round(float(q1), 4),
+            "round_ratio_q3": round(float(q3), 4)}
 
 
 def _run_case(names: str, seconds: float, budget_s: float) -> list[dict]:
@@ -258,7 +278,8 @@ def run(quick: bool = False) -> list[Record]:
             if jt is None or b is None:
                 continue
             for part in ("total", "decoder"):
-                params = {"audio_s": seconds, "ratio": "jambatalk time / baseline time"}
+                params = {"audio_s": seconds, "ratio": "jambatalk time / baseline time",
+                          **round_ratios(jt, b, part)}
                 if b["extrapolated"]:
                     params["extrapolated"] = True
                 records.append(Record(f"rtf/jambatalk_vs_{base}/{part}/{seconds:g}s", jt[f"{part}_s"] / seconds,
