@@ -9,7 +9,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, load_audio
+from .audio import SAMPLE_RATE, is_real_number, load_audio
 from .errors import CheckpointError, InputError
 
 __all__ = ["Animation", "animate", "load_model", "default_model_path", "resample_frames", "stream_file"]
@@ -189,8 +189,7 @@ def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = No
     """
     samples = load_audio(audio, sample_rate)
     net = _as_model(model, device)
-    if fps is not None and (isinstance(fps, (bool, np.bool_)) or not isinstance(fps, (int, float, np.integer, np.floating))
-                            or not 0 < fps < float("inf")):
+    if fps is not None and not (is_real_number(fps) and 0 < fps < float("inf")):
         raise InputError(f"fps is {fps!r}", "pass a positive frame rate, e.g. 30")
     _check_one_frame(samples, net.fps)
     faces = None

@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["SAMPLE_RATE", "load_audio", "resample", "to_mono_float"]
+__all__ = ["SAMPLE_RATE", "is_real_number", "load_audio", "resample", "to_mono_float"]
 
 #: Sample rate of every waveform the models see.
 SAMPLE_RATE = 16000
@@ -27,6 +27,11 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> n
 
     g = gcd(orig_sr, target_sr)
     return resample_poly(audio, target_sr // g, orig_sr // g, axis=-1).astype(np.float32)
+
+
+def is_real_number(x) -> bool:
+    """Whether ``x`` is a Python or NumPy int or float (a bool is not: True would pass as 1)."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
 
 
 def to_mono_float(audio: np.ndarray, name: str = "audio") -> np.ndarray:
@@ -109,8 +114,7 @@ def load_audio(audio, sample_rate: int | None = None, *, name: str | None = None
         if sample_rate is None:
             raise InputError(f"{label} was given without its sampling rate", "pass sample_rate=... (e.g. 16000)")
         data, sr = np.asarray(audio), sample_rate
-    if (isinstance(sr, (bool, np.bool_)) or not isinstance(sr, (int, float, np.integer, np.floating))
-            or not math.isfinite(sr) or not float(sr).is_integer() or sr <= 0):
+    if not is_real_number(sr) or not math.isfinite(sr) or not float(sr).is_integer() or sr <= 0:
         raise InputError(f"{label}: sampling rate {sr!r} is not a positive whole number", "pass e.g. sample_rate=16000")
     mono = to_mono_float(data, label)
     if mono.size == 0:

@@ -92,7 +92,7 @@ class MoE(nn.Module):
     def _switch_inference(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Top-1 routing without gradients: each expert's tokens gathered, run and written back once, scaled
         in place by their routing probability. (N, D), (N, n_experts) -> (N, D)."""
-        prob, expert = logits.softmax(-1).max(-1)
+        prob, expert = (t.squeeze(1) for t in self.route(logits))
         out = torch.empty_like(x)
         for e in range(self.cfg.n_experts):
             token = (expert == e).nonzero().squeeze(1)
