@@ -149,13 +149,15 @@ def _mixer(seed: int, use_kernels: str = "auto", **overrides):
     return m
 
 
-def test_mamba_inner_with_decays_far_below_the_floor_leaves_the_float_mode_alone(compiled):
+@pytest.mark.parametrize("scale", [1e3, 1e20])
+def test_mamba_inner_with_decays_far_below_the_floor_leaves_the_float_mode_alone(compiled, scale):
     """Decays whose exponents lie far below the floor (the vector path takes them unclamped, flushed to 0 for
-    the call) give the PyTorch path's results, and the call hands back the caller's float mode: subnormals
-    are kept again afterwards."""
+    the call), down to e^-50000 and beyond -2^22 (where rounding by adding 1.5 * 2^23 no longer gives their
+    integer part), give the PyTorch path's results, and the call hands back the caller's float mode:
+    subnormals are kept again afterwards."""
     torch.set_flush_denormal(False)
     args = cpu_scan.mamba_check_inputs(batch=1, d_inner=40, d_state=16, dt_rank=2, d_conv=4, length=50, seed=4)
-    args["A"] = args["A"] * 1000  # decays down to e^-50000
+    args["A"] = args["A"] * scale
     y, last = cpu_scan.mamba_inner(**args)
     y_ref, last_ref = cpu_scan.mamba_inner_reference(**args)
     assert torch.isfinite(y).all() and _rel_err(y, y_ref) <= RTOL and _rel_err(last, last_ref) <= RTOL

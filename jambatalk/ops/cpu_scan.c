@@ -129,46 +129,6 @@ int jambatalk_scan_forward(const float *restrict u, const float *restrict delta,
     return 0;
 }
 
-/* The causal depthwise convolution and its SiLU, time-major.
- *
- *   out[b, t, d] = silu(bias[d] + sum_k w[k, d] * x[b, t - (K - 1) + k, d])
- *
- * x[b, t, d] = xz[(b * length + t) * xz_stride + d] (the first d_inner columns of in_proj's output);
- * times before 0 read prev (batch, K - 1, d_inner), the last K - 1 inputs of the previous chunk, or
- * zeros where prev is NULL. w: (K, d_inner); out: (batch, length, d_inner). */
-int jambatalk_mamba_conv(const float *restrict xz, long xz_stride, const float *restrict prev,
-                         const float *restrict w, const float *restrict bias, float *restrict out, long batch,
-                         long length, long d_inner, long K, long threads) {
-    const long rows = batch * length;
-    /* the rows (times) are independent: shared between threads, the same values as on one */
-#pragma omp parallel for schedule(static) num_threads(threads > 1 ? threads : 1) \
-    if (threads > 1 && rows * d_inner >= PARALLEL_MIN_FLOATS)
-    for (long row = 0; row < rows; row++) {
-        const long b = row / length, t = row % length;
-        float *o = out + row * d_inner;
-        for (long d = 0; d < d_inner; d++)
-            o[d] = bias[d];
-        for (long k = 0; k < K; k++) {
-            const long src = t - (K - 1) + k;
-            const float *in;
-            if (src >= 0)
-                in = xz + (b * length + src) * xz_stride;
-            else if (prev)
-                in = prev + (b * (K - 1) + src + K - 1) * d_inner;
-            else
-                continue;
-            const float *wk = w + k * d_inner;
-#pragma omp simd
-            for (long d = 0; d < d_inner; d++)
-                o[d] += wk[d] * in[d];
-        }
-#pragma omp simd
-        for (long d = 0; d < d_inner; d++)
-            o[d] = silu(o[d]);
-    }
-    return 0;
-}
-
 /* Lanes of a vector register: the blocked scan keeps a block of this many channels' states in registers. */
 #if defined(__AVX512F__)
 #define LANES 16
@@ -246,24 +206,112 @@ static inline vfloat vexp2_nonpositive(vfloat y) {
 }
 #endif
 
-static inline vfloat vsilu(vfloat x) { return x / (1.0f + vexp_clamped(-x)); }
+#if LANES == 16 && defined(__AVX512F__)
+/* 1 / x: the 14-bit estimate and one Newton step (28 bits), in place of a division at a quarter of the speed */
+static inline vfloat vrecip(vfloat x) {
+    const vfloat r = __builtin_ia32_rcp14ps512_mask(x, x, (unsigned short)-1);
+    return r * (2.0f - x * r);
+}
+#else
+static inline vfloat vrecip(vfloat x) { return 1.0f / x; }
+#endif
+
+static inline vfloat vsilu(vfloat x) { return x * vrecip(1.0f + vexp_clamped(-x)); }
 
 static inline vfloat vsoftplus(vfloat x) {
     const vfloat v = vexp_nonpositive(vmax(vmin(x, -x), vsplat(-87.0f)));
-    const vfloat s = v / (2.0f + v), s2 = s * s;
+    const vfloat s = v * vrecip(2.0f + v), s2 = s * s;
     return vmax(x, vsplat(0.0f)) + 2.0f * s * ATANH_SERIES(s2);
+}
+
+/* The causal depthwise convolution and its SiLU, time-major.
+ *
+ *   out[b, t, d] = silu(bias[d] + sum_k w[k, d] * x[b, t - (K - 1) + k, d])
+ *
+ * x[b, t, d] = xz[(b * length + t) * xz_stride + d] (the first d_inner columns of in_proj's output);
+ * times before 0 read prev (batch, K - 1, d_inner), the last K - 1 inputs of the previous chunk, or
+ * zeros where prev is NULL. w: (K, d_inner); out: (batch, length, d_inner). */
+int jambatalk_mamba_conv(const float *restrict xz, long xz_stride, const float *restrict prev,
+                         const float *restrict w, const float *restrict bias, float *restrict out, long batch,
+                         long length, long d_inner, long K, long threads) {
+    const long rows = batch * length;
+    /* the rows (times) are independent: shared between threads, the same values as on one */
+#pragma omp parallel for schedule(static) num_threads(threads > 1 ? threads : 1) \
+    if (threads > 1 && rows * d_inner >= PARALLEL_MIN_FLOATS)
+    for (long row = 0; row < rows; row++) {
+        const long b = row / length, t = row % length;
+        float *o = out + row * d_inner;
+        for (long d = 0; d < d_inner; d++)
+            o[d] = bias[d];
+        for (long k = 0; k < K; k++) {
+            const long src = t - (K - 1) + k;
+            const float *in;
+            if (src >= 0)
+                in = xz + (b * length + src) * xz_stride;
+            else if (prev)
+                in = prev + (b * (K - 1) + src + K - 1) * d_inner;
+            else
+                continue;
+            const float *wk = w + k * d_inner;
+#pragma omp simd
+            for (long d = 0; d < d_inner; d++)
+                o[d] += wk[d] * in[d];
+        }
+        long d = 0;
+        for (; d + LANES <= d_inner; d += LANES) /* vsilu: a reciprocal estimate, not a division */
+            vstore(o + d, vsilu(vload(o + d)));
+        for (; d < d_inner; d++)
+            o[d] = silu(o[d]);
+    }
+    return 0;
 }
 
 #define TILE 32 /* time steps whose step sizes are made ahead of the scan over them */
 
+/* The decay 2^(a b) of a state update for a step size a >= 0 and a base-2 rate b <= 0: vdecay_any for any
+ * exponent, vdecay_near for exponents down to -NEAR_EXPONENT, in fewer instructions. */
+#define NEAR_EXPONENT 4194304.0f /* 2^22 */
 #if LANES == 16 && defined(__AVX512F__)
-/* vscalefps takes any exponent: below the floor a decay is 2^e, or 0 once flushed (jambatalk_mamba_scan sets
- * flush-to-zero for its call), against the PyTorch path's e^-60 (9e-27): no clamp, one instruction fewer per
- * state update */
-#define DECAY_EXPONENT(e, floor_v) ((void)(floor_v), (e))
+/* vscalefps takes any exponent: below the floor a decay is 2^(a b), or 0 once flushed (jambatalk_mamba_scan
+ * sets flush-to-zero for its call), against the PyTorch path's e^-60 (9e-27), so no clamp */
+static inline vfloat vdecay_any(vfloat a, vfloat b, vfloat floor_v) {
+    (void)floor_v;
+    return vexp2_nonpositive(a * b);
+}
+
+/* The fused a b + 1.5 * 2^23 rounds the exponent to the nearest integer k in its low bits, as vrndscaleps
+ * would (two micro-ops, on the one port that vscalefps needs too), and r = a b - k is the fused product's
+ * exact remainder: four instructions before the polynomial instead of five. Beyond -2^22 the sum no longer
+ * holds k exactly. */
+static inline vfloat vdecay_near(vfloat a, vfloat b, vfloat floor_v) {
+    (void)floor_v;
+    const vfloat shifter = vsplat(12582912.0f);
+    vfloat t = a * b + shifter;
+    __asm__("" : "+v"(t)); /* -ffast-math would fold (a b + s) - s back into a b */
+    const vfloat k = t - shifter;
+    return __builtin_ia32_scalefps512_mask(EXP2_POLY(a * b - k), k, k, (unsigned short)-1, 4);
+}
 #else
-#define DECAY_EXPONENT(e, floor_v) vmax(e, floor_v) /* the integer scaling needs a normal result */
+/* the integer scaling needs a normal result: the exponent is floored */
+static inline vfloat vdecay_any(vfloat a, vfloat b, vfloat floor_v) { return vexp2_nonpositive(vmax(a * b, floor_v)); }
+#define vdecay_near vdecay_any
 #endif
+
+/* One tile's state updates for a block of channels, each time's sum over the states into y (before the skip
+ * and the gate), its decays made by DECAY. */
+#define TILE_UPDATES(DECAY)                                                                                 \
+    for (long i = 0; i < steps; i++) {                                                                      \
+        const float *Bt = x_dbl + (row0 + i) * x_stride + dt_rank, *Ct = Bt + NS;                           \
+        vfloat acc0 = (vfloat){}, acc1 = (vfloat){};                                                        \
+        _Pragma("GCC unroll 16") for (int n = 0; n < NS; n++) {                                             \
+            state[n] = DECAY(delta[i], vload(A2 + n * d_inner + d0), floor_v) * state[n] + drive[i] * Bt[n]; \
+            if (n & 1)                                                                                      \
+                acc1 += state[n] * Ct[n];                                                                   \
+            else                                                                                            \
+                acc0 += state[n] * Ct[n];                                                                   \
+        }                                                                                                   \
+        vstore(y + (row0 + i) * d_inner + d0, acc0 + acc1);                                                 \
+    }
 
 /* jambatalk_mamba_scan on the channels [0, blocks * LANES) for a fixed d_state NS, the jobs (batch, block of
  * channels) job_begin .. job_end - 1 in b * blocks + blk order: each block of LANES channels runs over all
@@ -286,6 +334,9 @@ scan_blocks(const float *restrict u, const float *restrict x_dbl, long x_stride,
         for (int n = 0; n < NS; n++)
             state[n] = vload(hb + n * d_inner);
         const vfloat bias = vload(dt_bias + d0), Dv = vload(D + d0);
+        vfloat rate = vsplat(0.0f); /* the largest rate magnitude, max_n -A2[n], of each channel */
+        for (int n = 0; n < NS; n++)
+            rate = vmax(rate, -vload(A2 + n * d_inner + d0));
         for (long t0 = 0; t0 < length; t0 += TILE) {
             const long steps = length - t0 < TILE ? length - t0 : TILE;
             const long row0 = b * length + t0;
@@ -297,20 +348,18 @@ scan_blocks(const float *restrict u, const float *restrict x_dbl, long x_stride,
                 delta[i] = vsoftplus(pre);
                 drive[i] = delta[i] * vload(u + (row0 + i) * d_inner + d0);
             }
-            for (long i = 0; i < steps; i++) {
-                const float *Bt = x_dbl + (row0 + i) * x_stride + dt_rank, *Ct = Bt + NS;
-                vfloat acc0 = (vfloat){}, acc1 = (vfloat){};
-#pragma GCC unroll 16
-                for (int n = 0; n < NS; n++) {
-                    const vfloat e = DECAY_EXPONENT(delta[i] * vload(A2 + n * d_inner + d0), floor_v);
-                    state[n] = vexp2_nonpositive(e) * state[n] + drive[i] * Bt[n];
-                    if (n & 1)
-                        acc1 += state[n] * Ct[n];
-                    else
-                        acc0 += state[n] * Ct[n];
-                }
-                vstore(y + (row0 + i) * d_inner + d0, acc0 + acc1);
-            }
+            /* the tile's largest exponent magnitude, step size times rate, within vdecay_near's range? */
+            vfloat top = delta[0];
+            for (long i = 1; i < steps; i++)
+                top = vmax(top, delta[i]);
+            const vfloat reach = top * rate;
+            int near = 1;
+            for (int l = 0; l < LANES; l++)
+                near &= reach[l] <= NEAR_EXPONENT;
+            if (near)
+                TILE_UPDATES(vdecay_near)
+            else
+                TILE_UPDATES(vdecay_any)
             for (long i = 0; i < steps; i++) {
                 const long row = row0 + i;
                 float *yt = y + row * d_inner + d0;
@@ -469,16 +518,6 @@ static inline float gelu(float x) {
     const float q = GELU_POLY(t) * exp2_nonpositive(e < -125.0f ? -125.0f : e); /* Phi(-|x|) */
     return x * (x < 0.0f ? q : 1.0f - q);
 }
-
-#if LANES == 16 && defined(__AVX512F__)
-/* 1 / x: the 14-bit estimate and one Newton step (28 bits), in place of a division at a quarter of the speed */
-static inline vfloat vrecip(vfloat x) {
-    const vfloat r = __builtin_ia32_rcp14ps512_mask(x, x, (unsigned short)-1);
-    return r * (2.0f - x * r);
-}
-#else
-static inline vfloat vrecip(vfloat x) { return 1.0f / x; }
-#endif
 
 static inline vfloat vgelu(vfloat x) {
     const vfloat t = vrecip(1.0f + GELU_P * (vfloat)((vint)x & 0x7fffffff));
