@@ -209,19 +209,26 @@ def test_the_mixer_keeps_its_kernel_weights_until_a_parameter_changes(compiled):
         auto(x)
         kept = auto._kernel_weights()
         assert auto._kernel_weights() is kept  # nothing changed: not rebuilt
-        for p in (auto.A_log, auto.D, auto.dt_proj.bias, auto.conv1d.weight, auto.x_proj.weight):
+        for p in (auto.A_log, auto.D, auto.dt_proj.bias, auto.conv1d.weight, auto.x_proj.weight, auto.in_proj.weight,
+                  auto.out_proj.weight):
             p.add_(0.05 * torch.randn(p.shape))  # written in place, as an optimiser step or load_state_dict
             never.load_state_dict(auto.state_dict())
             assert auto._kernel_weights() is not kept
             kept = auto._kernel_weights()
             assert _rel_err(auto(x), never(x)) <= RTOL
-        auto.dt_proj.weight = torch.nn.Parameter(auto.dt_proj.weight * 1.5)  # replaced
-        never.load_state_dict(auto.state_dict())
-        assert _rel_err(auto(x), never(x)) <= RTOL
+        for owner in (auto.dt_proj, auto.in_proj, auto.out_proj):
+            owner.weight = torch.nn.Parameter(owner.weight * 1.5)  # replaced
+            never.load_state_dict(auto.state_dict())
+            assert _rel_err(auto(x), never(x)) <= RTOL
     with torch.inference_mode():  # a mixer made under inference_mode has no version counters to key on
         made_there = _mixer(6)
         made_there.load_state_dict(auto.state_dict())
         assert _rel_err(made_there(x), never(x)) <= RTOL
+    with torch.no_grad():
+        auto.out_proj = torch.nn.Linear(auto.d_inner, auto.d_model, bias=True)  # a submodule replaced, now with a bias
+        never.out_proj = torch.nn.Linear(auto.d_inner, auto.d_model, bias=True)
+        never.load_state_dict(auto.state_dict())
+        assert _rel_err(auto(x), never(x)) <= RTOL
 
 
 @pytest.mark.parametrize("d_conv", [1, 2, 4])
@@ -316,8 +323,8 @@ def test_the_moe_runs_the_compiled_gate_for_inference_only(compiled, monkeypatch
     from jambatalk.model.moe import MoE
 
     calls = []
-    real = cpu_scan.moe_gate
-    monkeypatch.setattr(cpu_scan, "moe_gate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = cpu_scan.moe_gate_prepared
+    monkeypatch.setattr(cpu_scan, "moe_gate_prepared", lambda *a, **k: calls.append(1) or real(*a, **k))
     torch.manual_seed(5)
     auto = MoE(24, MoEConfig(n_experts=2, top_k=2, hidden_ratio=2)).eval()
     never = MoE(24, MoEConfig(n_experts=2, top_k=2, hidden_ratio=2), use_kernels="never").eval()

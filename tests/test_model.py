@@ -303,3 +303,32 @@ def test_format_1_models_with_top_1_experts_are_refused_and_others_still_load(tm
     assert "train.init_from=" in str(info.value)
     loaded = JambaTalk.from_pretrained(tmp_path / "top2")
     assert loaded.cfg.decoder.moe.top_k == 2
+
+
+def test_kept_derived_is_made_again_exactly_when_a_parameter_changes():
+    from jambatalk.model.blocks import kept_derived
+
+    outer = torch.nn.Module()
+    outer.scale = torch.nn.Parameter(torch.tensor(2.0))
+    outer.inner = torch.nn.Linear(3, 3, bias=False)
+    made = []
+
+    def derived():
+        return kept_derived(outer, "_kept", ("scale", "inner.weight", "inner.bias"),
+                            lambda scale, weight, bias: made.append(bias) or scale * weight)
+
+    with torch.no_grad():
+        first = derived()
+        assert derived() is first and made == [None]  # kept; the absent bias passed as None
+        outer.inner.weight.add_(1.0)  # in place
+        assert torch.equal(derived(), outer.scale * outer.inner.weight) and len(made) == 2
+        outer.inner = torch.nn.Linear(3, 3, bias=False)  # the submodule replaced
+        assert torch.equal(derived(), outer.scale * outer.inner.weight) and len(made) == 3
+        outer.scale = torch.nn.Parameter(torch.tensor(-1.0))  # the parameter replaced
+        assert torch.equal(derived(), -outer.inner.weight) and len(made) == 4
+        derived()
+        assert len(made) == 4
+    derived(), derived()  # gradients wanted: made on every call
+    assert len(made) == 6
+    with torch.no_grad(), pytest.raises(ValueError, match="direct submodules"):
+        kept_derived(outer, "_other", ("inner.inner.weight",), lambda w: w)

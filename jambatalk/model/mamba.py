@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ from torch import nn
 
 from ..config import DecoderConfig
 from ..errors import InputError
+from ..ops import cpu_scan
 from ..ops.selective_scan import selective_scan
 from .blocks import kept_derived
 
@@ -35,6 +36,30 @@ __all__ = ["MambaMixer", "MambaCache"]
 
 # mamba-ssm's step-size initialisation: dt log-uniform in [DT_MIN, DT_MAX], floored at DT_FLOOR
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
+
+
+class MambaKernelWeights(NamedTuple):
+    """What the compiled inference path of a :class:`MambaMixer` reads: its projections' weights as they are
+    and the rest in the kernels' layout."""
+
+    in_weight: torch.Tensor
+    in_bias: Optional[torch.Tensor]
+    inner: cpu_scan.MambaWeights
+    out_weight: torch.Tensor
+    out_bias: Optional[torch.Tensor]
+
+
+#: MambaKernelWeights' sources, in _kernel_layout's order
+_KERNEL_PARAMETERS = ("in_proj.weight", "in_proj.bias", "conv1d.weight", "conv1d.bias", "x_proj.weight",
+                      "dt_proj.weight", "dt_proj.bias", "A_log", "D", "out_proj.weight", "out_proj.bias")
+
+
+def _kernel_layout(in_weight, in_bias, conv_weight, conv_bias, x_proj_weight, dt_weight, dt_bias, A_log, D,
+                   out_weight, out_bias) -> MambaKernelWeights:
+    inner = cpu_scan.mamba_weights(conv_weight, conv_bias, x_proj_weight, dt_weight, dt_bias,
+                                   -torch.exp(A_log.detach()), D)
+    return MambaKernelWeights(in_weight.detach(), None if in_bias is None else in_bias.detach(), inner,
+                              out_weight.detach(), None if out_bias is None else out_bias.detach())
 
 
 @dataclass
@@ -121,29 +146,22 @@ class MambaMixer(nn.Module):
             return False
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
             return False
-        from ..ops import cpu_scan
+        return (self.d_state <= cpu_scan.MAX_STATE and self._parameters["A_log"].dtype == torch.float32
+                and cpu_scan.available())
 
-        return self.d_state <= cpu_scan.MAX_STATE and self.A_log.dtype == torch.float32 and cpu_scan.available()
-
-    def _kernel_weights(self):
-        """The kernels' layout of this mixer's weights (:func:`~jambatalk.ops.cpu_scan.mamba_weights`), kept
-        between calls until a parameter changes (:func:`~jambatalk.model.blocks.kept_derived`)."""
-        from ..ops.cpu_scan import mamba_weights
-
-        params = (self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias,
-                  self.A_log, self.D)
-        return kept_derived(self, "_kernel_weights_kept", params,
-                            lambda: mamba_weights(*params[:5], -torch.exp(self.A_log.detach()), self.D))
+    def _kernel_weights(self) -> MambaKernelWeights:
+        """The projections' weights and the kernels' layout of the rest (:func:`~jambatalk.ops.cpu_scan.mamba_weights`),
+        kept between calls until a parameter changes (:func:`~jambatalk.model.blocks.kept_derived`)."""
+        return kept_derived(self, "_kernel_weights_kept", _KERNEL_PARAMETERS, _kernel_layout)
 
     def _compiled(self, x: torch.Tensor, cache: Optional[MambaCache] = None):
         """The compiled CPU path: (output (batch, L, d_model), in_proj's output, the last SSM state)."""
-        from ..ops.cpu_scan import mamba_inner_prepared
-
-        xz = self.in_proj(x)  # (batch, L, 2 * d_inner), time-major as the kernels read it
-        y, state = mamba_inner_prepared(xz, self._kernel_weights(),
-                                        conv_state=None if cache is None else cache.conv_state,
-                                        ssm_state=None if cache is None else cache.ssm_state)
-        return self.out_proj(y), xz, state
+        weights = self._kernel_weights()
+        xz = F.linear(x, weights.in_weight, weights.in_bias)  # (batch, L, 2 * d_inner), time-major as the kernels read it
+        y, state = cpu_scan.mamba_inner_prepared(xz, weights.inner,
+                                                 conv_state=None if cache is None else cache.conv_state,
+                                                 ssm_state=None if cache is None else cache.ssm_state)
+        return F.linear(y, weights.out_weight, weights.out_bias), xz, state
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[-1] != self.d_model:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import MoEConfig
+from ..ops import cpu_scan
 from .blocks import kept_derived
 
 __all__ = ["MoE", "load_balancing_loss"]
@@ -33,6 +34,25 @@ def load_balancing_loss(router_logits: torch.Tensor, top_k: int, token_mask: Opt
         f = chosen.mean(0) / top_k
         p = probs.mean(0)
     return n * (f * p).sum()
+
+
+class MoEInferenceWeights(NamedTuple):
+    """:meth:`MoE._every_expert_inference`'s weights: bias_in (E*H + E,), w_in (D, E*H + E), w_out (E*H + E, D)."""
+
+    bias_in: torch.Tensor
+    w_in: torch.Tensor
+    w_out: torch.Tensor
+    n_experts: int
+    hidden: int
+
+
+def _inference_layout(w1, b1, router, w2, b2) -> MoEInferenceWeights:
+    n_experts, d_model, hidden = w1.shape
+    with torch.no_grad():
+        w_in = torch.cat([w1.permute(1, 0, 2).reshape(d_model, n_experts * hidden), router.t()], dim=1)
+        bias_in = torch.cat([b1.reshape(-1), b1.new_zeros(n_experts)])
+        w_out = torch.cat([w2.reshape(n_experts * hidden, d_model), b2], dim=0)
+    return MoEInferenceWeights(bias_in, w_in.contiguous(), w_out, n_experts, hidden)
 
 
 class MoE(nn.Module):
@@ -66,7 +86,7 @@ class MoE(nn.Module):
         dropout = self.training and self.dropout.p > 0
         if every_expert and not dropout and not torch.is_grad_enabled():
             out, logits = self._every_expert_inference(flat)
-            self.last_router_logits = logits
+            self.__dict__["last_router_logits"] = logits  # a plain attribute: no nn.Module.__setattr__ lookups
             return out.reshape(shape), self._balance(logits, token_mask)
         logits = self.router(flat)
         self.last_router_logits = logits.detach()
@@ -137,39 +157,24 @@ class MoE(nn.Module):
         w_e, so that the second product of [w_1 h_1 .. w_E h_E | w] with [W2_1; ..; W2_E; b2] is the
         weighted sum of the experts' outputs, their biases included. On CPU the gate between the products
         runs in one compiled pass (:func:`~jambatalk.ops.cpu_scan.moe_gate`) where it builds."""
-        n_experts, _, hidden = self.w1.shape
-        bias_in, w_in, w_out = self._inference_weights()
-        both = torch.addmm(bias_in, x, w_in)  # (N, E * hidden + E)
-        from ..ops import cpu_scan
-
+        weights = self._inference_weights()
+        both = torch.addmm(weights.bias_in, x, weights.w_in)  # (N, E * hidden + E)
         if self._compiled_gate_applies(both):
-            logits = cpu_scan.moe_gate(both, n_experts, hidden)
+            logits = cpu_scan.moe_gate_prepared(both, weights.n_experts, weights.hidden)
         else:
-            logits = cpu_scan.moe_gate_reference(both, n_experts, hidden)[1]
-        return both @ w_out, logits
+            logits = cpu_scan.moe_gate_reference(both, weights.n_experts, weights.hidden)[1]
+        return both @ weights.w_out, logits
 
     def _compiled_gate_applies(self, both: torch.Tensor) -> bool:
         """Whether the gate may run compiled: ``use_kernels="auto"``, float32 CPU rows and the library built."""
         if self.use_kernels != "auto" or both.device.type != "cpu" or both.dtype != torch.float32:
             return False
-        from ..ops import cpu_scan
-
         return self.cfg.n_experts <= cpu_scan.MAX_EXPERTS and cpu_scan.available()
 
-    def _inference_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`_every_expert_inference`'s weights: (bias_in (E*H + E,), w_in (D, E*H + E), w_out (E*H + E, D)),
-        made once and kept until a parameter changes (:func:`~jambatalk.model.blocks.kept_derived`)."""
-        w1, b1, router, w2, b2 = self.w1, self.b1, self.router.weight, self.w2, self.b2
-        n_experts, d_model, hidden = w1.shape
-
-        def make():
-            with torch.no_grad():
-                w_in = torch.cat([w1.permute(1, 0, 2).reshape(d_model, n_experts * hidden), router.t()], dim=1)
-                bias_in = torch.cat([b1.reshape(-1), b1.new_zeros(n_experts)])
-                w_out = torch.cat([w2.reshape(n_experts * hidden, d_model), b2], dim=0)
-            return bias_in, w_in.contiguous(), w_out
-
-        return kept_derived(self, "_inference_kept", (w1, b1, router, w2, b2), make)
+    def _inference_weights(self) -> MoEInferenceWeights:
+        """:meth:`_every_expert_inference`'s weights, made once and kept until a parameter changes
+        (:func:`~jambatalk.model.blocks.kept_derived`)."""
+        return kept_derived(self, "_inference_kept", ("w1", "b1", "router.weight", "w2", "b2"), _inference_layout)
 
     def _balance(self, logits: torch.Tensor, token_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """The weighted load-balancing loss while training, else None."""

@@ -44,6 +44,8 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
+from .selective_scan import LOG_DECAY_FLOOR
+
 __all__ = ["load", "available", "scan_forward", "mamba_inner", "mamba_inner_prepared", "mamba_weights",
            "MambaWeights", "mamba_inner_reference", "moe_gate", "moe_gate_reference", "cache_dir", "MAX_STATE", "MAX_EXPERTS",
            "why_unavailable"]
@@ -54,6 +56,8 @@ SOURCE = Path(__file__).with_name("cpu_scan.c")
 MAX_STATE = 256  # the C source's MAX_STATE
 MAX_EXPERTS = 256  # the C source's MAX_EXPERTS
 LOG2E = 1.4426950408889634
+#: the decays' floor as the Mamba kernel takes it: its exponents are base 2
+_LOG2_DECAY_FLOOR = LOG_DECAY_FLOOR * LOG2E
 #: target flags tried in turn for the CPU capability PyTorch reports (it reports AVX2 only where FMA is
 #: present too, and AVX512 only with AVX512F); the first that builds and passes the check is used. gcc
 #: prefers 256-bit vectors even on AVX-512 targets; 512-bit ones make the scans about 1.4x faster.
@@ -196,8 +200,6 @@ def why_unavailable() -> Optional[str]:
 
 
 def _call(lib: SimpleNamespace, u, delta, A, B, C, h0):
-    from .selective_scan import LOG_DECAY_FLOOR
-
     batch, d_inner, length = u.shape
     d_state = A.shape[1]
     u, delta, A = u.contiguous(), delta.contiguous(), A.contiguous()
@@ -258,8 +260,6 @@ def mamba_weights(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias
 
 
 def _mamba_inner(lib: SimpleNamespace, xz, weights: MambaWeights, conv_state=None, ssm_state=None):
-    from .selective_scan import LOG_DECAY_FLOOR
-
     batch, length, two_inner = xz.shape
     d_inner, (d_conv, _), (d_state, _) = two_inner // 2, weights.conv_weight.shape, weights.A2.shape
     dt_rank = weights.dt_weight.shape[0]
@@ -277,7 +277,7 @@ def _mamba_inner(lib: SimpleNamespace, xz, weights: MambaWeights, conv_state=Non
                             weights.dt_bias.data_ptr(), weights.A2.data_ptr(), weights.D.data_ptr(),
                             xz.data_ptr() + d_inner * xz.element_size(), two_inner, h.data_ptr(), y.data_ptr(),
                             work.data_ptr(), batch, length, d_inner, d_state,
-                            LOG_DECAY_FLOOR * LOG2E,  # the kernel's exponents are base 2
+                            _LOG2_DECAY_FLOOR,
                             torch.get_num_threads())
     if status != 0:
         raise RuntimeError("the compiled Mamba scan refused its decay floor")
@@ -368,14 +368,20 @@ def moe_gate(rows: torch.Tensor, n_experts: int, hidden: int) -> torch.Tensor:
     [W2_1; ..; W2_E; b2] is the weighted sum of the experts' outputs. Returns the logits (N, n_experts).
     Raises RuntimeError when the library is unavailable. :func:`moe_gate_reference` is its oracle.
     """
-    lib = load()
-    if lib is None:
-        raise RuntimeError(f"the compiled CPU kernels are unavailable: {why_unavailable()}")
     if rows.dtype != torch.float32 or rows.device.type != "cpu" or not rows.is_contiguous() or rows.dim() != 2:
         raise ValueError(f"moe_gate takes a contiguous 2-d float32 CPU tensor, got {rows.dtype} {tuple(rows.shape)}")
     if rows.shape[1] != n_experts * (hidden + 1) or not 1 <= n_experts <= MAX_EXPERTS:
         raise ValueError(f"rows of {rows.shape[1]} values do not hold {n_experts} experts of {hidden} and their logits"
                          f" (at most {MAX_EXPERTS} experts)")
+    return moe_gate_prepared(rows, n_experts, hidden)
+
+
+def moe_gate_prepared(rows: torch.Tensor, n_experts: int, hidden: int) -> torch.Tensor:
+    """:func:`moe_gate` without its checks of the rows' layout, for a caller that made them so (the MoE's own
+    first product)."""
+    lib = load()
+    if lib is None:
+        raise RuntimeError(f"the compiled CPU kernels are unavailable: {why_unavailable()}")
     return _moe_gate(lib, rows, n_experts, hidden)[1]
 
 
