@@ -47,8 +47,8 @@ import torch.nn.functional as F
 from .selective_scan import LOG_DECAY_FLOOR
 
 __all__ = ["load", "available", "scan_forward", "mamba_inner", "mamba_inner_prepared", "mamba_weights",
-           "MambaWeights", "mamba_inner_reference", "moe_gate", "moe_gate_reference", "cache_dir", "MAX_STATE", "MAX_EXPERTS",
-           "why_unavailable"]
+           "MambaWeights", "mamba_inner_reference", "moe_gate", "moe_gate_prepared", "moe_gate_reference", "cache_dir",
+           "MAX_STATE", "MAX_EXPERTS", "why_unavailable"]
 
 log = logging.getLogger(__name__)
 
