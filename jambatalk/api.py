@@ -12,7 +12,7 @@ import numpy as np
 from .audio import SAMPLE_RATE, is_real_number, load_audio
 from .errors import CheckpointError, InputError
 
-__all__ = ["Animation", "animate", "load_model", "default_model_path", "resample_frames", "stream_file"]
+__all__ = ["Animation", "animate", "load_model", "default_model_path", "resample_frames", "stream_file", "live_delays"]
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default"
 MESH_FRAME_FORMATS = (".obj", ".ply")
@@ -209,13 +209,32 @@ def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = No
     return Animation(vertices=vertices, template=tpl, faces=faces, fps=out_fps, audio=samples)
 
 
+def live_delays(compute_s, chunk_ends_s) -> np.ndarray:
+    """How far each chunk's output lags its audio when chunks arrive live: chunk i's audio is complete at
+    ``chunk_ends_s[i]``; its compute (``compute_s[i]``) starts then or when the chunk before it is done,
+    whichever is later. Returns each chunk's delay (waiting + compute), in seconds."""
+    compute = np.asarray(compute_s, np.float64)
+    ends = np.asarray(chunk_ends_s, np.float64)
+    delays = np.empty_like(compute)
+    done = -np.inf
+    for i, (arrive, took) in enumerate(zip(ends, compute)):
+        done = max(arrive, done) + took
+        delays[i] = done - arrive
+    return delays
+
+
 def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lookahead: float = 0.3,
                 silence_gate: Optional[bool] = None, device=None) -> tuple[Animation, str]:
     """Feed a recording to a :class:`~jambatalk.stream.Stream` in ``chunk_ms`` chunks, as if it were live.
 
-    Returns the animation and a report: the stream's latency bound, and the compute time per chunk
-    (median, p99, max) against the chunk's duration."""
+    Returns the animation and a report: the stream's latency bound; the compute time per chunk (median,
+    p99, max); and, as if each chunk arrived when its audio ended, how far behind the audio each chunk's
+    output comes (waiting for the chunks before it, then its own compute: :func:`live_delays`). The stream
+    keeps up with live audio when its compute over the whole recording takes less than the recording
+    lasts. A warm-up stream on the same model runs first, so that one-off set-up is not counted."""
     import time
+
+    import torch
 
     from .stream import Stream
 
@@ -225,18 +244,32 @@ def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lo
     stream = Stream(model, template, lookahead=lookahead, silence_gate=silence_gate, device=device)
     _check_one_frame(samples, stream.fps)
     n = max(1, int(round(chunk_ms * SAMPLE_RATE / 1000.0)))
-    frames, times = [], []
+    warm = Stream(stream.model, lookahead=lookahead, silence_gate=silence_gate)
+    for pos in range(0, min(len(samples), SAMPLE_RATE), n):
+        warm.push(samples[pos: pos + n])
+    frames, times, ends = [], [], []
     for pos in range(0, len(samples), n):
         t0 = time.perf_counter()
         frames.append(stream.push(samples[pos: pos + n]))
         times.append(time.perf_counter() - t0)
+        ends.append(min(len(samples), pos + n) / SAMPLE_RATE)
     frames.append(stream.flush())
     vertices = _finite(np.concatenate(frames), model)
     ms = np.array(times) * 1000.0
+    delay = live_delays(times, ends) * 1000.0
+    share = float(np.sum(times)) / (len(samples) / SAMPLE_RATE)
+    if share < 1.0:
+        verdict = f"keeps up with live audio (compute {100 * share:.0f}% of the audio's duration)"
+    else:
+        verdict = f"FALLS BEHIND live audio (compute {100 * share:.0f}% of the audio's duration)"
+        if torch.get_num_threads() > 1:
+            verdict += (f"; on a machine that other work keeps busy, {torch.get_num_threads()} threads wait on "
+                        "each other: try OMP_NUM_THREADS=1")
     report = (f"stream: {len(times)} chunks of {chunk_ms:g} ms; latency bound {stream.latency * 1000:.0f} ms "
-              f"(block + lookahead + decoder) plus compute; compute per chunk median {np.median(ms):.1f} ms, "
-              f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms "
-              f"({'faster' if np.percentile(ms, 99) < chunk_ms else 'SLOWER'} than real time at p99)")
+              f"(block + lookahead + decoder) plus the delay below; compute per chunk median {np.median(ms):.1f} ms, "
+              f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms; delay behind live audio (waiting + "
+              f"compute) median {np.median(delay):.1f} ms, p99 {np.percentile(delay, 99):.1f} ms, "
+              f"max {delay.max():.1f} ms; {verdict}")
     tpl = stream.template.cpu().numpy()
     return Animation(vertices=vertices, template=tpl, faces=stream.faces, fps=stream.fps, audio=samples), report
 

@@ -129,9 +129,20 @@ def test_cli_animate_stream_reports_latency_and_matches_offline(tmp_path, capsys
     assert main(["animate", str(tmp_path / "a.wav"), "--checkpoint", str(tmp_path / "model"), "--stream",
                  "--chunk-ms", "50", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "latency bound" in text and "p99" in text
+    assert "latency bound" in text and "p99" in text and "delay behind live audio" in text
+    assert ("keeps up with live audio" in text) != ("FALLS BEHIND live audio" in text)
     ref = Stream(JambaTalk.from_pretrained(tmp_path / "model"), lookahead=0.3).offline(audio)
     assert np.abs(np.load(out) - ref).max() <= 1e-5
+
+
+def test_live_delays_queue_a_slow_chunk_behind_the_ones_after_it():
+    from jambatalk.api import live_delays
+
+    # chunks end at 0.1, 0.2, 0.3, 0.4 s; the second takes 0.3 s, so the next two wait for it
+    delays = live_delays([0.05, 0.3, 0.05, 0.05], [0.1, 0.2, 0.3, 0.4])
+    assert np.allclose(delays, [0.05, 0.3, 0.25, 0.2])
+    # compute shorter than every chunk: each delay is that chunk's own compute
+    assert np.allclose(live_delays([0.01, 0.02, 0.03], [0.1, 0.2, 0.3]), [0.01, 0.02, 0.03])
 
 
 def test_cli_stream_refuses_a_bidirectional_model(tmp_path, capsys):
