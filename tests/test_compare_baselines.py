@@ -51,3 +51,17 @@ def test_no_results_and_bad_results_are_errors(tmp_path):
 @pytest.mark.parametrize("bad", [["--decoders", "lstm"], ["--seeds", "x"]])
 def test_bad_arguments_are_refused(tmp_path, bad):
     assert _table(tmp_path, *bad).returncode == 2
+
+
+@pytest.mark.parametrize("make", ["missing", "no_wavs"])
+def test_eval_default_refuses_a_real_speech_folder_it_cannot_read_before_evaluating(tmp_path, make):
+    real = tmp_path / "real"
+    if make == "no_wavs":
+        real.mkdir()
+        (real / "notes.txt").write_text("no recordings here")
+    tool = TOOL.parent / "eval_default.py"
+    proc = subprocess.run([sys.executable, str(tool), "--data", str(tmp_path / "absent"), "--real", str(real),
+                           "--json", str(tmp_path / "out.json")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert ("no such folder" if make == "missing" else "no .wav files") in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out.json").exists()

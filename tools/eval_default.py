@@ -1,7 +1,7 @@
 """Qualify the built-in default model (or any synthetic-corpus checkpoint).
 
     python tools/eval_default.py --data data/synthetic [--checkpoint runs/default/best] \
-        [--real ../shared/data/real] [--silence-gate on|off] [--json results.json]
+        [--real DIR] [--silence-gate on|off] [--json results.json]
 
 1. Held-out corpus sentences (the test split: unseen text; half spoken by a voice never heard in
    training): LVE, MVE and FDD of the model and of the static template (a mouth that never moves).
@@ -112,6 +112,12 @@ def main(argv=None) -> int:
                         help="close the mouth in pauses (default: the model's setting)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
+    if args.real is not None:  # checked before the held-out evaluation, which takes minutes
+        real = Path(args.real)
+        if not real.is_dir():
+            parser.error(f"--real {real}: no such folder (pass a folder of speech recordings, .wav)")
+        if not any(real.glob("*.wav")):
+            parser.error(f"--real {real}: the folder holds no .wav files (pass a folder of speech recordings)")
     torch.set_flush_denormal(True)
     model = load_model(args.checkpoint)
     gate = None if args.silence_gate is None else args.silence_gate == "on"
