@@ -186,6 +186,33 @@ def test_cli_render(tmp_path, mesh):
     assert main(["render", str(tmp_path / "seq.npz"), "--template", str(template), "--out", str(out),
                  "--size", "32", "--camera", "fit"]) == 0
     assert _probe(out)["rate"] == pytest.approx(15) and _probe(out)["frames"] == 4
+    assert _probe(out)["audio"] == []
+
+
+def test_cli_render_takes_the_audio_an_animation_saved_with_its_motion(tmp_path, mesh, capsys):
+    from jambatalk import Animation
+
+    vertices, faces = mesh
+    template = _write_template(tmp_path / "template.ply", vertices, faces)
+    anim = Animation(vertices=_motion(vertices, 8), template=vertices, faces=faces, fps=20.0, audio=_tone(8 / 20))
+    anim.save(tmp_path / "anim.npz")
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(tmp_path / "anim.npz"), "--template", str(template), "--out", str(out),
+                 "--size", "32"]) == 0
+    assert "with the audio stored in anim.npz" in capsys.readouterr().out
+    info = _probe(out)
+    assert info["frames"] == 8 and info["rate"] == pytest.approx(20) and info["audio_codec"] == "aac"
+    assert info["audio_seconds"] == pytest.approx(8 / 20, abs=0.05)
+    # stored audio without its sample rate: refused, nothing written
+    np.savez(tmp_path / "norate.npz", vertices=_motion(vertices, 4), audio=_tone(0.2))
+    out.unlink()
+    assert main(["render", str(tmp_path / "norate.npz"), "--template", str(template), "--out", str(out)]) == 2
+    assert "sample_rate" in capsys.readouterr().err and not out.exists()
+
+
+def test_audio_and_motion_of_different_lengths_warn_with_the_frame_rate_that_would_fit(mesh):
+    with pytest.warns(UserWarning, match=r"padded with .* at 60 fps"):
+        fit_audio(_tone(1.0), 60, 30.0)  # 2 s of motion at 30 fps; 1 s of audio
 
 
 def test_cli_render_errors(tmp_path, mesh, capsys):

@@ -8,6 +8,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..audio import SAMPLE_RATE
 from ..errors import InputError
 
 __all__ = ["cli_render", "load_sequence"]
@@ -15,10 +16,12 @@ __all__ = ["cli_render", "load_sequence"]
 DEFAULT_FPS = 30.0
 
 
-def load_sequence(path) -> tuple[np.ndarray, Optional[float], Optional[np.ndarray]]:
-    """Read a vertex sequence from .npy ((T, V, 3) or (T, 3V)) or .npz ('vertices', maybe 'fps', 'faces').
+def load_sequence(path) -> tuple[np.ndarray, Optional[float], Optional[np.ndarray], Optional[tuple[np.ndarray, int]]]:
+    """Read a vertex sequence from .npy ((T, V, 3) or (T, 3V)) or .npz ('vertices', maybe 'fps', 'faces',
+    'audio' and 'sample_rate', as :meth:`jambatalk.Animation.save` writes them).
 
-    Returns the raw array (validated later by the renderer), the fps and the faces when stored.
+    Returns the raw array (validated later by the renderer), the fps, the faces and (audio, sample rate)
+    when stored.
     """
     path = Path(path)
     if not path.is_file():
@@ -31,7 +34,7 @@ def load_sequence(path) -> tuple[np.ndarray, Optional[float], Optional[np.ndarra
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"'{path}' could not be read as a numpy file ({exc})", "pass a .npy or .npz file") from exc
     if suffix == ".npy":
-        return data, None, None
+        return data, None, None, None
     with data:
         if "vertices" not in data.files:
             raise InputError(f"'{path}' has no 'vertices' array (it has: {', '.join(data.files) or 'nothing'})",
@@ -39,7 +42,14 @@ def load_sequence(path) -> tuple[np.ndarray, Optional[float], Optional[np.ndarra
         vertices = data["vertices"]
         fps = float(data["fps"]) if "fps" in data.files and np.size(data["fps"]) == 1 else None
         faces = data["faces"] if "faces" in data.files else None
-    return vertices, fps, faces
+        audio = None
+        if "audio" in data.files and data["audio"].size:
+            rate = data["sample_rate"] if "sample_rate" in data.files else None
+            if rate is None or np.size(rate) != 1:
+                raise InputError(f"'{path}' stores audio but no single 'sample_rate'",
+                                 "save it with np.savez(path, ..., audio=..., sample_rate=16000), or pass --audio")
+            audio = (data["audio"], int(rate))
+    return vertices, fps, faces, audio
 
 
 def cli_render(args) -> int:
@@ -51,7 +61,7 @@ def cli_render(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise InputError(f"output '{out}' is not an .mp4 file", "pass --out NAME.mp4")
-    raw, stored_fps, stored_faces = load_sequence(args.seq)
+    raw, stored_fps, stored_faces, stored_audio = load_sequence(args.seq)
     seq = check_sequence(raw, f"sequence '{args.seq}'")
     template, faces = load_template(args.template)
     if faces is None or len(faces) == 0:
@@ -63,7 +73,10 @@ def cli_render(args) -> int:
                          f"{len(template)}", "pass the template of the mesh the sequence was made for")
     fps = args.fps if args.fps is not None else (stored_fps or DEFAULT_FPS)
     camera = "fit" if args.camera in (None, "auto") else args.camera
-    render_video(out, seq, faces, fps=fps, audio=args.audio, size=args.size, camera=camera, backend=args.backend,
-                 progress=sys.stderr.isatty())
-    print(f"wrote {out} ({len(seq)} frames at {fps:g} fps{', with audio' if args.audio else ''})")
+    audio, rate, heard = args.audio, SAMPLE_RATE, args.audio
+    if audio is None and stored_audio is not None:  # the speech an Animation saved with its motion
+        (audio, rate), heard = stored_audio, f"the audio stored in {Path(args.seq).name}"
+    render_video(out, seq, faces, fps=fps, audio=audio, sample_rate=rate, size=args.size, camera=camera,
+                 backend=args.backend, progress=sys.stderr.isatty())
+    print(f"wrote {out} ({len(seq)} frames at {fps:g} fps{f', with {heard}' if heard else ''})")
     return 0

@@ -58,7 +58,9 @@ def fit_audio(audio, n_frames: int, fps: float, sample_rate: int = SAMPLE_RATE, 
     if abs(diff) > SAMPLE_RATE / fps:
         action = (f"trimmed by {diff} samples" if diff > 0 else f"padded with {-diff} samples of silence")
         warnings.warn(f"{name} has {len(wave)} samples ({len(wave) / SAMPLE_RATE:.2f} s at {SAMPLE_RATE} Hz) but the "
-                      f"motion has {n_frames} frames at {fps:g} fps ({n_frames / fps:.2f} s): {action}",
+                      f"motion has {n_frames} frames at {fps:g} fps ({n_frames / fps:.2f} s): {action} (if the "
+                      f"motion was made at another frame rate, give that rate: {n_frames} frames last as long as "
+                      f"the audio at {n_frames * SAMPLE_RATE / max(len(wave), 1):.4g} fps)",
                       stacklevel=3)
     if diff > 0:
         return wave[:target]
