@@ -287,7 +287,7 @@ def cli_animate(args) -> int:
                                    silence_gate=gate, device=args.device)
     else:
         anim = animate(args.audio, args.template, args.checkpoint, silence_gate=gate, device=args.device)
-    anim.save(out)
+    anim.save(out, mesh_format=args.mesh_format)
     if report:
         print(report)
     print(f"wrote {out} ({len(anim)} frames at {anim.fps:g} fps, {anim.duration:.2f} s)")

@@ -35,6 +35,8 @@ def _add_animate(sub):
                                       "default: the model's own template")
     p.add_argument("--checkpoint", help="model folder (config.json + model.safetensors); default: the built-in model")
     p.add_argument("--out", required=True, help="output: .npy, .npz, .mp4, or a folder for per-frame meshes")
+    p.add_argument("--mesh-format", choices=("obj", "ply"), default="obj",
+                   help="per-frame mesh files when --out is a folder (default: obj)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when available)")
     p.add_argument("--stream", action="store_true", help="read the file as if it were live audio and report latency")
     p.add_argument("--chunk-ms", type=float, default=100.0, help="chunk size for --stream (default 100 ms)")
@@ -106,7 +108,8 @@ def _add_test(sub):
 def _add_bench(sub):
     p = sub.add_parser("bench", help="run benchmarks and print a table",
                        description="Run a benchmark (or all of them) and print a table of figures.")
-    p.add_argument("name", nargs="?", default=None, help="benchmark name (default: all)")
+    p.add_argument("name", nargs="?", default=None,
+                   help="scan, render, preprocess, long, stream, rtf or train (default: all of them)")
     p.add_argument("--json", default=None, help="also write the records to this JSON file")
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
 

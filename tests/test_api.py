@@ -205,6 +205,12 @@ def test_cli_animate_writes_npy(model_dir, wav, tmp_path, capsys):
     assert np.load(tmp_path / "o.npy").shape == (25, 64, 3)
 
 
+def test_cli_animate_writes_per_frame_meshes_in_the_format_asked(model_dir, wav, tmp_path, capsys):
+    for fmt in ("ply", "obj"):
+        assert _run("animate", wav, "--checkpoint", model_dir, "--out", tmp_path / fmt, "--mesh-format", fmt) == 0
+        assert sorted(p.suffix for p in (tmp_path / fmt).iterdir()) == [f".{fmt}"] * 25
+
+
 @pytest.mark.parametrize("case,match", [
     ("missing_audio", "does not exist"),
     ("not_audio", "could not be read as audio"),
