@@ -86,7 +86,7 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
         try:
             return reader(path)
         except Exception as exc:  # noqa: BLE001 - every decoder failure is reported together below
-            errors.append(f"{reader.__name__[10:]}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            errors.append(f"{reader.__name__.removeprefix('_read_with_')}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
     raise InputError(
         f"'{path}' could not be read as audio ({'; '.join(errors)})",
         "pass a .wav, .flac, .mp3 or .ogg file with speech",

@@ -122,7 +122,8 @@ def test_missing_and_non_audio_files(tmp_path):
         load_audio(tmp_path / "nope.wav")
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"this is not audio at all" * 10)
-    with pytest.raises(InputError, match="could not be read as audio"):
+    with pytest.raises(InputError, match="could not be read as audio") as err:
         load_audio(junk)
+    assert "(soundfile: " in str(err.value) and "; ffmpeg: " in str(err.value)  # both decoders, by name
     with pytest.raises(InputError, match="folder"):
         load_audio(tmp_path)

@@ -182,4 +182,8 @@ def test_cli_runs_and_reports_errors(raw, tmp_path, capsys):
     assert main(["preprocess", "vocaset", "--src", str(tmp_path / "nowhere"), "--dst", str(dst)]) == 2
     assert "nowhere" in capsys.readouterr().err
     assert main(["preprocess", "synthetic", "--src", str(raw["src"]), "--dst", str(dst)]) == 2
-    assert "no raw-data preprocessor" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no raw-data preprocessor" in err and "choose one of: biwi, vocaset" in err
+    assert main(["preprocess", "vocsaet", "--src", str(raw["src"]), "--dst", str(dst)]) == 2
+    err = capsys.readouterr().err  # only the datasets it can preprocess are offered
+    assert "unknown dataset 'vocsaet'; choose one of: biwi, vocaset" in err and "synthetic" not in err

@@ -210,9 +210,11 @@ def progress(iterable, total: int, desc: str, enabled: bool = True):
 
 def cli_preprocess(args) -> int:
     """``jambatalk preprocess DATASET --src DIR --dst DIR [--overwrite]``."""
+    have = [n for n in list_specs() if get_spec(n).preprocessor]
+    if args.dataset not in list_specs():
+        raise DatasetError(f"unknown dataset '{args.dataset}'", f"choose one of: {', '.join(have)}")
     spec = get_spec(args.dataset)
     if not spec.preprocessor:
-        have = [n for n in list_specs() if get_spec(n).preprocessor]
         raise DatasetError(f"dataset '{spec.name}' has no raw-data preprocessor",
                            f"choose one of: {', '.join(have)}")
     module_name, _, func = spec.preprocessor.partition(":")

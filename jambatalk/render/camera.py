@@ -130,7 +130,8 @@ def camera_preset(name: str) -> Optional[Camera]:
     if spec_camera is not None:
         return camera_preset(spec_camera)
     raise InputError(f"unknown camera preset '{name}'",
-                     f"choose one of: {', '.join(CAMERA_PRESETS)}, or pass a jambatalk.render.Camera")
+                     f"choose one of: {', '.join([*CAMERA_PRESETS, *CAMERA_ALIASES])} or a dataset's name "
+                     "(in Python also a jambatalk.render.Camera)")
 
 
 def _camera_from_dataset_spec(name: str) -> Optional[str]:
