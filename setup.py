@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "jambatalk" / "__init__.py").read_text()).group(1)
@@ -16,7 +16,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=find_packages(include=["jambatalk", "jambatalk.*"]),
+    packages=find_namespace_packages(include=["jambatalk", "jambatalk.*"], exclude=["*.__pycache__"]),
     package_data={"jambatalk": ["assets/*", "assets/**/*", "ops/*.c"]},
     include_package_data=True,
     install_requires=[
