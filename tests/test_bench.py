@@ -75,3 +75,24 @@ def test_scan_bench_times_the_compiled_mixer_against_the_pytorch_one():
     rec = scan._moe_record(d_model=16, length=40, repeats=2, budget_s=0.05)  # checks the two agree first
     assert rec.name == "scan.moe.compiled" and rec.baseline == "pytorch"
     assert rec.value > 0 and rec.baseline_value > 0 and rec.params["hidden"] == 32
+
+
+def test_scan_bench_silences_transformers_advice_to_install_mamba_ssm_while_it_runs(monkeypatch):
+    """transformers' scan is a baseline timed on purpose: its 'install mamba_ssm' warning is kept out of the
+    table's output while the benchmark runs, and the caller's verbosity comes back after."""
+    pytest.importorskip("transformers")
+    from transformers.utils import logging as hf_logging
+
+    from jambatalk.bench import scan
+
+    seen = []
+    monkeypatch.setattr(scan, "_implementations", lambda: {})
+    monkeypatch.setattr(scan, "_compiled", lambda: None)
+    monkeypatch.setattr(scan, "_run", lambda impls, quick: seen.append(hf_logging.get_verbosity()) or [])
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_info()
+    try:
+        assert scan.run(quick=True) == []
+        assert seen == [hf_logging.ERROR] and hf_logging.get_verbosity() == hf_logging.INFO
+    finally:
+        hf_logging.set_verbosity(before)

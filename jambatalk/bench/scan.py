@@ -157,10 +157,16 @@ def run(quick: bool = False) -> list[Record]:
     threads = int(os.environ.get("JAMBATALK_BENCH_THREADS", "1"))
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    # transformers' scan would advise installing mamba_ssm (CUDA only): it is timed here as a baseline on purpose
+    hf_logging.set_verbosity_error()
     try:
         return _run(impls, quick)
     finally:
         torch.set_num_threads(previous)
+        hf_logging.set_verbosity(verbosity)
 
 
 def _run(impls: dict[str, Callable], quick: bool) -> list[Record]:
