@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 
@@ -166,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"jambatalk {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if args.debug:
+            raise
+        # what reads the output stopped reading (`| head`): stop quietly, as other command-line tools do,
+        # and keep Python from reporting the pipe again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback with --debug
         if args.debug:
             raise

@@ -205,6 +205,22 @@ def test_cli_animate_writes_npy(model_dir, wav, tmp_path, capsys):
     assert np.load(tmp_path / "o.npy").shape == (25, 64, 3)
 
 
+def test_cli_stops_quietly_when_its_output_is_no_longer_read(model_dir, wav, tmp_path):
+    """`jambatalk animate ... | head`: the reader goes away before the summary line; no internal error is
+    reported and the animation is written all the same."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "piped.npy"
+    proc = subprocess.Popen([sys.executable, "-m", "jambatalk", "animate", str(wav), "--checkpoint", str(model_dir),
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # nobody reads what it prints
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert "internal error" not in err and "BrokenPipeError" not in err, err
+    assert np.load(out).shape == (25, 64, 3)
+
+
 def test_cli_animate_writes_per_frame_meshes_in_the_format_asked(model_dir, wav, tmp_path, capsys):
     for fmt in ("ply", "obj"):
         assert _run("animate", wav, "--checkpoint", model_dir, "--out", tmp_path / fmt, "--mesh-format", fmt) == 0
