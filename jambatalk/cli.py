@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 import warnings
 
 from . import __version__
@@ -148,6 +150,15 @@ def _format_warning(command: str):
     return one_line
 
 
+class Terminated(BaseException):
+    """SIGTERM during a command: raised in the main thread so that partial outputs are cleaned up on the way
+    out, as after Ctrl-C (a BaseException, so that no ``except Exception`` in between swallows it)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -157,8 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     formatwarning = warnings.formatwarning
     if not args.debug:
         warnings.formatwarning = _format_warning(args.command)
+    sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(_handler(args.command)(args) or 0)
+    except Terminated:
+        print(f"jambatalk {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except JambaTalkError as exc:
         if args.debug:
             raise
@@ -182,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         warnings.formatwarning = formatwarning
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 if __name__ == "__main__":
