@@ -276,10 +276,17 @@ def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lo
 
 def cli_animate(args) -> int:
     """``jambatalk animate AUDIO [--template T] [--checkpoint DIR] --out PATH``."""
-    from .fileio import check_output_path
+    from .fileio import check_not_input, check_output_path
 
     out = Path(args.out)
-    check_output_path(out)
+    # the output checked before the inference, which takes minutes on long audio
+    suffix = out.suffix.lower()
+    if suffix not in (".npy", ".npz", ".mp4", "") and not out.is_dir():
+        raise InputError(f"cannot save an animation as '{out.suffix}' ({out})",
+                         "use .npy, .npz, .mp4, or a folder name without extension")
+    one_file = suffix in (".npy", ".npz", ".mp4")
+    check_output_path(out, file=one_file, folder=not one_file)
+    check_not_input(out, args.audio, args.template)
     report = None
     gate = None if args.silence_gate is None else args.silence_gate == "on"
     if args.stream:

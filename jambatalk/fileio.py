@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["atomic_path", "atomic_dir", "check_output_path"]
+__all__ = ["atomic_path", "atomic_dir", "check_output_path", "check_not_input"]
 
 
 def _umask() -> int:
@@ -19,8 +19,12 @@ def _umask() -> int:
     return mask
 
 
-def check_output_path(path: str | os.PathLike) -> Path:
-    """Refuse an output path whose parent folder does not exist."""
+def check_output_path(path: str | os.PathLike, *, file: bool = False, folder: bool = False) -> Path:
+    """Refuse an output path that cannot be written, before the work that makes the output: its parent folder
+    does not exist or takes no new files (a file is made there and removed to find out: permissions, a
+    read-only or immutable folder); with ``file`` (the output is one file) the path is a folder or something
+    other than a regular file (a device such as /dev/null would be replaced by the output); with ``folder``
+    (the output is a folder) something other than a folder has its name."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
@@ -28,7 +32,46 @@ def check_output_path(path: str | os.PathLike) -> Path:
             f"cannot write '{path}': the folder '{parent}' does not exist",
             f"create it first (mkdir -p {parent}) or choose another output path",
         )
+    if folder and path.exists() and not path.is_dir():
+        raise InputError(f"cannot write the folder '{path}': a file of that name exists",
+                         "choose a folder name that is not taken by a file")
+    if file and path.is_dir():
+        raise InputError(f"cannot write '{path}': it is a folder", "choose a file name that is not a folder")
+    if file and path.exists() and not path.is_file():
+        raise InputError(f"cannot write '{path}': it is not a regular file (a device, a pipe or a socket)",
+                         "choose a file name in a folder you can write to")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as exc:
+        raise InputError(f"cannot write '{path}': the folder '{parent}' takes no new files ({exc.strerror})",
+                         "choose an output path in a folder you can write to") from exc
+    os.close(fd)
+    os.unlink(probe)
     return path
+
+
+def check_not_input(output: str | os.PathLike, *inputs) -> None:
+    """Refuse an output path that names one of the command's inputs (writing it would destroy the input)."""
+    out = Path(output)
+    for given in inputs:
+        if given is None or not isinstance(given, (str, os.PathLike)):
+            continue
+        source = Path(given)
+        if source.exists() and out.exists() and os.path.samefile(out, source):
+            raise InputError(f"the output '{out}' is the input '{source}': writing it would destroy the input",
+                             "choose another output path")
+
+
+def _output_error(exc: OSError, path: Path, tmp: Path) -> InputError | None:
+    """An InputError naming ``path`` for an OSError about writing its temporary ``tmp`` (a file or a folder:
+    anything in it), or ``path`` itself; None for any other OSError."""
+    if exc.filename is None:
+        return None
+    named = Path(os.fsdecode(exc.filename))
+    if named not in (tmp, path) and tmp not in named.parents:
+        return None
+    return InputError(f"cannot write '{path}': {exc.strerror or exc}",
+                      "free space on that disk, or choose an output path in a folder you can write to")
 
 
 @contextlib.contextmanager
@@ -38,7 +81,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     The temporary name keeps the final extension so that writers choosing a format by suffix
     (numpy, imageio, soundfile) behave as for the real path.
     """
-    path = check_output_path(path)
+    path = check_output_path(path, file=True)
     suffix = suffix if suffix is not None else "".join(path.suffixes[-1:])
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent or ".")
     os.close(fd)
@@ -47,6 +90,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
+    except OSError as exc:
+        error = _output_error(exc, path, tmp)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -55,10 +103,16 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike):
     """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds."""
-    path = check_output_path(path)
+    path = check_output_path(path, folder=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or "."))
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            error = _output_error(exc, path, tmp)
+            if error is None:
+                raise
+            raise error from exc
         mask = _umask()
         os.chmod(tmp, 0o777 & ~mask)
         for f in tmp.rglob("*"):  # some writers (safetensors) create 0600 files

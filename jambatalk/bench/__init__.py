@@ -80,7 +80,7 @@ def cli_bench(args) -> int:
     from ..fileio import atomic_path, check_output_path
 
     if args.json:
-        check_output_path(args.json)
+        check_output_path(args.json, file=True)  # before the benchmarks, which take minutes
     records = run_benchmarks([args.name] if args.name else None, quick=args.quick)
     print(format_table(records))
     if args.json:

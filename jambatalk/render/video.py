@@ -233,7 +233,7 @@ def render_video(path: Union[str, os.PathLike], vertices, faces, *, fps: float, 
     width, height = image_size(size, even=True)
     colors = _prepare_colors(colors, len(seq), seq.shape[1], "colors")
     wave = None if audio is None else fit_audio(audio, len(seq), fps, sample_rate)
-    check_output_path(path)
+    check_output_path(path, file=True)
     with Renderer(faces, size=(width, height), camera=camera, background=background, backend=backend,
                   bounds_vertices=seq[0], samples=samples) as renderer:
         def draw(i: int, buf: np.ndarray) -> None:
@@ -323,7 +323,7 @@ def render_grid(path: Union[str, os.PathLike], sequences: Sequence, faces, label
                     for k, c in enumerate(colors or [None] * len(seqs))]
     width, height = image_size(size, even=True)
     wave = None if audio is None else fit_audio(audio, n_frames, fps, sample_rate)
-    check_output_path(path)
+    check_output_path(path, file=True)
     bg = tuple(float(x) for x in np.clip(np.asarray(background, dtype=np.float64), 0, 1))
     label_h = max(12, height // 14)
     overlays = [] if labels is None else [_Label(str(t), k * width, width, label_h, bg) for k, t in enumerate(labels)]

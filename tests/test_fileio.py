@@ -1,0 +1,153 @@
+"""Output paths: refused before the work when they cannot be written; files appear whole or not at all;
+SIGTERM cleans up as Ctrl-C does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+
+import numpy as np
+import pytest
+
+from jambatalk import cli
+from jambatalk.errors import InputError
+from jambatalk.fileio import atomic_dir, atomic_path, check_not_input, check_output_path
+
+
+def _no_new_files_in(monkeypatch, folder):
+    """mkstemp/mkdtemp in ``folder`` fail as in a read-only or immutable folder (whoever runs the tests)."""
+    real_mkstemp, real_mkdtemp = tempfile.mkstemp, tempfile.mkdtemp
+
+    def refuse(real):
+        def make(*args, dir=None, **kwargs):
+            if dir is not None and os.path.abspath(dir) == os.path.abspath(folder):
+                raise PermissionError(1, "Operation not permitted", os.path.join(str(dir), "x"))
+            return real(*args, dir=dir, **kwargs)
+        return make
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse(real_mkstemp))
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse(real_mkdtemp))
+
+
+def test_an_output_folder_that_takes_no_new_files_is_refused(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    _no_new_files_in(monkeypatch, locked)
+    for path in (locked / "a.npy", locked / "frames"):
+        with pytest.raises(InputError, match="takes no new files.*Operation not permitted"):
+            check_output_path(path)
+    check_output_path(tmp_path / "a.npy")  # its parent is fine
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["locked"]  # the probe leaves nothing
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into any folder")
+def test_a_read_only_folder_is_refused(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(InputError, match="takes no new files"):
+            check_output_path(ro / "a.npy")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_a_file_output_is_not_a_folder_or_a_device_and_a_folder_output_is_not_a_file(tmp_path):
+    (tmp_path / "d.mp4").mkdir()
+    with pytest.raises(InputError, match="it is a folder"):
+        check_output_path(tmp_path / "d.mp4", file=True)
+    if os.path.exists(os.devnull) and os.access(os.path.dirname(os.devnull), os.W_OK):
+        with pytest.raises(InputError, match="not a regular file"):
+            check_output_path(os.devnull, file=True)
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(InputError, match="a file of that name exists"):
+        check_output_path(tmp_path / "taken", folder=True)
+    with pytest.raises(InputError, match="it is a folder"):
+        with atomic_path(tmp_path / "d.mp4"):
+            pass
+    with pytest.raises(InputError, match="a file of that name exists"):
+        with atomic_dir(tmp_path / "taken"):
+            pass
+    assert (tmp_path / "taken").read_text() == "x"
+
+
+def test_a_write_that_fails_names_the_output_and_leaves_nothing(tmp_path):
+    out = tmp_path / "a.npy"
+    with pytest.raises(InputError, match=r"cannot write '.*a\.npy': No space left on device"):
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError(28, "No space left on device", str(tmp))
+    with pytest.raises(InputError, match=r"cannot write '.*frames': No space left on device"):
+        with atomic_dir(tmp_path / "frames") as tmp:
+            raise OSError(28, "No space left on device", str(tmp / "frame_0001.obj"))
+    with pytest.raises(FileNotFoundError):  # an error about another file is not the output's
+        with atomic_path(out):
+            open(tmp_path / "missing-input.wav", "rb")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_that_names_an_input_is_refused(tmp_path):
+    src = tmp_path / "clip.mp4"
+    src.write_bytes(b"video")
+    with pytest.raises(InputError, match="writing it would destroy the input"):
+        check_not_input(tmp_path / "." / "clip.mp4", None, np.zeros(3), src)
+    check_not_input(tmp_path / "other.mp4", src)
+    assert src.read_bytes() == b"video"
+
+
+def test_cli_animate_refuses_its_output_before_any_inference(tmp_path, monkeypatch, capsys):
+    import jambatalk.api as api
+
+    def no_inference(*args, **kwargs):
+        raise AssertionError("inference ran before the output was checked")
+
+    monkeypatch.setattr(api, "animate", no_inference)
+    monkeypatch.setattr(api, "stream_file", no_inference)
+    wav = tmp_path / "speech.wav"
+    wav.write_bytes(b"not read")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (tmp_path / "taken").write_text("x")
+    template = tmp_path / "t.npy"
+    np.save(template, np.zeros((4, 3), np.float32))
+    _no_new_files_in(monkeypatch, locked)
+    for out, message in ((locked / "a.npy", "takes no new files"), (tmp_path / "a.gif", "cannot save an animation as"),
+                         (tmp_path / "taken", "a file of that name exists"), (template, "destroy the input")):
+        assert cli.main(["animate", str(wav), "--template", str(template), "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_cli_bench_refuses_a_json_path_before_running_benchmarks(tmp_path, monkeypatch, capsys):
+    import jambatalk.bench as bench
+
+    monkeypatch.setattr(bench, "run_benchmarks", lambda *a, **k: pytest.fail("benchmarks ran"))
+    (tmp_path / "out.json").mkdir()
+    assert cli.main(["bench", "scan", "--json", str(tmp_path / "out.json")]) == 2
+    assert "it is a folder" in capsys.readouterr().err
+
+
+def test_sigterm_stops_a_command_and_removes_its_partial_output(tmp_path, monkeypatch, capsys):
+    def command(args):
+        with atomic_path(tmp_path / "out.npy") as tmp:
+            tmp.write_bytes(b"half")
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the signal arrives at the next bytecode boundaries
+                pass
+        return 0
+
+    monkeypatch.setattr(cli, "_handler", lambda name: command)
+    outside = []  # a SIGTERM that the command line did not take over lands here (instead of ending pytest)
+
+    def guard(signum, frame):
+        outside.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, guard)
+    try:
+        status = cli.main(["animate", "a.wav", "--out", str(tmp_path / "out.npy")])
+        assert signal.getsignal(signal.SIGTERM) is guard  # put back as it was
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert status == 128 + signal.SIGTERM and outside == []
+    assert "terminated" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
