@@ -54,6 +54,12 @@ def _check(cond: bool, problem: str, fix: str) -> None:
         raise ConfigError(problem, fix)
 
 
+def _max_threads() -> int:
+    """The most torch threads ``train.threads`` may ask for: 4 per CPU of this machine, and at least 64 so that
+    a config stays valid on a smaller machine (torch crashed at 10000)."""
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
 def default_schedule(n_l: int) -> list[str]:
     """The paper's layer order: N_l x [M, MM] -> T -> N_l x [MM, M] -> MM."""
     return ["mamba", "moe_mamba"] * n_l + ["attention"] + ["moe_mamba", "mamba"] * n_l + ["moe_mamba"]
@@ -394,7 +400,10 @@ class TrainConfig:
     init_from: Optional[str] = None
 
     def __post_init__(self):
-        _check(self.threads >= 0, f"train.threads is {self.threads}", "use 0 (torch's default) or a thread count")
+        limit = _max_threads()
+        _check(0 <= self.threads <= limit, f"train.threads is {self.threads}",
+               f"use 0 (torch's default) or a thread count up to {limit} (4 per CPU of this machine, at least 64; "
+               f"it has {os.cpu_count() or 1})")
         _check(self.optimizer in ("adam", "adamw"), f"train.optimizer is {self.optimizer!r}", "use 'adam' or 'adamw'")
         _check(self.schedule in ("constant", "cosine"), f"train.schedule is {self.schedule!r}",
                "use 'constant' or 'cosine'")
