@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,6 +266,7 @@ class LipReaderConfig:
                    f"lip_reader.d_model {self.d_model} is not divisible by n_heads {self.n_heads}",
                    "choose n_heads dividing d_model")
             _check(self.n_layers >= 1, f"lip_reader.n_layers is {self.n_layers}", "use at least 1 layer")
+            _check(0.0 <= self.dropout < 1.0, f"lip_reader.dropout is {self.dropout}", "use a value in [0, 1)")
 
     @property
     def vocab_size(self) -> int:
@@ -359,6 +361,8 @@ class LossConfig:
                "loss.audio_phonemes needs the dataset's phoneme labels but loss.lip_targets is 'asr'",
                "use loss.lip_targets=phonemes, or set loss.audio_phonemes=0")
         for k in ("vertex", "velocity", "lip_vertex", "lip_latent", "lip_ctc", "balance", "lip_gt", "audio_phonemes"):
+            _check(math.isfinite(getattr(self, k)), f"loss.{k} is {getattr(self, k)}, not a finite number",
+                   "use a finite weight >= 0")
             _check(getattr(self, k) >= 0, f"loss.{k} is negative", "use weights >= 0")
 
 
@@ -373,6 +377,17 @@ class DataConfig:
     cache_audio: bool = True
     max_seconds: float = 0.0  # > 0: crop training sequences to this length
     augment: bool = False  # a new random room, microphone and noise for every training read
+
+    #: the shortest crop: two frames at 25 fps and more (the velocity loss compares neighbouring frames)
+    MIN_CROP_SECONDS = 0.1
+
+    def __post_init__(self):
+        _check(self.n_sentences == 0 or self.n_sentences >= 3, f"data.n_sentences is {self.n_sentences}",
+               "set data.n_sentences to 0 (the dataset's default) or 3 or more (train, val and test need a "
+               "sentence each)")
+        _check(math.isfinite(self.max_seconds) and (self.max_seconds == 0 or self.max_seconds >= self.MIN_CROP_SECONDS),
+               f"data.max_seconds is {self.max_seconds}",
+               f"use 0 (whole sequences) or a crop of at least {self.MIN_CROP_SECONDS} s")
 
 
 @dataclass
@@ -404,15 +419,19 @@ class TrainConfig:
         _check(0 <= self.threads <= limit, f"train.threads is {self.threads}",
                f"use 0 (torch's default) or a thread count up to {limit} (4 per CPU of this machine, at least 64; "
                f"it has {os.cpu_count() or 1})")
+        _check(isinstance(self.device, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
+               f"train.device is {self.device!r}", "use auto, cpu, cuda, cuda:N (a GPU's index) or mps")
         _check(self.optimizer in ("adam", "adamw"), f"train.optimizer is {self.optimizer!r}", "use 'adam' or 'adamw'")
         _check(self.schedule in ("constant", "cosine"), f"train.schedule is {self.schedule!r}",
                "use 'constant' or 'cosine'")
-        _check(self.lr > 0, f"train.lr is {self.lr}", "use a positive learning rate")
+        _check(self.lr > 0 and math.isfinite(self.lr), f"train.lr is {self.lr}", "use a positive learning rate")
+        _check(self.weight_decay >= 0 and math.isfinite(self.weight_decay), f"train.weight_decay is {self.weight_decay}",
+               "use 0 (none) or a positive weight decay, e.g. 0.01")
         _check(self.batch_size >= 1, f"train.batch_size is {self.batch_size}", "use a batch size >= 1")
         _check(self.epochs >= 1 or self.max_steps >= 1, "train.epochs and train.max_steps are both 0",
                "set one of them")
         _check(self.log_every >= 1, f"train.log_every is {self.log_every}", "log every 1 or more steps")
-        for name in ("val_every", "save_every", "warmup_steps", "max_steps", "num_workers"):
+        for name in ("epochs", "val_every", "save_every", "warmup_steps", "max_steps", "num_workers"):
             _check(getattr(self, name) >= 0, f"train.{name} is {getattr(self, name)}", f"use train.{name} >= 0")
         _check(0 <= self.seed < 2 ** 32, f"train.seed is {self.seed}", "use a seed in 0 .. 2^32 - 1")
         _check(self.grad_clip >= 0, f"train.grad_clip is {self.grad_clip}", "use 0 (no clipping) or a positive norm")

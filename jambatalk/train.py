@@ -55,6 +55,23 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    """train.device as a torch device; a CUDA or MPS device that this machine does not have is a ConfigError."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.index >= count:
+            raise ConfigError(f"train.device is '{name}' but this machine has "
+                              + (f"{count} CUDA devices (0 .. {count - 1})" if count else "no CUDA device"),
+                              "use train.device=auto (a GPU when there is one, else the CPU) or train.device=cpu")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.device is 'mps' but this machine has no MPS device",
+                          "use train.device=auto or train.device=cpu")
+    return device
+
+
 def open_dataset_root(cfg: ExperimentConfig) -> Path:
     """The processed dataset folder; the synthetic corpus is generated there when asked and missing."""
     data = cfg.data
@@ -116,11 +133,7 @@ class Trainer:
         tc = cfg.train
         if tc.threads:
             torch.set_num_threads(tc.threads)
-        if tc.device == "auto":
-            dev = f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
-        else:
-            dev = tc.device
-        self.device = torch.device(dev)
+        self.device = _resolve_device(tc.device, self.local_rank)
         if self.distributed and not torch.distributed.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend)
@@ -136,6 +149,11 @@ class Trainer:
 
             self.teacher = AsrTeacher(cfg.loss.asr_model).to(self.device)
         complete_model_config(cfg, self.spec, self.root, self.teacher.vocab_size if self.teacher else 0)
+        n_subjects = len(self.spec.train_subjects(self.root))
+        if cfg.model.n_subjects and cfg.model.n_subjects != n_subjects:
+            raise ConfigError(f"model.n_subjects is {cfg.model.n_subjects} but the {self.spec.name} train split in "
+                              f"'{self.root}' has {n_subjects} subjects (one style embedding each)",
+                              f"set model.n_subjects={n_subjects}, or 0 for no style embedding")
         self.train_set = SequenceDataset(self.spec, self.root, "train", cache_audio=cfg.data.cache_audio,
                                          max_seconds=cfg.data.max_seconds, augment=cfg.data.augment)
         self.val_set = SequenceDataset(self.spec, self.root, "val", cache_audio=cfg.data.cache_audio)

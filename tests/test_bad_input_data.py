@@ -33,3 +33,93 @@ def test_absurd_train_threads_are_refused_with_the_config(capsys, tmp_path):
     assert "train.threads" in line
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
     assert load_experiment(DEBUG, ["train.threads=64"]).train.threads == 64
+
+
+# ----------------------------------------------------------------------------- a small processed corpus
+
+
+def _fake_corpus(root: Path, frames: dict[str, int] | None = None, seconds: dict[str, float] | None = None) -> Path:
+    """A processed synthetic-layout folder without espeak: sequences of the built-in head, 30 fps, noise for
+    speech. ``frames`` and ``seconds`` override a sequence's vertex frames and audio length."""
+    import json
+    import pickle
+
+    import numpy as np
+    import soundfile as sf
+
+    from jambatalk.synth.head import default_head
+
+    head = default_head()
+    splits = {"train": ["spk01_sent000", "spk02_sent001", "spk01_sent002", "spk02_sent003"],
+              "val": ["spk01_sent004"], "test": ["spk02_sent005"]}
+    for sub in ("vertices_npy", "wav"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    template = np.asarray(head.vertices, np.float32)
+    for name in sum(splits.values(), []):
+        n = (frames or {}).get(name, 24)
+        verts = template[None] + rng.normal(scale=1e-3, size=(n, *template.shape)).astype(np.float32)
+        np.save(root / "vertices_npy" / f"{name}.npy", verts.reshape(n, -1))
+        n_samples = int(round((seconds or {}).get(name, n / 30) * 16000))
+        sf.write(root / "wav" / f"{name}.wav", rng.integers(-3000, 3000, n_samples).astype(np.int16), 16000,
+                 subtype="PCM_16")
+    with open(root / "templates.pkl", "wb") as f:
+        pickle.dump({"spk01": template, "spk02": template * 1.01}, f)
+    (root / "splits.json").write_text(json.dumps(splits))
+    (root / "meta.json").write_text(json.dumps({"dataset": "synthetic", "tokens": ["a", "b", "c"]}))
+    return root
+
+
+def _train_args(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--config", str(DEBUG), "--out", str(out), f"data.root={root}", "data.generate=false",
+            "train.max_steps=1", *extra]
+
+
+# ----------------------------------------------------------------------------- config values
+
+
+BAD_VALUES = [
+    ("train.device=banana", r"train.device is 'banana'.*cuda:N"),
+    ("model.lip_reader.dropout=2", r"lip_reader.dropout is 2.0.*\[0, 1\)"),
+    ("model.lip_reader.dropout=-0.5", r"lip_reader.dropout is -0.5"),
+    ("train.weight_decay=-1", r"train.weight_decay is -1.0"),
+    ("train.weight_decay=.inf", r"train.weight_decay is inf"),
+    ("train.epochs=-1", r"train.epochs is -1"),
+    ("loss.vertex=.nan", r"loss.vertex is nan, not a finite number"),
+    ("data.max_seconds=0.001", r"data.max_seconds is 0.001.*at least 0.1 s"),
+    ("data.max_seconds=-2", r"data.max_seconds is -2.0"),
+    ("data.n_sentences=-5", r"data.n_sentences is -5.*set data.n_sentences to 0"),
+]
+
+
+def test_invalid_config_values_are_config_errors_naming_the_key():
+    for override, match in BAD_VALUES:
+        with pytest.raises(ConfigError, match=match) as err:
+            load_experiment(DEBUG, [override, "train.max_steps=5"])
+        assert "--sentences" not in str(err.value)
+    # the edges of what is allowed still load
+    cfg = load_experiment(DEBUG, ["train.device=cuda:1", "model.lip_reader.dropout=0", "train.weight_decay=0",
+                                  "train.epochs=0", "train.max_steps=3", "data.max_seconds=0.1", "data.n_sentences=3"])
+    assert cfg.train.device == "cuda:1" and cfg.data.max_seconds == 0.1
+
+
+def test_a_device_this_machine_lacks_is_refused_before_the_run_folder(tmp_path, capsys):
+    import torch
+
+    from jambatalk.train import Trainer
+
+    devices = ["cuda:99"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:
+        with pytest.raises(ConfigError, match=rf"train.device is '{device}' but this machine has.*train.device=cpu"):
+            Trainer(load_experiment(DEBUG, [f"data.root={tmp_path / 'none'}", f"train.device={device}"]),
+                    tmp_path / "run", progress=False)
+    line = _cli_error(capsys, _train_args(tmp_path / "none", tmp_path / "run", "train.device=cuda:99"))
+    assert "train.device" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_n_subjects_that_differs_from_the_dataset_names_the_right_count(tmp_path, capsys):
+    root = _fake_corpus(tmp_path / "data")
+    line = _cli_error(capsys, _train_args(root, tmp_path / "run", "model.n_subjects=3"))
+    assert "model.n_subjects is 3" in line and "model.n_subjects=2" in line
+    assert not (tmp_path / "run").exists()
