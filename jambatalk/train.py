@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .config import ExperimentConfig, load_experiment, to_dict
-from .errors import CheckpointError, ConfigError, DatasetError, TrainingError
+from .errors import CheckpointError, ConfigError, DatasetError, InputError, TrainingError
 
 __all__ = ["Trainer", "train", "cli_train", "complete_model_config", "open_dataset_root"]
 
@@ -53,6 +53,15 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_out_dir(out: Path) -> None:
+    """Refuse a run folder that is a file, or lies below one, before anything runs."""
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        where = "is a file" if blocked == out else f"lies inside '{blocked}', which is a file"
+        raise InputError(f"run folder (--out) '{out}' {where}", "pass --out a folder (new, or an earlier run's "
+                         "with --resume)")
 
 
 def _resolve_device(name: str, local_rank: int) -> torch.device:
@@ -128,6 +137,7 @@ class Trainer:
         from .data import SequenceDataset, get_spec
 
         self.cfg, self.out = cfg, Path(out_dir)
+        _check_out_dir(self.out)
         self.rank, self.local_rank, self.world = _dist_info()
         self.distributed = self.world > 1
         tc = cfg.train

@@ -123,3 +123,14 @@ def test_n_subjects_that_differs_from_the_dataset_names_the_right_count(tmp_path
     line = _cli_error(capsys, _train_args(root, tmp_path / "run", "model.n_subjects=3"))
     assert "model.n_subjects is 3" in line and "model.n_subjects=2" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_train_out_that_is_a_file_is_refused_up_front(tmp_path, capsys):
+    root = tmp_path / "data"  # never read: the run folder is checked first
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    line = _cli_error(capsys, _train_args(root, afile))
+    assert f"'{afile}' is a file" in line and "pass --out a folder" in line
+    line = _cli_error(capsys, _train_args(root, afile / "run"))
+    assert f"inside '{afile}', which is a file" in line
+    assert afile.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
