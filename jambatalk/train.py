@@ -338,6 +338,9 @@ class Trainer:
         (folder / "experiment.yaml").write_text(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
         (self.out / "history.json").write_text(json.dumps(self.history))
 
+    #: what trainer_state.pt holds (written by _save)
+    STATE_KEYS = frozenset({"step", "epoch", "best", "history", "optimizer", "scheduler", "rng"})
+
     def _load_state(self, folder: Path) -> None:
         state_path = folder / "trainer_state.pt"
         if not state_path.is_file():
@@ -354,12 +357,22 @@ class Trainer:
         except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: pickle or zip errors
             raise CheckpointError(f"cannot resume: '{state_path}' cannot be read ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0][:200]})", damaged_fix) from None
+        missing = sorted(self.STATE_KEYS - set(state)) if isinstance(state, dict) else None
+        if missing is None or missing:
+            held = f"a dict without {missing}" if missing else type(state).__name__
+            raise CheckpointError(f"cannot resume: '{state_path}' is not a trainer state written by jambatalk train "
+                                  f"(it holds {held})", damaged_fix)
         self.model.load_state_dict(weights)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.epoch, self.best = state["step"], state["epoch"], state["best"]
-        self.history = state["history"]
-        _set_rng_state(state["rng"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.step, self.epoch, self.best = int(state["step"]), int(state["epoch"]), float(state["best"])
+            self.history = dict(state["history"])
+            _set_rng_state(state["rng"])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"cannot resume: the trainer state in '{state_path}' does not fit this run "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                                  damaged_fix) from None
 
     # -- loop ----------------------------------------------------------------------------------
     def fit(self) -> dict:

@@ -134,3 +134,18 @@ def test_train_out_that_is_a_file_is_refused_up_front(tmp_path, capsys):
     line = _cli_error(capsys, _train_args(root, afile / "run"))
     assert f"inside '{afile}', which is a file" in line
     assert afile.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_resume_from_a_trainer_state_of_another_kind_is_a_checkpoint_error(tmp_path, capsys):
+    import torch
+
+    from jambatalk.train import Trainer
+
+    root = _fake_corpus(tmp_path / "data")
+    run = tmp_path / "run"
+    Trainer(load_experiment(DEBUG, [f"data.root={root}", "data.generate=false"]), run, progress=False)._save("last")
+    state = run / "last" / "trainer_state.pt"
+    for other in ({"x": 1}, [1, 2], {**torch.load(state, weights_only=False), "optimizer": {"state": {}}}):
+        torch.save(other, state)
+        line = _cli_error(capsys, _train_args(root, run, "--resume"))
+        assert f"'{state}'" in line and "train.init_from=" in line
