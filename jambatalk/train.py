@@ -100,6 +100,22 @@ def open_dataset_root(cfg: ExperimentConfig) -> Path:
     return root
 
 
+def _meta_tokens(meta: Path) -> list[str]:
+    """The phoneme tokens that a dataset's meta.json lists ([] when it lists none)."""
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DatasetError(f"'{meta}' is not readable JSON ({type(exc).__name__}: {exc})",
+                           "regenerate the dataset's meta.json (jambatalk synth writes it for the synthetic corpus), "
+                           "or remove it and give model.lip_reader.tokens") from None
+    tokens = data.get("tokens", []) if isinstance(data, dict) else None
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise DatasetError(f"'{meta}' is not a dict whose 'tokens' is a list of phoneme strings",
+                           "regenerate the dataset's meta.json (jambatalk synth writes it for the synthetic corpus), "
+                           "or remove it and give model.lip_reader.tokens")
+    return tokens
+
+
 def complete_model_config(cfg: ExperimentConfig, spec, root: Path, asr_vocab: int = 0) -> None:
     """Fill the model facts that come from the dataset: vertex count, fps, lip mask, token set; and
     ``model.phoneme_head``, which follows ``loss.audio_phonemes > 0``.
@@ -118,7 +134,7 @@ def complete_model_config(cfg: ExperimentConfig, spec, root: Path, asr_vocab: in
             m.lip_reader.tokens = [f"<{i}>" for i in range(1, asr_vocab)]  # the teacher's ids; 0 is its blank
         else:
             meta = root / "meta.json"
-            tokens = json.loads(meta.read_text()).get("tokens", []) if meta.is_file() else []
+            tokens = _meta_tokens(meta) if meta.is_file() else []
             if tokens:
                 m.lip_reader.tokens = list(tokens)
             elif not m.lip_reader.tokens:

@@ -149,3 +149,12 @@ def test_resume_from_a_trainer_state_of_another_kind_is_a_checkpoint_error(tmp_p
         torch.save(other, state)
         line = _cli_error(capsys, _train_args(root, run, "--resume"))
         assert f"'{state}'" in line and "train.init_from=" in line
+
+
+@pytest.mark.parametrize("text", ["garbage{", "[1, 2]", '{"tokens": "abc"}', "\udcff"])
+def test_a_corrupt_meta_json_is_a_dataset_error_naming_it(tmp_path, capsys, text):
+    root = _fake_corpus(tmp_path / "data")
+    (root / "meta.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    line = _cli_error(capsys, _train_args(root, tmp_path / "run"))
+    assert f"'{root / 'meta.json'}'" in line and "regenerate" in line
+    assert not (tmp_path / "run").exists()
