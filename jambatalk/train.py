@@ -88,15 +88,26 @@ def open_dataset_root(cfg: ExperimentConfig) -> Path:
         raise ConfigError("data.root is not set", "set data.root to the processed dataset folder (key=value override)")
     root = Path(data.root).expanduser()
     if not (root / "vertices_npy").is_dir():
-        if data.generate:
+        synthetic = data.dataset == "synthetic"
+        if data.generate and synthetic:
             from .synth.corpus import generate_corpus
 
             kwargs = {"n_sentences": data.n_sentences} if data.n_sentences else {}
             generate_corpus(root, **kwargs)
         else:
-            raise DatasetError(f"'{root}' holds no processed dataset (no vertices_npy/ folder)",
-                               f"run jambatalk preprocess {data.dataset} --src RAW --dst {root} first"
-                               + (", or set data.generate=true" if data.dataset == "synthetic" else ""))
+            from .data import get_spec
+
+            spec = get_spec(data.dataset)
+            if synthetic:
+                sentences = f" --sentences {data.n_sentences}" if data.n_sentences else ""
+                fix = f"generate it with jambatalk synth --dst {root}{sentences}, or set data.generate=true"
+            elif spec.preprocessor:
+                fix = f"run jambatalk preprocess {spec.name} --src RAW --dst {root} first (see {spec.readme})"
+            else:
+                fix = f"make it as {spec.readme} describes, or set data.root to the folder that holds it"
+            if data.generate and not synthetic:
+                fix += " (data.generate=true builds only the synthetic corpus)"
+            raise DatasetError(f"'{root}' holds no processed dataset (no vertices_npy/ folder)", fix)
     return root
 
 

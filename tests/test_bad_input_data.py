@@ -158,3 +158,13 @@ def test_a_corrupt_meta_json_is_a_dataset_error_naming_it(tmp_path, capsys, text
     line = _cli_error(capsys, _train_args(root, tmp_path / "run"))
     assert f"'{root / 'meta.json'}'" in line and "regenerate" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_dataset_folder_points_to_the_command_that_makes_it(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    line = _cli_error(capsys, _train_args(missing, tmp_path / "run", "data.n_sentences=12"))
+    assert f"jambatalk synth --dst {missing} --sentences 12" in line and "data.generate=true" in line
+    assert "preprocess" not in line
+    line = _cli_error(capsys, _train_args(missing, tmp_path / "run", "data.dataset=vocaset", "data.generate=true"))
+    assert f"jambatalk preprocess vocaset --src RAW --dst {missing}" in line and "builds only the synthetic" in line
+    assert not missing.exists() and not (tmp_path / "run").exists()
