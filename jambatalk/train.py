@@ -414,10 +414,12 @@ class Trainer:
                 losses = self.train_step(batch)
                 if not math.isfinite(losses["total"]):  # the weights are poisoned from here on: stop, keep the saves
                     bar.close()
+                    saved = [n for n in ("last", "best") if (self.out / n).is_dir()]
                     raise TrainingError(
                         f"training diverged at step {self.step}: the loss is {losses['total']} "
                         f"({', '.join(f'{k} {v:.4g}' for k, v in sorted(losses.items()) if k != 'total')}); "
-                        f"the checkpoints saved before it in '{self.out}' are kept",
+                        + (f"the checkpoints saved before it ({' and '.join(f'{n}/' for n in saved)}) in "
+                           f"'{self.out}' are kept" if saved else "no checkpoint had been saved"),
                         "lower train.lr (or raise train.warmup_steps), or check the data for broken sequences")
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses['total']:.4g}", epoch=self.epoch)

@@ -168,3 +168,24 @@ def test_a_missing_dataset_folder_points_to_the_command_that_makes_it(tmp_path, 
     line = _cli_error(capsys, _train_args(missing, tmp_path / "run", "data.dataset=vocaset", "data.generate=true"))
     assert f"jambatalk preprocess vocaset --src RAW --dst {missing}" in line and "builds only the synthetic" in line
     assert not missing.exists() and not (tmp_path / "run").exists()
+
+
+def test_non_finite_training_vertices_are_named_when_read(tmp_path, capsys):
+    import numpy as np
+
+    root = _fake_corpus(tmp_path / "data")
+    path = root / "vertices_npy" / "spk01_sent002.npy"
+    verts = np.load(path)
+    verts[5, 7] = np.nan
+    np.save(path, verts)
+    line = _cli_error(capsys, _train_args(root, tmp_path / "run", "train.max_steps=2"))
+    assert f"'{path}' has non-finite vertex coordinates (NaN or inf) in 1 of 24 frames (the first is frame 5)" in line
+    assert "diverged" not in line
+
+
+def test_a_diverged_run_without_checkpoints_does_not_claim_to_keep_them(tmp_path, capsys):
+    root = _fake_corpus(tmp_path / "data")
+    run = tmp_path / "run"
+    line = _cli_error(capsys, _train_args(root, run, "train.max_steps=6", "train.lr=1e30", "train.batch_size=1"))
+    assert "diverged at step" in line and "no checkpoint had been saved" in line and "are kept" not in line
+    assert not (run / "last").exists() and not (run / "best").exists()

@@ -96,6 +96,7 @@ class SequenceDataset(torch.utils.data.Dataset):
             raise DatasetError(f"'{templates_path}' has no template for subjects {absent}",
                                f"run the preprocessing again (see {self.spec.readme})")
         self._audio: dict[str, np.ndarray] = {}
+        self._finite: set[str] = set()  # sequences whose vertices were checked for NaN and inf
 
     def __len__(self) -> int:
         return len(self.names)
@@ -123,6 +124,14 @@ class SequenceDataset(torch.utils.data.Dataset):
         if arr.ndim != 2 or arr.shape[1] != 3 * n_vertices or arr.shape[0] == 0:
             raise DatasetError(f"'{path}' has shape {arr.shape}; expected (frames, {3 * n_vertices}) for the "
                                f"{n_vertices}-vertex template", "run the preprocessing again")
+        if name not in self._finite:  # each file is read whole once, on its first use
+            bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+            if bad.size:
+                raise DatasetError(f"'{path}' has non-finite vertex coordinates (NaN or inf) in {bad.size} of "
+                                   f"{len(arr)} frames (the first is frame {int(bad[0])})",
+                                   "run the preprocessing (or jambatalk synth) again for this sequence, or remove it "
+                                   "from the dataset")
+            self._finite.add(name)
         return arr
 
     def __getitem__(self, index: int) -> dict:
