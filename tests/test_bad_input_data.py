@@ -189,3 +189,56 @@ def test_a_diverged_run_without_checkpoints_does_not_claim_to_keep_them(tmp_path
     line = _cli_error(capsys, _train_args(root, run, "train.max_steps=6", "train.lr=1e30", "train.batch_size=1"))
     assert "diverged at step" in line and "no checkpoint had been saved" in line and "are kept" not in line
     assert not (run / "last").exists() and not (run / "best").exists()
+
+
+# ----------------------------------------------------------------------------- jambatalk synth
+
+
+def _espeak_or_skip():
+    from jambatalk.synth import espeak
+
+    if not espeak.available():
+        pytest.skip("libespeak-ng is not installed (apt-get install espeak-ng libespeak-ng1)")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _synth(dst: Path, *extra: str) -> list[str]:
+    return ["synth", "--dst", str(dst), "--workers", "1", *extra]
+
+
+def test_synth_refuses_a_negative_seed(tmp_path, capsys):
+    line = _cli_error(capsys, _synth(tmp_path / "c", "--sentences", "3", "--seed", "-1"))
+    assert "seed is -1" in line and "--seed 0 or more" in line
+    assert not (tmp_path / "c").exists()
+
+
+def test_synth_refuses_a_folder_holding_a_corpus_of_other_parameters(tmp_path, capsys):
+    _espeak_or_skip()
+    dst = tmp_path / "c"
+    assert main(_synth(dst, "--sentences", "4", "--seed", "0")) == 0
+    before = _files(dst)
+    for extra in (["--sentences", "3"], ["--sentences", "4", "--seed", "1"]):
+        line = _cli_error(capsys, _synth(dst, *extra))
+        assert f"'{dst}' holds a synthetic corpus made with other parameters" in line and "new --dst" in line
+        assert _files(dst) == before
+    (dst / "meta.json").unlink()  # an interrupted run: its splits.json and labels tell
+    line = _cli_error(capsys, _synth(dst, "--sentences", "4", "--seed", "1"))
+    assert "other parameters" in line
+    assert _files(dst) == {k: v for k, v in before.items() if k != "meta.json"}
+
+
+def test_synth_remakes_empty_or_damaged_sequences_on_a_rerun(tmp_path):
+    _espeak_or_skip()
+    dst = tmp_path / "c"
+    assert main(_synth(dst, "--sentences", "3")) == 0
+    before = _files(dst)
+    names = sorted(p.stem for p in (dst / "labels").iterdir())
+    (dst / "vertices_npy" / f"{names[0]}.npy").write_bytes(b"")
+    (dst / "wav" / f"{names[1]}.wav").write_bytes(b"")
+    (dst / "labels" / f"{names[2]}.json").write_text("{garbage")
+    (dst / "meta.json").write_text("garbage")
+    assert main(_synth(dst, "--sentences", "3")) == 0
+    assert _files(dst) == before

@@ -13,7 +13,8 @@ Layout of ``dst``::
 
 Every sentence appears once. Validation and test sentences are unseen in training; one held-out
 voice variant speaks only in the test split. Files are written atomically, finished sequences
-are skipped on a rerun, and the same seed gives identical files.
+are skipped on a rerun (empty or damaged ones are made again), a folder holding a corpus made with
+other parameters is refused, and the same seed gives identical files.
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ def plan_corpus(n_sentences: int, seed: int = 0) -> list[dict]:
     if n_sentences < 3:
         raise InputError(f"a corpus needs at least 3 sentences (train, val, test); got {n_sentences}",
                          "pass --sentences 3 or more")
+    if seed < 0:
+        raise InputError(f"the seed is {seed}", "pass --seed 0 or more")
     sentences = generate_sentences(n_sentences, seed)
     rng = np.random.default_rng([seed, 0x5EED])
     order = rng.permutation(n_sentences)
@@ -199,6 +202,62 @@ def _paths(dst: Path, name: str) -> tuple[Path, Path, Path]:
     return dst / "vertices_npy" / f"{name}.npy", dst / "wav" / f"{name}.wav", dst / "labels" / f"{name}.json"
 
 
+def _read_json(path: Path):
+    """A JSON file's content, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def _finished(dst: Path, item: dict, n_vertices: int) -> bool:
+    """Whether an earlier run wrote this sequence whole: a label for this sentence, a non-empty vertex array of the
+    frames it lists and a non-empty 16 kHz recording (an empty or damaged file is written again)."""
+    import soundfile as sf
+
+    npy, wav, lab = _paths(dst, item["name"])
+    label = _read_json(lab)
+    if not isinstance(label, dict) or label.get("text") != item["text"]:
+        return False
+    try:
+        vertices = np.load(npy, mmap_mode="r", allow_pickle=False)
+        info = sf.info(str(wav))
+    except Exception:  # noqa: BLE001 - missing, empty or damaged files: the sequence is made again
+        return False
+    return (vertices.ndim == 2 and vertices.shape == (label.get("n_frames"), 3 * n_vertices) and len(vertices) > 0
+            and info.frames > 0 and info.samplerate == SAMPLE_RATE)
+
+
+def _check_same_corpus(dst: Path, items: list[dict], params: dict) -> None:
+    """Refuse a ``dst`` that holds a corpus made with other parameters: its meta.json (a finished corpus), its
+    splits.json (written first) and its labels (each names its sentence) must agree with this run's plan."""
+    meta = _read_json(dst / "meta.json")
+    splits = _read_json(dst / "splits.json")
+    planned = {s: [it["name"] for it in items if it["split"] == s] for s in ("train", "val", "test")}
+    other = None
+    if isinstance(meta, dict):
+        keys = [k for k in ("n_sentences", "seed", "n_vertices", "template") if k in meta]
+        # a template file may be named by another path: only the built-in head against another mesh counts
+        same = {k: meta[k] == params[k] for k in keys}
+        if "template" in same:
+            same["template"] = (meta["template"] == "procedural") == (params["template"] == "procedural")
+        if not all(same.values()):
+            other = "its meta.json says " + ", ".join(f"{k} {meta[k]!r}" for k in keys)
+    if other is None and isinstance(splits, dict) and splits != planned:
+        other = "its splits.json lists other sequences"
+    if other is None:
+        for it in items:
+            label = _read_json(_paths(dst, it["name"])[2])
+            if isinstance(label, dict) and "text" in label and label["text"] != it["text"]:
+                other = f"its label {it['name']}.json is for another sentence ({label['text']!r})"
+                break
+    if other is not None:
+        raise InputError(f"'{dst}' holds a synthetic corpus made with other parameters than this run's (n_sentences "
+                         f"{params['n_sentences']}, seed {params['seed']}, template {params['template']!r}): {other}; "
+                         "writing into it would mix the two",
+                         "choose a new --dst folder, or run with that corpus's --sentences, --seed and --template")
+
+
 def _write_json(path: Path, data) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False))
@@ -228,7 +287,8 @@ def generate_corpus(dst, n_sentences: int = 300, seed: int = 0, template=None, w
     """Write the synthetic corpus to ``dst`` (see the module docstring for the layout); returns ``dst``.
 
     Args:
-        dst: output folder (created; finished sequences already there are kept).
+        dst: output folder (created; finished sequences already there are kept; one that holds a corpus of
+            other parameters is refused).
         n_sentences: number of sequences (one sentence each).
         seed: everything (text, split, speakers, audio, blinks, augmentation) follows from it.
         template: ``None`` for the procedural head, a :class:`Head`, or ``"mesh.ply[:regions]"``.
@@ -243,6 +303,10 @@ def generate_corpus(dst, n_sentences: int = 300, seed: int = 0, template=None, w
         raise InputError(f"cannot create '{dst}': '{blocked}' is a file, not a folder", "choose another --dst")
     head = load_template_head(template)
     items = plan_corpus(int(n_sentences), int(seed))
+    template_name = "procedural" if template is None else str(template) if not isinstance(template, Head) else "custom"
+    if dst.is_dir():
+        _check_same_corpus(dst, items, {"n_sentences": len(items), "seed": int(seed), "n_vertices": head.n_vertices,
+                                        "template": template_name})
     for sub in ("vertices_npy", "wav", "labels"):
         (dst / sub).mkdir(parents=True, exist_ok=True)
     speakers = sorted({it["speaker"] for it in items})
@@ -255,7 +319,7 @@ def generate_corpus(dst, n_sentences: int = 300, seed: int = 0, template=None, w
     _write_json(dst / "regions.json", {k: v.tolist() for k, v in sorted(head.regions.items())})
     _write_json(dst / "splits.json", {s: [it["name"] for it in items if it["split"] == s]
                                       for s in ("train", "val", "test")})
-    todo = [it for it in items if not all(p.is_file() for p in _paths(dst, it["name"]))]
+    todo = [it for it in items if not _finished(dst, it, head.n_vertices)]
     workers = max(1, int(workers or os.cpu_count() or 1))
     start = time.perf_counter()
     done = len(items) - len(todo)
@@ -285,7 +349,7 @@ def generate_corpus(dst, n_sentences: int = 300, seed: int = 0, template=None, w
     _write_json(dst / "meta.json", {
         "dataset": "synthetic", "fps": FPS, "sample_rate": SAMPLE_RATE, "tokens": sorted(tokens),
         "n_vertices": head.n_vertices, "n_sentences": len(items), "seed": int(seed),
-        "template": "procedural" if template is None else str(template) if not isinstance(template, Head) else "custom",
+        "template": template_name,
         "speakers": {s: {"voice": SPEAKERS[s].voice, "rate": SPEAKERS[s].rate, "pitch": SPEAKERS[s].pitch,
                          "heldout": s in {h.name for h in HELDOUT_SPEAKERS}} for s in speakers},
         "train_speakers": [s.name for s in TRAIN_SPEAKERS], "heldout_speakers": [s.name for s in HELDOUT_SPEAKERS],
