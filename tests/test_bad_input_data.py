@@ -242,3 +242,80 @@ def test_synth_remakes_empty_or_damaged_sequences_on_a_rerun(tmp_path):
     (dst / "meta.json").write_text("garbage")
     assert main(_synth(dst, "--sentences", "3")) == 0
     assert _files(dst) == before
+
+
+# ----------------------------------------------------------------------------- jambatalk preprocess
+
+
+def _vocaset_raw(tmp_path: Path) -> Path:
+    from test_preprocess_vocaset import _build_raw
+
+    src = tmp_path / "raw"
+    src.mkdir()
+    _build_raw(src)
+    return src
+
+
+def _repickle(path: Path, change) -> None:
+    import pickle
+
+    with open(path, "rb") as f:
+        data = pickle.load(f, encoding="latin1")
+    change(data)
+    with open(path, "wb") as f:
+        pickle.dump(data, f, protocol=2)
+
+
+def _first(d: dict):
+    return d[sorted(d)[0]]
+
+
+def _set_rate(rate):
+    def change(data):
+        _first(_first(data))["sample_rate"] = rate
+    return change
+
+
+def _rows_as_text(data):
+    frames = _first(_first(data))
+    for k in frames:
+        frames[k] = str(frames[k])
+
+
+@pytest.mark.parametrize("name, change, match", [
+    ("raw_audio_fixed.pkl", _set_rate(0), r"'sample_rate' 0, not a positive whole number"),
+    ("raw_audio_fixed.pkl", _set_rate("fast"), r"'sample_rate' 'fast', not a positive whole number"),
+    ("raw_audio_fixed.pkl", _set_rate(-22000), r"'sample_rate' -22000, not a positive whole number"),
+    ("raw_audio_fixed.pkl", lambda d: d.__setitem__(sorted(d)[0], [1, 2]), r"is list, not a dict of sentences"),
+    ("subj_seq_to_idx.pkl", _rows_as_text, r"maps frame \d+ to '\d+', not a row number"),
+    ("templates.pkl", lambda d: d.__setitem__(sorted(d)[0], "face"), r"the template of \S+ is str, not a \(5023, 3\)"),
+])
+def test_malformed_vocaset_pickles_are_refused_before_anything_is_written(tmp_path, capsys, name, change, match):
+    import re
+
+    src = _vocaset_raw(tmp_path)
+    _repickle(src / name, change)
+    dst = tmp_path / "out"
+    line = _cli_error(capsys, ["preprocess", "vocaset", "--src", str(src), "--dst", str(dst)])
+    assert re.search(match, line) and name in line and "use VOCASET's" in line, line
+    assert not dst.exists()
+
+
+def test_a_sequence_whose_audio_cannot_be_written_leaves_no_vertex_file(tmp_path, monkeypatch):
+    import numpy as np
+    import soundfile as sf
+
+    from jambatalk.data.preprocess import prepare_dst, write_sequence
+    from jambatalk.errors import DatasetError
+
+    dst = prepare_dst(tmp_path / "out")
+
+    def broken(*args, **kwargs):
+        raise sf.LibsndfileError(0, "disk trouble")
+
+    monkeypatch.setattr(sf, "write", broken)
+    with pytest.raises(DatasetError, match="cannot be written as a WAV file"):
+        write_sequence(dst, "A_s1", np.zeros((3, 4, 3), np.float32), np.zeros(100, np.int16), 16000)
+    with pytest.raises(DatasetError, match="sampling rate -22000"):
+        write_sequence(dst, "A_s1", np.zeros((3, 4, 3), np.float32), np.zeros(100, np.int16), -22000)
+    assert [p for p in dst.rglob("*") if p.is_file()] == []

@@ -6,9 +6,9 @@ Every preprocessor writes the same processed layout::
     DST/wav/<subject>_<sentence>.wav            16-bit PCM, the recording's own sampling rate
     DST/templates.pkl                           {subject: (V, 3) float32}
 
-Each file is written atomically, so an interrupted run leaves no partial file; a sequence counts
-as finished when both its .npy and .wav exist, and finished sequences are skipped on the next run
-unless ``overwrite`` is set.
+Each file is written atomically, and a sequence's .npy and .wav appear together, so an interrupted or
+failing sequence leaves no partial file; a sequence counts as finished when both its .npy and .wav
+exist, and finished sequences are skipped on the next run unless ``overwrite`` is set.
 """
 
 from __future__ import annotations
@@ -159,10 +159,17 @@ def write_sequence(dst: Path, name: str, vertices: np.ndarray, audio: np.ndarray
     if audio.dtype != np.int16 or audio.ndim != 1 or audio.size == 0:
         raise DatasetError(f"sequence {name}: audio is {audio.dtype} {audio.shape}, not non-empty 1-D int16",
                            "convert the audio to 16-bit mono first")
-    with atomic_path(dst / "vertices_npy" / f"{name}.npy") as tmp:
-        np.save(tmp, np.ascontiguousarray(vertices, dtype=np.float32))
-    with atomic_path(dst / "wav" / f"{name}.wav") as tmp:
-        sf.write(str(tmp), audio, int(sample_rate), subtype="PCM_16", format="WAV")
+    if not (isinstance(sample_rate, (int, np.integer)) and 0 < sample_rate < 2**31):
+        raise DatasetError(f"sequence {name}: the sampling rate {sample_rate!r} is not a positive whole number of Hz",
+                           "give the recording's sampling rate")
+    # both files appear together or neither does: the .wav is moved into place first, the .npy last
+    with atomic_path(dst / "vertices_npy" / f"{name}.npy") as tmp_npy, atomic_path(dst / "wav" / f"{name}.wav") as tmp_wav:
+        np.save(tmp_npy, np.ascontiguousarray(vertices, dtype=np.float32))
+        try:
+            sf.write(str(tmp_wav), audio, int(sample_rate), subtype="PCM_16", format="WAV")
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            raise DatasetError(f"sequence {name}: its audio cannot be written as a WAV file ({exc})",
+                               "check the recording and its sampling rate") from exc
 
 
 def write_templates(dst: Path, templates: dict[str, np.ndarray], overwrite: bool) -> bool:

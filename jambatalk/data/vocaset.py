@@ -15,6 +15,7 @@ The 60 -> 30 fps step (every second captured frame, starting with the first) hap
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -112,6 +113,13 @@ def _frame_key(key) -> int:
                            f"use VOCASET's subj_seq_to_idx.pkl (see {_README})") from exc
 
 
+def _is_row(value) -> bool:
+    """A row number: an int, or a float of a whole value (not a string or a bool)."""
+    from ..audio import is_real_number
+
+    return is_real_number(value) and math.isfinite(value) and float(value).is_integer()
+
+
 def load_index_map(path: str | os.PathLike) -> dict[tuple[str, str], np.ndarray]:
     """subj_seq_to_idx.pkl -> {(subject, sentence): rows of data_verts, in frame order}."""
     data = load_pickle(path)
@@ -128,6 +136,10 @@ def load_index_map(path: str | os.PathLike) -> dict[tuple[str, str], np.ndarray]
                 raise DatasetError(f"'{path}': {subject}/{sentence} is not a non-empty dict of frame -> row",
                                    f"use VOCASET's subj_seq_to_idx.pkl (see {_README})")
             keys = sorted(frames, key=_frame_key)
+            bad = next((k for k in keys if not _is_row(frames[k])), None)
+            if bad is not None:
+                raise DatasetError(f"'{path}': {subject}/{sentence} maps frame {bad!r} to {frames[bad]!r}, not a row "
+                                   "number of data_verts.npy", f"use VOCASET's subj_seq_to_idx.pkl (see {_README})")
             out[(str(subject), str(sentence))] = np.asarray([frames[k] for k in keys], dtype=np.int64)
     return out
 
@@ -138,13 +150,22 @@ def load_raw_audio(path: str | os.PathLike) -> dict[tuple[str, str], tuple[np.nd
     if not isinstance(data, dict):
         raise DatasetError(f"'{path}' holds {type(data).__name__}, not {{subject: {{sentence: {{'audio', "
                            "'sample_rate'}}}}", f"use VOCASET's raw_audio_fixed.pkl (see {_README})")
+    from ..audio import is_real_number
+
     out = {}
     for subject, sentences in data.items():
-        for sentence, entry in (sentences or {}).items():
+        if not isinstance(sentences, dict):
+            raise DatasetError(f"'{path}': entry '{subject}' is {type(sentences).__name__}, not a dict of sentences",
+                               f"use VOCASET's raw_audio_fixed.pkl (see {_README})")
+        for sentence, entry in sentences.items():
             if not isinstance(entry, dict) or "audio" not in entry or "sample_rate" not in entry:
                 raise DatasetError(f"'{path}': {subject}/{sentence} is not a dict with 'audio' and 'sample_rate'",
                                    f"use VOCASET's raw_audio_fixed.pkl (see {_README})")
-            out[(str(subject), str(sentence))] = (entry["audio"], int(entry["sample_rate"]))
+            rate = entry["sample_rate"]
+            if not (is_real_number(rate) and math.isfinite(rate) and float(rate).is_integer() and rate > 0):
+                raise DatasetError(f"'{path}': {subject}/{sentence} has 'sample_rate' {rate!r}, not a positive whole "
+                                   "number of Hz", f"use VOCASET's raw_audio_fixed.pkl (22000 Hz; see {_README})")
+            out[(str(subject), str(sentence))] = (entry["audio"], int(rate))
     return out
 
 
@@ -155,8 +176,12 @@ def _to_int16(audio, what: str) -> np.ndarray:
     if audio.dtype == np.int16:
         return audio
     from ..audio import to_mono_float
+    from ..errors import InputError
 
-    mono = to_mono_float(audio, what)
+    try:
+        mono = to_mono_float(audio, what)
+    except InputError as exc:
+        raise DatasetError(exc.problem, "re-download the audio") from exc
     if not np.isfinite(mono).all():
         raise DatasetError(f"{what}: audio has non-finite samples", "re-download the audio")
     return np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
@@ -212,7 +237,14 @@ def preprocess_vocaset(src: str | os.PathLike, dst: str | os.PathLike, *, overwr
     if absent:
         raise DatasetError(f"templates.pkl has no template for {len(absent)} subjects: {', '.join(absent)}",
                            f"use the templates.pkl of the same VOCASET release (see {_README})")
-    table = {s: np.asarray(templates[s], dtype=np.float64).reshape(-1, 3) for s in subjects}
+    table = {}
+    for s in subjects:
+        try:
+            table[s] = np.asarray(templates[s], dtype=np.float64).reshape(-1, 3)
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"'{paths['templates.pkl']}': the template of {s} is {type(templates[s]).__name__}, not "
+                               f"a ({n_vertices}, 3) array of numbers ({exc})",
+                               f"use VOCASET's templates.pkl (see {_README})") from None
     bad = [f"{s} {v.shape}" for s, v in table.items() if v.shape != (n_vertices, 3)]
     if bad:
         raise DatasetError(f"templates.pkl holds templates that are not ({n_vertices}, 3): {', '.join(bad[:3])}",
