@@ -319,3 +319,52 @@ def test_a_sequence_whose_audio_cannot_be_written_leaves_no_vertex_file(tmp_path
     with pytest.raises(DatasetError, match="sampling rate -22000"):
         write_sequence(dst, "A_s1", np.zeros((3, 4, 3), np.float32), np.zeros(100, np.int16), -22000)
     assert [p for p in dst.rglob("*") if p.is_file()] == []
+
+
+def _biwi_raw(src: Path, sentences: dict[str, dict]) -> Path:
+    """A raw BIWI folder of subject F2: for each sentence, 3 frames (``frames``: vertex count of each) and
+    audio (``audio``: float samples written as a FLOAT wav, else int16 noise)."""
+    import numpy as np
+    import soundfile as sf
+    from test_preprocess_biwi import SR, V, _grid_mesh, _write_obj
+
+    from jambatalk.data.biwi import write_vl
+
+    rng = np.random.default_rng(0)
+    base, faces = _grid_mesh(rng)
+    (src / "rigid_scans").mkdir(parents=True)
+    (src / "audio").mkdir()
+    _write_obj(src / "rigid_scans" / "F2.obj", base, faces)
+    for sentence, spec in sentences.items():
+        folder = src / "faces" / "F2" / sentence
+        folder.mkdir(parents=True)
+        for k, n in enumerate(spec.get("frames", [V, V, V])):
+            write_vl(folder / f"frame_{k:03d}.vl", (base + rng.normal(scale=0.3, size=base.shape))[:n])
+        audio = spec.get("audio")
+        if audio is None:
+            sf.write(src / "audio" / f"F2_{sentence}.wav", rng.integers(-9000, 9000, int(3 / 25 * SR)).astype(np.int16),
+                     SR, subtype="PCM_16")
+        else:
+            sf.write(src / "audio" / f"F2_{sentence}.wav", audio, SR, subtype="FLOAT")
+    return src
+
+
+def test_biwi_frames_of_another_vertex_count_or_nan_audio_fail_only_their_sequence(tmp_path):
+    import numpy as np
+    from test_preprocess_biwi import SR, V
+
+    from jambatalk.data.biwi import preprocess_biwi
+    from jambatalk.errors import DatasetError
+
+    nan_audio = np.random.default_rng(1).uniform(-0.5, 0.5, int(3 / 25 * SR))
+    nan_audio[100] = np.nan
+    src = _biwi_raw(tmp_path / "raw", {"e01": {}, "e02": {"frames": [V, V - 5, V]}, "e03": {"audio": nan_audio}})
+    dst = tmp_path / "out"
+    with pytest.raises(DatasetError) as err:
+        preprocess_biwi(src, dst, show_progress=False)
+    msg = str(err.value)
+    assert "2 biwi sequences were not written (1 were)" in msg
+    assert f"F2_e02: frame '{src / 'faces' / 'F2' / 'e02' / 'frame_001.vl'}' has {V - 5} vertices, not {V}" in msg
+    assert f"F2_e03: '{src / 'audio' / 'F2_e03.wav'}' has non-finite samples" in msg
+    assert sorted(p.name for p in (dst / "vertices_npy").iterdir()) == ["F2_e01.npy"]
+    assert sorted(p.name for p in (dst / "wav").iterdir()) == ["F2_e01.wav"]

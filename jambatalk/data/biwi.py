@@ -197,15 +197,22 @@ class RawSequence:
     def name(self) -> str:
         return f"{self.subject}_{self.sentence}"
 
-    def read_frames(self) -> np.ndarray:
-        """All frames, float32 (T, n, 3), in frame-number order."""
+    def read_frames(self, n_vertices: int | None = None) -> np.ndarray:
+        """All frames, float32 (T, n, 3), in frame-number order; a frame with another vertex count than
+        ``n_vertices`` (default: the first frame's) is a DatasetError naming it."""
         if self.archive is None:
-            return np.stack([read_vl(p) for p in self.frames])
-        out = []
-        with tarfile.open(self.archive) as tar:
-            for member in self.frames:
-                fobj = tar.extractfile(member)
-                out.append(read_vl(fobj.read() if fobj else b"", f"'{self.archive}:{member}'"))
+            out, names = [read_vl(p) for p in self.frames], [f"'{p}'" for p in self.frames]
+        else:
+            out, names = [], [f"'{self.archive}:{member}'" for member in self.frames]
+            with tarfile.open(self.archive) as tar:
+                for member, what in zip(self.frames, names):
+                    fobj = tar.extractfile(member)
+                    out.append(read_vl(fobj.read() if fobj else b"", what))
+        expected = n_vertices if n_vertices is not None else len(out[0]) if out else 0
+        for frame, what in zip(out, names):
+            if len(frame) != expected:
+                raise DatasetError(f"frame {what} has {len(frame)} vertices, not {expected}",
+                                   "the frame is damaged or from another mesh; extract the archive again")
         return np.stack(out)
 
 
@@ -273,7 +280,7 @@ def _read_audio(path: Path) -> tuple[np.ndarray, int]:
         data, rate = sf.read(str(path), dtype="int16", always_2d=True)
         if data.shape[1] > 1:
             data = np.round(data.mean(axis=1)).astype(np.int16)[:, None]
-        return data[:, 0], int(rate)
+        floats = sf.info(str(path)).subtype in ("FLOAT", "DOUBLE")
     except Exception:  # noqa: BLE001 - not a soundfile format: decode with the library's loader
         from ..audio import SAMPLE_RATE, load_audio
 
@@ -282,6 +289,10 @@ def _read_audio(path: Path) -> tuple[np.ndarray, int]:
         except InputError as exc:
             raise DatasetError(exc.problem, exc.fix) from exc
         return np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16), SAMPLE_RATE
+    # NaN or inf in a float recording would come out of the int16 conversion as silence
+    if floats and not np.isfinite(sf.read(str(path), dtype="float64")[0]).all():
+        raise DatasetError(f"'{path}' has non-finite samples (NaN or inf)", "re-export or re-download the recording")
+    return data[:, 0], int(rate)
 
 
 def preprocess_biwi(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
@@ -326,9 +337,7 @@ def preprocess_biwi(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite
             report.skipped.append(seq.name)
             continue
         try:
-            raw = seq.read_frames()
-            if raw.shape[1] != n_vertices:
-                raise DatasetError(f"frames have {raw.shape[1]} vertices, not {n_vertices}", "check the corpus")
+            raw = seq.read_frames(n_vertices)
             check_finite(raw, f"sequence {seq.name}")
             faces = meshes[seq.subject][1]
             frames = np.stack([normalize_mesh(v, faces) for v in raw]).astype(np.float32)
