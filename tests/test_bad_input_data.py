@@ -251,7 +251,7 @@ def _vocaset_raw(tmp_path: Path) -> Path:
     from test_preprocess_vocaset import _build_raw
 
     src = tmp_path / "raw"
-    src.mkdir()
+    src.mkdir(parents=True)
     _build_raw(src)
     return src
 
@@ -368,3 +368,37 @@ def test_biwi_frames_of_another_vertex_count_or_nan_audio_fail_only_their_sequen
     assert f"F2_e03: '{src / 'audio' / 'F2_e03.wav'}' has non-finite samples" in msg
     assert sorted(p.name for p in (dst / "vertices_npy").iterdir()) == ["F2_e01.npy"]
     assert sorted(p.name for p in (dst / "wav").iterdir()) == ["F2_e01.wav"]
+
+
+def test_preprocess_that_finds_nothing_usable_fails_before_writing(tmp_path, capsys):
+    src = _vocaset_raw(tmp_path / "v")
+    dst = tmp_path / "out"
+    argv = ["preprocess", "vocaset", "--src", str(src), "--dst", str(dst)]
+    _repickle(src / "raw_audio_fixed.pkl", lambda d: d.clear())
+    line = _cli_error(capsys, argv)
+    assert "none of the 3 vocaset sequences" in line and "(no audio in raw_audio_fixed.pkl)" in line
+    _repickle(src / "subj_seq_to_idx.pkl", lambda d: d.clear())
+    assert "subj_seq_to_idx.pkl' lists no vocaset sequence" in _cli_error(capsys, argv)
+    assert not dst.exists()
+
+    src = _biwi_raw(tmp_path / "b", {"e01": {}, "e02": {}})
+    argv = ["preprocess", "biwi", "--src", str(src), "--dst", str(dst)]
+    for wav in (src / "audio").iterdir():
+        wav.unlink()
+    line = _cli_error(capsys, argv)
+    assert "none of the 2 biwi sequences" in line and "F2_e01 (no audio found)" in line
+    for folder in (src / "faces" / "F2").iterdir():
+        for frame in folder.iterdir():
+            frame.unlink()
+        folder.rmdir()
+    assert "faces' lists no biwi sequence" in _cli_error(capsys, argv)
+    assert not dst.exists()
+
+
+def test_a_preprocess_report_with_nothing_written_is_an_error(tmp_path):
+    from jambatalk.data.preprocess import PreprocessReport
+    from jambatalk.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="no vocaset sequence was written: the raw data lists none"):
+        PreprocessReport("vocaset", tmp_path).finish()
+    assert PreprocessReport("vocaset", tmp_path, skipped=["A_s1"]).finish().skipped == ["A_s1"]

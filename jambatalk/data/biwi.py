@@ -43,6 +43,7 @@ from .preprocess import (
     copy_spec_files,
     prepare_dst,
     progress,
+    require_usable,
     sequence_done,
     write_sequence,
     write_templates,
@@ -321,6 +322,12 @@ def preprocess_biwi(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite
             raise DatasetError(f"template '{path}' has {len(vertices)} vertices, not {n_vertices}",
                                f"use the rigid-scan templates of the BIWI corpus (see {_README})")
         meshes[subject] = (vertices, faces)
+    missing = [f"{s.name} (no audio found)" for s in sequences if s.audio is None]
+    missing += [f"{s.name} (no .vl frames)" for s in sequences if not s.frames]
+    usable = sum(1 for s in sequences if s.audio is not None and s.frames)
+    require_usable(spec.name, len(sequences), usable, f"'{src / 'faces'}'", missing,
+                   f"put the eNN frame folders (or .tar archives) in faces/<S>/ and the recordings in audio/ "
+                   f"(see {_README})")
     templates = {s: normalize_mesh(v, f) for s, (v, f) in meshes.items()}
 
     dst = prepare_dst(dst)
@@ -328,8 +335,7 @@ def preprocess_biwi(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite
     start = time.perf_counter()
     write_templates(dst, templates, overwrite)
     copy_spec_files(spec, src, dst)
-    report.missing.extend(f"{s.name} (no audio found)" for s in sequences if s.audio is None)
-    report.missing.extend(f"{s.name} (no .vl frames)" for s in sequences if not s.frames)
+    report.missing.extend(missing)
     for seq in progress(sequences, len(sequences), "biwi", show_progress):
         if seq.audio is None or not seq.frames:
             continue

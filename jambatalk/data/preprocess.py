@@ -34,6 +34,7 @@ __all__ = [
     "PreprocessReport",
     "PreprocessWarning",
     "prepare_dst",
+    "require_usable",
     "sequence_done",
     "write_sequence",
     "write_templates",
@@ -84,6 +85,11 @@ class PreprocessReport:
         if self.missing:
             warnings.warn(_listing(f"{len(self.missing)} sequences were not written because a part is missing "
                                    "from the raw data", self.missing), PreprocessWarning, stacklevel=3)
+        if not (self.written or self.skipped or self.failed):
+            raise DatasetError(_listing(f"no {self.dataset} sequence was written: the raw data holds none that can be "
+                                        "used", self.missing) if self.missing else
+                               f"no {self.dataset} sequence was written: the raw data lists none",
+                               "check --src: it should be the folder of the raw release (see the dataset's README)")
         if self.failed:
             items = [f"{k}: {v}" for k, v in self.failed.items()]
             raise DatasetError(_listing(f"{len(self.failed)} {self.dataset} sequences were not written "
@@ -91,6 +97,16 @@ class PreprocessReport:
                                "repair or re-download those raw files and run the command again "
                                "(finished sequences are kept and skipped)")
         return self
+
+
+def require_usable(dataset: str, n_listed: int, n_usable: int, where: str, missing: list[str], fix: str) -> None:
+    """Before anything is written: a DatasetError when the raw data lists no sequence (``where`` says where they
+    are listed), or when none of them has every part (``missing``: 'name (what)' for each part missing)."""
+    if n_listed == 0:
+        raise DatasetError(f"{where} lists no {dataset} sequence", fix)
+    if n_usable == 0:
+        raise DatasetError(_listing(f"none of the {n_listed} {dataset} sequences in {where} can be written, each "
+                                    "lacks a part", missing), fix)
 
 
 def _listing(head: str, items: list[str], limit: int = 8) -> str:

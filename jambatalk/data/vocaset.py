@@ -32,6 +32,7 @@ from .preprocess import (
     copy_spec_files,
     prepare_dst,
     progress,
+    require_usable,
     sequence_done,
     write_sequence,
     write_templates,
@@ -249,6 +250,10 @@ def preprocess_vocaset(src: str | os.PathLike, dst: str | os.PathLike, *, overwr
     if bad:
         raise DatasetError(f"templates.pkl holds templates that are not ({n_vertices}, 3): {', '.join(bad[:3])}",
                            f"use VOCASET's templates.pkl (see {_README})")
+    keys = sorted(index)
+    missing = [f"{s}_{t} (no audio in raw_audio_fixed.pkl)" for s, t in keys if (s, t) not in audio]
+    require_usable(spec.name, len(keys), len(keys) - len(missing), f"'{paths['subj_seq_to_idx.pkl']}'", missing,
+                   f"use subj_seq_to_idx.pkl and raw_audio_fixed.pkl of one VOCASET release (see {_README})")
 
     dst = prepare_dst(dst)
     report = PreprocessReport(spec.name, dst)
@@ -256,8 +261,7 @@ def preprocess_vocaset(src: str | os.PathLike, dst: str | os.PathLike, *, overwr
     write_templates(dst, table, overwrite)
     copy_spec_files(spec, src, dst)
     step, fps = spec.frame_step, spec.fps
-    keys = sorted(index)
-    report.missing.extend(f"{s}_{t} (no audio in raw_audio_fixed.pkl)" for s, t in keys if (s, t) not in audio)
+    report.missing.extend(missing)
     for subject, sentence in progress(keys, len(keys), "vocaset", show_progress):
         name = f"{subject}_{sentence}"
         if (subject, sentence) not in audio:
