@@ -402,3 +402,24 @@ def test_a_preprocess_report_with_nothing_written_is_an_error(tmp_path):
     with pytest.raises(DatasetError, match="no vocaset sequence was written: the raw data lists none"):
         PreprocessReport("vocaset", tmp_path).finish()
     assert PreprocessReport("vocaset", tmp_path, skipped=["A_s1"]).finish().skipped == ["A_s1"]
+
+
+# ----------------------------------------------------------------------------- audio and vertex lengths
+
+
+def test_audio_and_vertices_of_grossly_different_lengths_are_reported_once(tmp_path):
+    import warnings
+
+    from jambatalk.data import SequenceDataset, get_spec
+
+    root = _fake_corpus(tmp_path / "data", frames={"spk01_sent000": 1, "spk02_sent001": 80, "spk01_sent002": 30},
+                        seconds={"spk01_sent000": 2.6, "spk02_sent001": 0.006, "spk01_sent002": 1.0 + 1 / 30})
+    ds = SequenceDataset(get_spec("synthetic"), root, "train")
+    with pytest.warns(UserWarning, match=r"spk01_sent000: its audio lasts 2.6 s but its 1 vertex frames last 0.0333 s"):
+        ds[0]
+    with pytest.warns(UserWarning, match=r"spk02_sent001: its audio lasts 0.006 s but its 80 vertex frames last 2.67 s"):
+        ds[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds[0], ds[1]  # each sequence is reported once
+        ds[2], ds[3]  # a frame apart, or equal: nothing to say

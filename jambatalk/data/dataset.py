@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional, Union
@@ -27,6 +28,21 @@ def load_labels(path: str | os.PathLike) -> dict:
         raise DatasetError(f"label file '{path}' is not valid ({type(exc).__name__}: {exc})",
                            'write {"text": ..., "phonemes": [[symbol, start_s, end_s], ...]}') from exc
     return {"text": str(data.get("text", "")), "phonemes": phonemes}
+
+
+#: audio and vertices that disagree by more than this many seconds, and by more than MISMATCH_SHARE of the longer,
+#: are reported: the preprocessors and jambatalk synth leave them within a frame of each other
+MISMATCH_SECONDS = 0.5
+MISMATCH_SHARE = 0.2
+
+
+def _check_durations(name: str, audio_s: float, n_frames: int, fps: float) -> None:
+    """Warn when a sequence's audio and vertex frames last grossly different times (a wrong file, a cut recording)."""
+    frames_s = n_frames / fps
+    if abs(audio_s - frames_s) > max(MISMATCH_SECONDS, MISMATCH_SHARE * max(audio_s, frames_s)):
+        warnings.warn(f"sequence {name}: its audio lasts {audio_s:.3g} s but its {n_frames} vertex frames last "
+                      f"{frames_s:.3g} s at {fps:g} fps; it is used as it is, but its speech and motion do not match "
+                      "(run the preprocessing again, or remove the sequence from the dataset)", stacklevel=3)
 
 
 def crop_phonemes(phonemes: list, start_s: float, end_s: float) -> list:
@@ -97,6 +113,7 @@ class SequenceDataset(torch.utils.data.Dataset):
                                f"run the preprocessing again (see {self.spec.readme})")
         self._audio: dict[str, np.ndarray] = {}
         self._finite: set[str] = set()  # sequences whose vertices were checked for NaN and inf
+        self._timed: set[str] = set()  # sequences whose audio and vertex durations were compared
 
     def __len__(self) -> int:
         return len(self.names)
@@ -149,6 +166,9 @@ class SequenceDataset(torch.utils.data.Dataset):
 
         fps = self.spec.fps
         n_frames = raw.shape[0]
+        if name not in self._timed:
+            self._timed.add(name)
+            _check_durations(name, len(audio) / SAMPLE_RATE, n_frames, fps)
         start = 0
         if self.max_seconds > 0:
             window = max(1, int(self.max_seconds * fps + 1e-6))
