@@ -187,10 +187,10 @@ class Trainer:
             self.teacher = AsrTeacher(cfg.loss.asr_model).to(self.device)
         complete_model_config(cfg, self.spec, self.root, self.teacher.vocab_size if self.teacher else 0)
         n_subjects = len(self.spec.train_subjects(self.root))
-        if cfg.model.n_subjects and cfg.model.n_subjects != n_subjects:
+        if cfg.model.n_subjects and cfg.model.n_subjects < n_subjects:  # more embeddings than subjects: unused ones
             raise ConfigError(f"model.n_subjects is {cfg.model.n_subjects} but the {self.spec.name} train split in "
                               f"'{self.root}' has {n_subjects} subjects (one style embedding each)",
-                              f"set model.n_subjects={n_subjects}, or 0 for no style embedding")
+                              f"set model.n_subjects={n_subjects} or more, or 0 for no style embedding")
         self.train_set = SequenceDataset(self.spec, self.root, "train", cache_audio=cfg.data.cache_audio,
                                          max_seconds=cfg.data.max_seconds, augment=cfg.data.augment)
         self.val_set = SequenceDataset(self.spec, self.root, "val", cache_audio=cfg.data.cache_audio)

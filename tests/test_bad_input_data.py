@@ -118,10 +118,10 @@ def test_a_device_this_machine_lacks_is_refused_before_the_run_folder(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
-def test_n_subjects_that_differs_from_the_dataset_names_the_right_count(tmp_path, capsys):
-    root = _fake_corpus(tmp_path / "data")
-    line = _cli_error(capsys, _train_args(root, tmp_path / "run", "model.n_subjects=3"))
-    assert "model.n_subjects is 3" in line and "model.n_subjects=2" in line
+def test_n_subjects_below_the_datasets_names_the_right_count(tmp_path, capsys):
+    root = _fake_corpus(tmp_path / "data")  # two subjects; more embeddings than that would only go unused
+    line = _cli_error(capsys, _train_args(root, tmp_path / "run", "model.n_subjects=1"))
+    assert "model.n_subjects is 1" in line and "model.n_subjects=2 or more" in line
     assert not (tmp_path / "run").exists()
 
 
