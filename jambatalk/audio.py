@@ -17,6 +17,10 @@ __all__ = ["SAMPLE_RATE", "is_real_number", "load_audio", "resample", "to_mono_f
 #: Sample rate of every waveform the models see.
 SAMPLE_RATE = 16000
 
+#: Sampling rates taken from a file header or ``sample_rate=``: outside them the rate is a mistake (a 64 KB WAV
+#: whose header says 1 Hz would read as 8.9 hours and be resampled to gigabytes)
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768000
+
 
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
     """Band-limited polyphase resampling along the last axis."""
@@ -116,6 +120,11 @@ def load_audio(audio, sample_rate: int | None = None, *, name: str | None = None
         data, sr = np.asarray(audio), sample_rate
     if not is_real_number(sr) or not math.isfinite(sr) or not float(sr).is_integer() or sr <= 0:
         raise InputError(f"{label}: sampling rate {sr!r} is not a positive whole number", "pass e.g. sample_rate=16000")
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        fix = ("its header is damaged: re-export the recording" if isinstance(audio, (str, os.PathLike))
+               else "pass the rate the samples were recorded at, e.g. sample_rate=16000")
+        raise InputError(f"{label}: sampling rate {int(sr)} Hz is outside the {MIN_SAMPLE_RATE} Hz to "
+                         f"{MAX_SAMPLE_RATE // 1000} kHz that recordings use", fix)
     mono = to_mono_float(data, label)
     if mono.size == 0:
         raise InputError(f"{label} is empty (0 samples)", "pass a recording with speech (silence is fine)")

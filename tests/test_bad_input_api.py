@@ -1,0 +1,53 @@
+"""Bad input to the Python API, the stream, the renderer's command and model loading: an error of jambatalk's
+own (naming the problem and the fix), not a hang, a bare Python exception or silently wrong output."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from jambatalk.audio import load_audio
+from jambatalk.config import model_preset
+from jambatalk.errors import InputError
+from jambatalk.model import JambaTalk
+
+
+def _grid_mesh(n=8):
+    """A flat n x n grid facing +z: n*n vertices, 2 (n-1)^2 triangles."""
+    ys, xs = np.mgrid[0:n, 0:n] / (n - 1) * 0.2 - 0.1
+    v = np.stack([xs.ravel(), ys.ravel(), np.zeros(n * n)], 1).astype(np.float32)
+    f = []
+    for r in range(n - 1):
+        for c in range(n - 1):
+            i = r * n + c
+            f += [[i, i + 1, i + n], [i + 1, i + n + 1, i + n]]
+    return v, np.array(f)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    v, f = _grid_mesh()
+    model = JambaTalk(model_preset("tiny"), template=v, faces=f)
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.01)
+    folder = tmp_path_factory.mktemp("ckpt") / "tiny"
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def speech():
+    t = np.arange(16000) / 16000
+    return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def test_implausible_sample_rates_are_refused(tmp_path, speech):
+    path = tmp_path / "one_hertz.wav"
+    sf.write(path, speech[:1600], 1)  # 1600 samples at 1 Hz: 27 minutes, 100 MB once resampled
+    with pytest.raises(InputError, match=r"sampling rate 1 Hz is outside.*header is damaged"):
+        load_audio(path)
+    for rate in (100, 10_000_000):
+        with pytest.raises(InputError, match=rf"sampling rate {rate} Hz is outside.*sample_rate=16000"):
+            load_audio(speech, rate)
+    assert len(load_audio(speech, 8000)) == 32000 and len(load_audio(speech[:4800], 48000)) == 1600
