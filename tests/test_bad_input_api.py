@@ -6,6 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from jambatalk.api import animate
 from jambatalk.audio import load_audio
 from jambatalk.config import model_preset
 from jambatalk.errors import InputError
@@ -51,3 +52,9 @@ def test_implausible_sample_rates_are_refused(tmp_path, speech):
         with pytest.raises(InputError, match=rf"sampling rate {rate} Hz is outside.*sample_rate=16000"):
             load_audio(speech, rate)
     assert len(load_audio(speech, 8000)) == 32000 and len(load_audio(speech[:4800], 48000)) == 1600
+
+
+def test_absurd_frame_rates_are_refused(model_dir, speech):
+    with pytest.raises(InputError, match=r"fps 1e\+06 is above the 1000 frames per second.*e\.g\. 30"):
+        animate(speech[:1600], model=model_dir, sample_rate=16000, fps=1e6)
+    assert len(animate(speech, model=model_dir, sample_rate=16000, fps=1000)) == 1000
