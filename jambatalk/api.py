@@ -150,7 +150,19 @@ def _resolve_device(device):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("device 'cuda' was asked for, but this torch has no usable CUDA device",
                          "use --device cpu (device='cpu'), or leave it out to use CUDA only when it is present")
-    return device
+    # a device torch can name may still be unusable here (mps, xla, hip, vulkan without their backends, cuda:5 on
+    # one GPU), hold no data (meta), or be refused by the weights' reader (cpu:5): a tensor made there tells
+    usable = device.type != "meta" and not (device.type == "cpu" and device.index not in (None, 0))
+    if usable:
+        try:
+            torch.empty(1, device=device)
+        except Exception:  # noqa: BLE001 - RuntimeError, NotImplementedError, AssertionError... by backend
+            usable = False
+    if not usable:
+        gpus = (f" (this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 on)"
+                if device.type == "cuda" else "")
+        raise InputError(f"device '{device}' is not available here{gpus}", "use cpu (or cuda where a GPU is present)")
+    return torch.device("cpu") if device.type == "cpu" else device  # cpu:0 is cpu (safetensors takes only 'cpu')
 
 
 def load_model(path: Union[str, os.PathLike, None] = None, device=None):

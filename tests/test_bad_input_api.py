@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from jambatalk.api import animate
+from jambatalk.api import animate, load_model
 from jambatalk.audio import load_audio
 from jambatalk.config import model_preset
 from jambatalk.errors import InputError
@@ -58,3 +58,10 @@ def test_absurd_frame_rates_are_refused(model_dir, speech):
     with pytest.raises(InputError, match=r"fps 1e\+06 is above the 1000 frames per second.*e\.g\. 30"):
         animate(speech[:1600], model=model_dir, sample_rate=16000, fps=1e6)
     assert len(animate(speech, model=model_dir, sample_rate=16000, fps=1000)) == 1000
+
+
+@pytest.mark.parametrize("device", ["mps", "xla", "meta", "hip", "vulkan", "cpu:5"])
+def test_unavailable_devices_are_refused(model_dir, device):
+    with pytest.raises(InputError, match=rf"device '{device}' is not available here; use cpu \(or cuda"):
+        load_model(model_dir, device=device)
+    assert load_model(model_dir, device="cpu:0").device.type == "cpu"
