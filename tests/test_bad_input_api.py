@@ -9,7 +9,7 @@ import torch
 from jambatalk.api import animate, load_model
 from jambatalk.audio import load_audio
 from jambatalk.config import model_preset
-from jambatalk.errors import InputError
+from jambatalk.errors import CheckpointError, InputError
 from jambatalk.model import JambaTalk
 
 
@@ -65,3 +65,23 @@ def test_unavailable_devices_are_refused(model_dir, device):
     with pytest.raises(InputError, match=rf"device '{device}' is not available here; use cpu \(or cuda"):
         load_model(model_dir, device=device)
     assert load_model(model_dir, device="cpu:0").device.type == "cpu"
+
+
+@pytest.mark.parametrize("faces, message", [
+    (torch.tensor([[0, 1, 999999]]), r"faces indexing vertex 999999, but its meshes have 64 vertices \(0 to 63\)"),
+    (torch.tensor([[-1, 1, 2]]), r"faces indexing vertex -1"),
+    (torch.zeros(10, 3), r"faces of dtype float32 and shape \(10, 3\), not \(F, 3\) integer vertex indices"),
+    (torch.zeros(10, 4, dtype=torch.long), r"faces of dtype int64 and shape \(10, 4\)"),
+])
+def test_checkpoint_faces_are_checked_against_its_vertices(model_dir, tmp_path, faces, message):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "bad_faces"
+    shutil.copytree(model_dir, folder)
+    state = load_file(folder / "model.safetensors")
+    state["faces"] = faces
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "jambatalk-model"})
+    with pytest.raises(CheckpointError, match=message + ".*re-export it"):
+        load_model(folder)

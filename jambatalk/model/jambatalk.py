@@ -54,6 +54,22 @@ def read_weights(path: Path, device="cpu", fix: str = "the checkpoint is damaged
         raise CheckpointError(f"'{path}' is not a readable safetensors file ({exc})", fix) from exc
 
 
+def _check_faces(faces: Optional[torch.Tensor], n_vertices: int, weights: Path) -> None:
+    """A CheckpointError when a checkpoint's faces are not (F, 3) whole-number indices of its ``n_vertices``
+    vertices (an index past them was written out into every mesh file; float faces were cast silently)."""
+    if faces is None:
+        return
+    fix = "the checkpoint is damaged or mixed up: re-export it"
+    if faces.is_floating_point() or faces.is_complex() or faces.dtype == torch.bool or faces.ndim != 2 \
+            or faces.shape[1] != 3:
+        raise CheckpointError(f"'{weights}' stores faces of dtype {str(faces.dtype).removeprefix('torch.')} and "
+                              f"shape {tuple(faces.shape)}, not (F, 3) integer vertex indices", fix)
+    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= n_vertices):
+        bad = int(faces.min()) if int(faces.min()) < 0 else int(faces.max())
+        raise CheckpointError(f"'{weights}' has faces indexing vertex {bad}, but its meshes have {n_vertices} "
+                              f"vertices (0 to {n_vertices - 1})", fix)
+
+
 def _lengths_mask(lengths: Optional[torch.Tensor], size: int, device) -> Optional[torch.Tensor]:
     if lengths is None:
         return None
@@ -383,6 +399,7 @@ class JambaTalk(nn.Module):
         if not weights.is_file():
             raise CheckpointError(f"'{folder}' has no {WEIGHTS_NAME}", "the checkpoint is incomplete: re-export it")
         state = read_weights(weights, map_location)
+        _check_faces(state.get("faces"), cfg.n_vertices, weights)
         cfg.audio.pretrained = None  # the weights below hold the encoder; no hub access needed
         model = cls(cfg)
         model.faces = torch.zeros(tuple(state["faces"].shape), dtype=torch.long) if "faces" in state else model.faces
