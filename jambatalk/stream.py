@@ -25,17 +25,37 @@ lookahead (:attr:`Stream.latency`), plus compute time.
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, is_real_number
 from .errors import ConfigError, InputError
 from .model.audio_encoder import frames_for_samples
 
 __all__ = ["Stream"]
+
+
+def _samples(samples, what: str) -> np.ndarray:
+    """Audio given to ``what`` (an array or tensor of 16 kHz mono samples) as float32; an InputError for a file
+    name, text, something that holds no numbers, or NaN / infinite samples."""
+    if isinstance(samples, (str, bytes, os.PathLike)):
+        raise InputError(f"{what} takes audio samples (an array of 16 kHz mono floats), not a file name or text "
+                         f"({samples!r})", "read a file with jambatalk.load_audio(path) and pass the array it returns")
+    if torch.is_tensor(samples):
+        samples = samples.detach().cpu()
+        samples = samples.float() if samples.is_floating_point() else samples  # numpy has no bfloat16
+    try:
+        x = np.asarray(samples, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} takes audio samples (an array of 16 kHz mono floats), not "
+                         f"{type(samples).__name__} ({exc})", "pass a 1-D float array") from None
+    if x.size and not np.all(np.isfinite(x)):
+        raise InputError(f"the audio given to {what} contains NaN or infinite samples", "clean the input signal")
+    return x
 
 
 class Stream:
@@ -69,12 +89,23 @@ class Stream:
                               "cannot stream",
                               "use a model trained with decoder.attention_span 'window' or 'causal' (the built-in "
                               "default model is one)")
+        for name, value, usual in (("lookahead", lookahead, 0.3), ("context", context, 1.0), ("block", block, 0.4),
+                                   ("norm_seconds", norm_seconds, 10)):
+            if not is_real_number(value):
+                raise InputError(f"Stream {name} is {value!r}, not a number", f"pass {name} in seconds, e.g. {usual}")
         for name, value in (("lookahead", lookahead), ("context", context)):
             if not (value >= 0 and math.isfinite(value)):
                 raise InputError(f"Stream {name} is {value}", f"pass {name} >= 0 seconds")
         if not (0 < block < math.inf) or not (0 < norm_seconds < math.inf):
             raise InputError(f"Stream block ({block}) and norm_seconds ({norm_seconds}) must be positive",
                              "pass durations in seconds, e.g. block=0.4, norm_seconds=10")
+        if subject is not None and net.style is None:
+            raise InputError(f"subject={subject!r} was given, but this model was trained without subjects (speaking "
+                             "styles), so it would be ignored", "leave subject out (None)")
+        if subject is not None and not (isinstance(subject, (int, np.integer)) and not isinstance(subject, bool)
+                                        and 0 <= subject < net.cfg.n_subjects):
+            raise InputError(f"subject {subject!r} is not one of this model's {net.cfg.n_subjects} speaking styles",
+                             f"pass a whole number from 0 to {net.cfg.n_subjects - 1}, or None")
         self.model = net.eval()
         enc = net.audio_encoder
         self.hop = enc.cfg.hop_length
@@ -229,12 +260,10 @@ class Stream:
         """Feed 16 kHz mono float samples (any length); returns the frames that became final, (n, V, 3)."""
         if self._closed:
             raise InputError("this stream was flushed", "call reset() to start a new utterance")
-        x = np.asarray(samples, dtype=np.float32)
+        x = _samples(samples, "Stream.push")
         if x.ndim != 1:
             raise InputError(f"Stream.push takes a 1-D array of 16 kHz mono samples, got shape {x.shape}",
                              "pass one channel, e.g. samples.mean(axis=1) for stereo")
-        if x.size and not np.all(np.isfinite(x)):
-            raise InputError("the pushed audio contains NaN or infinite samples", "clean the input signal")
         if x.size:
             if self.gate is not None:
                 self.gate.push(x)
@@ -321,7 +350,7 @@ class Stream:
     def offline(self, audio) -> np.ndarray:
         """What pushing ``audio`` (16 kHz mono) in any chunks and flushing returns, computed in one pass
         (the whole decoder at once); (T, V, 3). Does not touch the stream's state."""
-        x = np.asarray(audio, dtype=np.float32).reshape(-1)
+        x = _samples(audio, "Stream.offline").reshape(-1)
         N = len(x)
         enc = self.model.audio_encoder
         csum = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])

@@ -11,6 +11,7 @@ from jambatalk.audio import load_audio
 from jambatalk.config import model_preset
 from jambatalk.errors import CheckpointError, InputError
 from jambatalk.model import JambaTalk
+from jambatalk.stream import Stream
 
 
 def _grid_mesh(n=8):
@@ -85,3 +86,46 @@ def test_checkpoint_faces_are_checked_against_its_vertices(model_dir, tmp_path, 
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "jambatalk-model"})
     with pytest.raises(CheckpointError, match=message + ".*re-export it"):
         load_model(folder)
+
+
+@pytest.fixture(scope="module")
+def stream_model():
+    torch.manual_seed(0)
+    cfg = model_preset("tiny")
+    cfg.decoder.attention_span = "window"
+    cfg.decoder.window, cfg.decoder.lookahead = 12, 2
+    return JambaTalk(cfg).eval()
+
+
+def test_stream_takes_samples_and_refuses_what_is_not(stream_model, speech):
+    stream = Stream(stream_model)
+    for bad in ("abc", "speech.wav"):
+        with pytest.raises(InputError, match=r"Stream.push takes audio samples .*not a file name.*load_audio"):
+            stream.push(bad)
+    with pytest.raises(InputError, match=r"Stream.push takes audio samples .*not dict"):
+        stream.push({"a": 1})
+    half = torch.tensor(speech).bfloat16()  # numpy has no bfloat16: taken as float32
+    np.testing.assert_array_equal(stream.push(half), Stream(stream_model).push(half.float().numpy()))
+    with pytest.raises(InputError, match=r"Stream.offline contains NaN or infinite samples"):
+        stream.offline(np.where(np.arange(16000) == 5, np.nan, speech))
+    assert stream.offline(half).shape == (25, 64, 3)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lookahead": "0.3"}, r"Stream lookahead is '0.3', not a number; pass lookahead in seconds, e.g. 0.3"),
+    ({"block": None}, r"Stream block is None, not a number"),
+    ({"subject": 5}, r"subject=5 was given, but this model was trained without subjects.*leave subject out"),
+])
+def test_stream_settings_are_checked(stream_model, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        Stream(stream_model, **kwargs)
+
+
+def test_stream_subject_must_be_one_of_the_models(speech):
+    cfg = model_preset("tiny")
+    cfg.decoder.attention_span, cfg.n_subjects = "causal", 3
+    model = JambaTalk(cfg).eval()
+    for bad in (3, -1, 1.0, True):
+        with pytest.raises(InputError, match=r"is not one of this model's 3 speaking styles.*from 0 to 2"):
+            Stream(model, subject=bad)
+    assert Stream(model, subject=2).offline(speech).shape == (25, 64, 3)
