@@ -97,31 +97,57 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
     )
 
 
+def _read_file_object(audio, label: str) -> tuple[np.ndarray, int]:
+    """An open file or in-memory buffer holding an audio file (soundfile reads from it; ffmpeg needs a path)."""
+    import io
+
+    import soundfile as sf
+
+    if isinstance(audio, io.TextIOBase):
+        raise InputError(f"{label} was opened in text mode, which cannot hold audio samples",
+                         "open it in binary mode (open(path, 'rb')), or pass its path")
+    try:
+        return sf.read(audio, dtype="float32", always_2d=True)
+    except Exception as exc:  # noqa: BLE001 - soundfile raises several kinds for data it cannot read
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{label} could not be read as audio (soundfile: {first})",
+                         "pass a .wav, .flac or .ogg file opened in binary mode ('rb'), or the file's path (then "
+                         "ffmpeg reads mp3 and other formats too)") from None
+
+
 def load_audio(audio, sample_rate: int | None = None, *, name: str | None = None) -> np.ndarray:
     """Load speech as 16 kHz mono float32.
 
     Args:
-        audio: a path (wav, flac, mp3, ogg, or anything ffmpeg reads) or an array / tensor of
-            shape (N,), (N, C) or (C, N), integer or float PCM.
+        audio: a path (wav, flac, mp3, ogg, or anything ffmpeg reads), a file opened in binary mode
+            (wav, flac, ogg), or an array / tensor of shape (N,), (N, C) or (C, N), integer or float PCM.
         sample_rate: the sampling rate of an array (required for arrays, ignored for files).
     Returns:
         float32 array (N,) at :data:`SAMPLE_RATE`.
     """
+    from_file = isinstance(audio, (str, os.PathLike)) or hasattr(audio, "read")  # an open file, a BytesIO
     if isinstance(audio, (str, os.PathLike)):
         path = Path(audio)
         label = name or f"audio file '{path}'"
         data, sr = _read_file(path)
+    elif from_file:
+        file_name = getattr(audio, "name", None)
+        label = name or (f"audio file '{file_name}'" if isinstance(file_name, str) else "audio file object")
+        data, sr = _read_file_object(audio, label)
     else:
         label = name or "audio array"
         if hasattr(audio, "detach"):
-            audio = audio.detach().cpu().numpy()
+            audio = audio.detach().cpu()
+            if audio.is_floating_point() and audio.element_size() < 4:  # numpy has no bfloat16
+                audio = audio.float()
+            audio = audio.numpy()
         if sample_rate is None:
             raise InputError(f"{label} was given without its sampling rate", "pass sample_rate=... (e.g. 16000)")
         data, sr = np.asarray(audio), sample_rate
     if not is_real_number(sr) or not math.isfinite(sr) or not float(sr).is_integer() or sr <= 0:
         raise InputError(f"{label}: sampling rate {sr!r} is not a positive whole number", "pass e.g. sample_rate=16000")
     if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
-        fix = ("its header is damaged: re-export the recording" if isinstance(audio, (str, os.PathLike))
+        fix = ("its header is damaged: re-export the recording" if from_file
                else "pass the rate the samples were recorded at, e.g. sample_rate=16000")
         raise InputError(f"{label}: sampling rate {int(sr)} Hz is outside the {MIN_SAMPLE_RATE} Hz to "
                          f"{MAX_SAMPLE_RATE // 1000} kHz that recordings use", fix)

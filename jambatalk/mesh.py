@@ -23,7 +23,14 @@ MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
 
 def check_vertices(vertices, name: str = "template", n_vertices: int | None = None) -> np.ndarray:
     """Validate a (V, 3) array (a flat (3V,) one is reshaped) and return it as float32."""
-    v = np.asarray(vertices.detach().cpu() if hasattr(vertices, "detach") else vertices)
+    if hasattr(vertices, "detach"):
+        vertices = vertices.detach().cpu()
+        vertices = vertices.float() if vertices.is_floating_point() else vertices  # numpy has no bfloat16
+    try:
+        v = np.asarray(vertices)
+    except (TypeError, ValueError):  # rows of different lengths
+        raise InputError(f"{name} is not a (V, 3) array: its rows differ in length or are not all numbers",
+                         "pass a (V, 3) float array") from None
     if v.dtype.kind not in "iuf":
         raise InputError(f"{name} has dtype {v.dtype}; expected numbers", "pass a (V, 3) float array")
     if v.ndim == 1 and v.size % 3 == 0:

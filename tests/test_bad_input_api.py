@@ -129,3 +129,26 @@ def test_stream_subject_must_be_one_of_the_models(speech):
         with pytest.raises(InputError, match=r"is not one of this model's 3 speaking styles.*from 0 to 2"):
             Stream(model, subject=bad)
     assert Stream(model, subject=2).offline(speech).shape == (25, 64, 3)
+
+
+def test_bfloat16_tensors_and_open_files_are_taken(model_dir, speech, tmp_path):
+    base = animate(speech, model=model_dir, sample_rate=16000)
+    half = torch.tensor(speech).bfloat16()  # numpy has no bfloat16: taken as float32
+    np.testing.assert_array_equal(load_audio(half, 16000), load_audio(half.float(), 16000))
+    tpl = animate(half, torch.tensor(base.template).bfloat16(), model=model_dir, sample_rate=16000)
+    assert tpl.vertices.shape == base.vertices.shape and np.isfinite(tpl.vertices).all()
+    path = tmp_path / "speech.wav"
+    sf.write(path, speech, 16000)
+    with open(path, "rb") as f:
+        np.testing.assert_array_equal(animate(f, model=model_dir).vertices, animate(path, model=model_dir).vertices)
+    with open(path) as f, pytest.raises(InputError, match=r"was opened in text mode.*open\(path, 'rb'\)"):
+        load_audio(f)
+    with open(path, "rb") as f:  # past the header: no longer an audio file
+        f.seek(100)
+        with pytest.raises(InputError, match="could not be read as audio"):
+            load_audio(f)
+
+
+def test_a_ragged_template_is_refused(model_dir, speech):
+    with pytest.raises(InputError, match=r"template is not a \(V, 3\) array: its rows differ in length"):
+        animate(speech, [[0.0, 0.0, 0.0], [1.0, 2.0]], model=model_dir, sample_rate=16000)
