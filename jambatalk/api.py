@@ -62,6 +62,11 @@ class Animation:
         a folder (a path without extension) of per-frame meshes (``mesh_format`` .obj or .ply)."""
         from .fileio import atomic_dir, atomic_path, check_output_path
 
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputError(f"the path to save to is {path!r}, not a file or folder name", "pass a str or Path: "
+                             ".npy, .npz, .mp4, or a folder name without extension")
+        if not isinstance(mesh_format, str):
+            raise InputError(f"mesh_format is {mesh_format!r}", "pass '.obj' or '.ply'")
         path = Path(path)
         suffix = path.suffix.lower()
         check_output_path(path)
@@ -108,9 +113,34 @@ class Animation:
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> Animation:
         """Read an animation written as .npz by :meth:`save`."""
-        data = np.load(path, allow_pickle=False)
-        faces = data["faces"] if data["faces"].size else None
-        return cls(data["vertices"], data["template"], faces, float(data["fps"]), data["audio"])
+        fix = "pass a .npz written by Animation.save"
+        if isinstance(path, (str, os.PathLike)):
+            path = Path(path)
+            if path.is_dir():
+                raise InputError(f"'{path}' is a folder, not an animation file", fix)
+            if not path.is_file():
+                raise InputError(f"animation file '{path}' does not exist", "check the path")
+        elif not hasattr(path, "read"):  # an open file is read as it is
+            raise InputError(f"the path to load is {path!r}, not a file name",
+                             "pass the .npz file's name (a str or Path)")
+        try:
+            data = np.load(path, allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - numpy raises ValueError, OSError, EOFError... by content
+            raise InputError(f"'{path}' is not a readable .npz file ({str(exc).splitlines()[0]})", fix) from None
+        if not hasattr(data, "files"):
+            raise InputError(f"'{path}' holds one array (a .npy), not an animation: its speech, template and frame "
+                             "rate are missing", f"{fix} (a .npy of vertices is read with np.load)")
+        with data:
+            missing = [k for k in ("vertices", "template", "faces", "fps", "audio") if k not in data.files]
+            if missing:
+                have = ", ".join(data.files) or "nothing"
+                raise InputError(f"'{path}' has no {', '.join(missing)} (it has: {have}); it was not written by "
+                                 "Animation.save", fix)
+            fps = data["fps"]
+            if fps.size != 1 or fps.dtype.kind not in "iuf" or not 0 < float(fps) < float("inf"):
+                raise InputError(f"'{path}' stores fps {fps.tolist()!r}, not a positive frame rate", fix)
+            faces = data["faces"] if data["faces"].size else None
+            return cls(data["vertices"], data["template"], faces, float(fps), data["audio"])
 
 
 def _check_one_frame(samples: np.ndarray, fps: float) -> None:
@@ -169,6 +199,9 @@ def load_model(path: Union[str, os.PathLike, None] = None, device=None):
     """Load a model folder (config.json + model.safetensors); None loads the built-in default."""
     from .model import JambaTalk
 
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"the model path is {path!r}, not a folder name",
+                         "pass a model folder (a str or Path), or None for the built-in model")
     if path is None:
         path = DEFAULT_MODEL_DIR
         if not (path / "model.safetensors").is_file():

@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from jambatalk.api import animate, load_model
+from jambatalk.api import Animation, animate, load_model
 from jambatalk.audio import load_audio
 from jambatalk.config import model_preset
 from jambatalk.errors import CheckpointError, InputError
@@ -152,3 +152,38 @@ def test_bfloat16_tensors_and_open_files_are_taken(model_dir, speech, tmp_path):
 def test_a_ragged_template_is_refused(model_dir, speech):
     with pytest.raises(InputError, match=r"template is not a \(V, 3\) array: its rows differ in length"):
         animate(speech, [[0.0, 0.0, 0.0], [1.0, 2.0]], model=model_dir, sample_rate=16000)
+
+
+def test_animation_load_refuses_what_save_did_not_write(model_dir, speech, tmp_path):
+    anim = animate(speech, model=model_dir, sample_rate=16000)
+    anim.save(tmp_path / "motion.npy")
+    np.savez(tmp_path / "other.npz", vertices=anim.vertices)
+    (tmp_path / "notes.txt").write_text("hello")
+    np.savez(tmp_path / "fps.npz", vertices=anim.vertices, template=anim.template, faces=anim.faces,
+             fps=np.array("fast"), audio=anim.audio)
+    for name, message in [("motion.npy", r"holds one array \(a \.npy\), not an animation"),
+                          ("missing.npz", r"animation file '.*missing.npz' does not exist; check the path"),
+                          ("notes.txt", r"'.*notes.txt' is not a readable \.npz file"),
+                          ("other.npz", r"has no template, faces, fps, audio \(it has: vertices\)"),
+                          ("fps.npz", r"stores fps 'fast', not a positive frame rate"),
+                          (".", r"is a folder, not an animation file")]:
+        with pytest.raises(InputError, match=message):
+            Animation.load(tmp_path / name)
+    anim.save(tmp_path / "whole.npz")
+    back = Animation.load(str(tmp_path / "whole.npz"))
+    assert back.fps == anim.fps and np.array_equal(back.vertices, anim.vertices)
+    with open(tmp_path / "whole.npz", "rb") as f:
+        assert np.array_equal(Animation.load(f).audio, anim.audio)
+
+
+def test_save_and_load_model_refuse_arguments_of_the_wrong_kind(model_dir, speech, tmp_path):
+    anim = animate(speech, model=model_dir, sample_rate=16000)
+    with pytest.raises(InputError, match=r"mesh_format is 123; pass '\.obj' or '\.ply'"):
+        anim.save(tmp_path / "frames", mesh_format=123)
+    with pytest.raises(InputError, match=r"the path to save to is None, not a file or folder name; pass a str or Path"):
+        anim.save(None)
+    with pytest.raises(InputError, match=r"the path to load is 5, not a file name"):
+        Animation.load(5)
+    with pytest.raises(InputError, match=r"the model path is 123, not a folder name; pass a model folder"):
+        load_model(123)
+    assert not list(tmp_path.iterdir())
