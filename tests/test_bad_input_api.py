@@ -8,9 +8,11 @@ import torch
 
 from jambatalk.api import Animation, animate, load_model
 from jambatalk.audio import load_audio
+from jambatalk.cli import main
 from jambatalk.config import model_preset
 from jambatalk.errors import CheckpointError, InputError
 from jambatalk.model import JambaTalk
+from jambatalk.render.cli import load_sequence
 from jambatalk.stream import Stream
 
 
@@ -187,3 +189,19 @@ def test_save_and_load_model_refuse_arguments_of_the_wrong_kind(model_dir, speec
     with pytest.raises(InputError, match=r"the model path is 123, not a folder name; pass a model folder"):
         load_model(123)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fps, shown", [("30", "'30'"), (0.0, "0.0"), (-5, "-5"), ([24, 25], r"\[24, 25\]")])
+def test_render_refuses_a_stored_fps_that_is_not_a_frame_rate(tmp_path, capsys, fps, shown):
+    v, f = _grid_mesh()
+    np.savez(tmp_path / "seq.npz", vertices=np.stack([v, v]), faces=f, fps=np.array(fps))
+    with pytest.raises(InputError, match=rf"stores fps {shown}, not a positive frame rate; store one, e\.g\."):
+        load_sequence(tmp_path / "seq.npz")
+    args = ["render", str(tmp_path / "seq.npz"), "--template", str(tmp_path / "t.npy"), "--out", str(tmp_path / "a.mp4")]
+    assert main(args) == 2
+    assert "error: " in capsys.readouterr().err and not (tmp_path / "a.mp4").exists()
+
+
+def test_render_says_a_folder_is_a_folder(tmp_path, capsys):
+    assert main(["render", str(tmp_path), "--template", "t.ply", "--out", str(tmp_path / "a.mp4")]) == 2
+    assert f"jambatalk render: error: sequence '{tmp_path}' is a folder, not a .npy or .npz file" in capsys.readouterr().err

@@ -24,6 +24,9 @@ def load_sequence(path) -> tuple[np.ndarray, Optional[float], Optional[np.ndarra
     when stored.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"sequence '{path}' is a folder, not a .npy or .npz file",
+                         "pass a vertex sequence file (jambatalk animate --out NAME.npz writes one)")
     if not path.is_file():
         raise InputError(f"sequence file '{path}' does not exist", "check the path")
     suffix = path.suffix.lower()
@@ -40,7 +43,13 @@ def load_sequence(path) -> tuple[np.ndarray, Optional[float], Optional[np.ndarra
             raise InputError(f"'{path}' has no 'vertices' array (it has: {', '.join(data.files) or 'nothing'})",
                              "save the sequence as np.savez(path, vertices=..., fps=...)")
         vertices = data["vertices"]
-        fps = float(data["fps"]) if "fps" in data.files and np.size(data["fps"]) == 1 else None
+        fps = None
+        if "fps" in data.files:
+            stored = data["fps"]
+            if stored.size != 1 or stored.dtype.kind not in "iuf" or not 0 < float(stored) < float("inf"):
+                raise InputError(f"'{path}' stores fps {stored.tolist()!r}, not a positive frame rate",
+                                 "store one, e.g. np.savez(path, vertices=..., fps=30)")
+            fps = float(stored)
         faces = data["faces"] if "faces" in data.files else None
         audio = None
         if "audio" in data.files and data["audio"].size:
