@@ -21,6 +21,10 @@ SAMPLE_RATE = 16000
 #: whose header says 1 Hz would read as 8.9 hours and be resampled to gigabytes)
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768000
 
+#: the largest sample magnitude taken: float PCM lies within [-1, 1], and integer PCM stored as floats within 2^31;
+#: beyond, the samples are not audio (values near 3e38 overflowed the model, whose output then looked damaged)
+MAX_AMPLITUDE = 1e10
+
 
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
     """Band-limited polyphase resampling along the last axis."""
@@ -157,4 +161,8 @@ def load_audio(audio, sample_rate: int | None = None, *, name: str | None = None
     if not np.isfinite(mono).all():
         bad = int((~np.isfinite(mono)).sum())
         raise InputError(f"{label} has {bad} non-finite samples (NaN or inf)", "clean or re-export the recording")
+    peak = float(np.abs(mono).max())
+    if peak > MAX_AMPLITUDE:
+        raise InputError(f"{label} has samples as large as {peak:.3g}, out of range for audio (float samples lie "
+                         "within [-1, 1])", "check the recording or array: re-export it, or scale it into [-1, 1]")
     return resample(mono, int(sr), SAMPLE_RATE)

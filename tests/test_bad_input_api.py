@@ -205,3 +205,14 @@ def test_render_refuses_a_stored_fps_that_is_not_a_frame_rate(tmp_path, capsys, 
 def test_render_says_a_folder_is_a_folder(tmp_path, capsys):
     assert main(["render", str(tmp_path), "--template", "t.ply", "--out", str(tmp_path / "a.mp4")]) == 2
     assert f"jambatalk render: error: sequence '{tmp_path}' is a folder, not a .npy or .npz file" in capsys.readouterr().err
+
+
+def test_samples_out_of_audio_range_blame_the_audio(model_dir, speech, tmp_path):
+    path = tmp_path / "loud.wav"
+    sf.write(path, np.full(16000, 3e38, np.float32) * np.sign(speech + 1e-9), 16000, subtype="FLOAT")
+    with pytest.raises(InputError, match=rf"audio file '{path}' has samples as large as 3e\+38, out of range for "
+                                         r"audio.*scale it into \[-1, 1\]"):
+        animate(path, model=model_dir)
+    with pytest.raises(InputError, match=r"audio array has samples as large as 1e\+20"):
+        load_audio(speech / np.abs(speech).max() * 1e20, 16000)
+    assert len(animate(speech * 32768, model=model_dir, sample_rate=16000)) == 25  # int16 PCM held as floats
