@@ -10,21 +10,29 @@ __all__ = ["cli_demo"]
 def cli_demo(args) -> int:
     from .api import animate
     from .audio import SAMPLE_RATE
+    from .errors import InputError
     from .fileio import check_output_path
 
     out = check_output_path(args.out)
     if out.suffix.lower() != ".mp4":
-        from .errors import InputError
-
         raise InputError(f"the demo writes a video, not '{out.suffix}'", "pass --out NAME.mp4")
+    if args.audio and args.text is not None:
+        raise InputError("--audio and --text were both given, but the demo animates one of them",
+                         "pass --audio FILE to animate a recording, or --text SENTENCE to synthesise one")
     if args.audio:
         audio, source = args.audio, f"'{args.audio}'"
         sample_rate = None
     else:
         from .synth import DEMO_SENTENCE, speak
 
-        text = args.text or DEMO_SENTENCE
+        text = DEMO_SENTENCE if args.text is None else args.text
+        if not text.strip():
+            raise InputError("--text is empty",
+                             "pass a sentence to synthesise, or leave --text out for the built-in one")
         audio, _ = speak(text)
+        if len(audio) < SAMPLE_RATE // 10:  # punctuation alone ('...', '?') is spoken as a click of a few ms
+            raise InputError(f"--text {text!r} synthesised to almost nothing ({len(audio) / SAMPLE_RATE * 1000:.0f} "
+                             "ms of sound)", "pass a sentence with words")
         sample_rate, source = SAMPLE_RATE, f"espeak-ng: \"{text}\""
     anim = animate(audio, sample_rate=sample_rate)
     anim.save(Path(out), size=args.size)

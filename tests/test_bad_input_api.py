@@ -1,6 +1,8 @@
 """Bad input to the Python API, the stream, the renderer's command and model loading: an error of jambatalk's
 own (naming the problem and the fix), not a hang, a bare Python exception or silently wrong output."""
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -14,6 +16,7 @@ from jambatalk.errors import CheckpointError, InputError
 from jambatalk.model import JambaTalk
 from jambatalk.render.cli import load_sequence
 from jambatalk.stream import Stream
+from jambatalk.synth import espeak
 
 
 def _grid_mesh(n=8):
@@ -216,3 +219,20 @@ def test_samples_out_of_audio_range_blame_the_audio(model_dir, speech, tmp_path)
     with pytest.raises(InputError, match=r"audio array has samples as large as 1e\+20"):
         load_audio(speech / np.abs(speech).max() * 1e20, 16000)
     assert len(animate(speech * 32768, model=model_dir, sample_rate=16000)) == 25  # int16 PCM held as floats
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--text", ""], r"--text is empty; pass a sentence to synthesise, or leave --text out"),
+    (["--text", "   "], r"--text is empty"),
+    (["--audio", "speech.wav", "--text", "Hello."], r"--audio and --text were both given"),
+])
+def test_demo_refuses_empty_or_competing_speech(tmp_path, capsys, argv, message):
+    assert main(["demo", "--out", str(tmp_path / "demo.mp4"), *argv]) == 2
+    assert re.search(r"^jambatalk demo: error: " + message, capsys.readouterr().err)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not espeak.available(), reason="libespeak-ng is not installed")
+def test_demo_says_a_sentence_without_words_synthesised_to_almost_nothing(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo.mp4"), "--text", "..."]) == 2
+    assert "--text '...' synthesised to almost nothing" in capsys.readouterr().err
