@@ -13,6 +13,7 @@ from jambatalk.audio import load_audio
 from jambatalk.cli import main
 from jambatalk.config import model_preset
 from jambatalk.errors import CheckpointError, InputError
+from jambatalk.mesh import save_mesh
 from jambatalk.model import JambaTalk
 from jambatalk.render.cli import load_sequence
 from jambatalk.stream import Stream
@@ -236,3 +237,15 @@ def test_demo_refuses_empty_or_competing_speech(tmp_path, capsys, argv, message)
 def test_demo_says_a_sentence_without_words_synthesised_to_almost_nothing(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo.mp4"), "--text", "..."]) == 2
     assert "--text '...' synthesised to almost nothing" in capsys.readouterr().err
+
+
+def test_rendering_a_mesh_without_extent_says_so(tmp_path, capsys):
+    v, f = _grid_mesh()
+    save_mesh(tmp_path / "grid.ply", v, f)
+    np.save(tmp_path / "zeros.npy", np.zeros((3, len(v), 3), np.float32))
+    out = tmp_path / "zeros.mp4"
+    assert main(["render", str(tmp_path / "zeros.npy"), "--template", str(tmp_path / "grid.ply"),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot fit a camera to the mesh: all its 64 vertices are at one point (0, 0, 0)" in err
+    assert "znear" not in err and not out.exists()

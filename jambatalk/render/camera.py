@@ -158,6 +158,10 @@ def fit_camera(vertices, aspect: float = 1.0, *, fov_deg: float = 20.0, margin: 
     if v.size == 0 or not np.isfinite(v).all():
         raise InputError("cannot fit a camera to an empty or non-finite mesh", "pass finite (V, 3) vertices")
     lo, hi = v.min(axis=0), v.max(axis=0)
+    if np.array_equal(lo, hi):  # no extent to frame: the clipping range would be empty
+        raise InputError(f"cannot fit a camera to the mesh: all its {len(v)} vertices are at one point "
+                         f"({', '.join(f'{x:g}' for x in lo)})", "check the vertices: they do not span a face (an "
+                         "all-zero array holds none)")
     center = (lo + hi) / 2.0
     d = np.asarray(direction, dtype=np.float64)
     d /= np.linalg.norm(d)
