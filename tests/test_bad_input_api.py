@@ -249,3 +249,20 @@ def test_rendering_a_mesh_without_extent_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cannot fit a camera to the mesh: all its 64 vertices are at one point (0, 0, 0)" in err
     assert "znear" not in err and not out.exists()
+
+
+def test_a_training_run_folder_names_its_checkpoints(model_dir, speech, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(model_dir, run / "best")
+    shutil.copytree(model_dir, run / "last")
+    sf.write(tmp_path / "speech.wav", speech, 16000)
+    out = tmp_path / "motion.npy"
+    assert main(["animate", str(tmp_path / "speech.wav"), "--checkpoint", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"'{run}' is a training run folder, not a model folder; pass one of its checkpoints: '{run / 'best'}' " \
+           f"(or '{run / 'last'}', the latest)" in err and not out.exists()
+    shutil.rmtree(run / "best")
+    with pytest.raises(CheckpointError, match=rf"pass one of its checkpoints: '{run / 'last'}'$"):
+        load_model(run)

@@ -356,6 +356,11 @@ class JambaTalk(nn.Module):
             raise CheckpointError(f"model folder '{folder}' does not exist",
                                   "pass a folder written by save_pretrained or by jambatalk train")
         cfg_path = folder / CONFIG_NAME
+        saved = [folder / sub for sub in ("best", "last") if (folder / sub / CONFIG_NAME).is_file()]
+        if not cfg_path.is_file() and saved:
+            raise CheckpointError(f"'{folder}' is a training run folder, not a model folder",
+                                  f"pass one of its checkpoints: '{saved[0]}'" + (
+                                      f" (or '{saved[1]}', the latest)" if len(saved) > 1 else ""))
         if not cfg_path.is_file():
             raise CheckpointError(f"'{folder}' has no {CONFIG_NAME}; it is not a jambatalk model folder",
                                   "pass a folder written by save_pretrained or by jambatalk train")
