@@ -266,3 +266,15 @@ def test_a_training_run_folder_names_its_checkpoints(model_dir, speech, tmp_path
     shutil.rmtree(run / "best")
     with pytest.raises(CheckpointError, match=rf"pass one of its checkpoints: '{run / 'last'}'$"):
         load_model(run)
+
+
+@pytest.mark.parametrize("name", ["/nonexistent/w2v", "./no/such/w2v", "no/such/w2v"])
+def test_a_missing_pretrained_encoder_folder_is_named_missing(name):
+    from jambatalk.model.audio_encoder import AudioEncoder
+
+    cfg = model_preset("tiny").audio
+    cfg.pretrained = name
+    with pytest.raises(CheckpointError, match=rf"pretrained audio encoder folder '{name}' does not exist; check "
+                                              r"audio.pretrained") as info:
+        AudioEncoder(cfg)
+    assert "huggingface-cli download" not in str(info.value)

@@ -206,6 +206,13 @@ def _use_time_major(wav2vec) -> None:
 
 def _local_pretrained(name: str):
     """Load a Wav2Vec2Model from a local folder or the local hub cache; never downloads."""
+    # a hub id is 'owner/name'; an absolute path, one from . or ~, or one of three or more parts is a folder
+    if (Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1) \
+            and not Path(name).expanduser().exists():
+        raise CheckpointError(f"pretrained audio encoder folder '{name}' does not exist",
+                              "check audio.pretrained: a folder saved by transformers (config.json and weights) or "
+                              "a hub id such as facebook/wav2vec2-base-960h; set audio.pretrained to null to use an "
+                              "encoder trained from scratch")
     from transformers import Wav2Vec2Model
 
     try:
