@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from .errors import InputError
 __all__ = ["load_mesh", "load_template", "load_templates_pkl", "save_mesh", "check_vertices"]
 
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
+
+#: an OBJ face line with a vertex index 0 (OBJ counts from 1; trimesh reads 0 as the last vertex, a degenerate face)
+_OBJ_INDEX_ZERO = re.compile(rb"(?m)^f[ \t][^\n]*?(?<=[ \t])0(?=[/ \t\r\n]|$)")
 
 
 def check_vertices(vertices, name: str = "template", n_vertices: int | None = None) -> np.ndarray:
@@ -54,6 +58,9 @@ def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"mesh file '{path}' does not exist", "check the path")
+    if path.suffix.lower() == ".obj" and _OBJ_INDEX_ZERO.search(path.read_bytes()):
+        raise InputError(f"mesh '{path}' has a face with vertex index 0, but OBJ counts vertices from 1",
+                         "re-export it, or add 1 to every face index if a writer counted from 0")
     try:
         mesh = trimesh.load(str(path), process=False, force="mesh", maintain_order=True)
         vertices = np.asarray(mesh.vertices)

@@ -13,7 +13,7 @@ from jambatalk.audio import load_audio
 from jambatalk.cli import main
 from jambatalk.config import model_preset
 from jambatalk.errors import CheckpointError, InputError
-from jambatalk.mesh import save_mesh
+from jambatalk.mesh import load_template, save_mesh
 from jambatalk.model import JambaTalk
 from jambatalk.render.cli import load_sequence
 from jambatalk.stream import Stream
@@ -278,3 +278,16 @@ def test_a_missing_pretrained_encoder_folder_is_named_missing(name):
                                               r"audio.pretrained") as info:
         AudioEncoder(cfg)
     assert "huggingface-cli download" not in str(info.value)
+
+
+def test_an_obj_face_with_vertex_index_0_is_refused(tmp_path):
+    v, f = _grid_mesh()
+    save_mesh(tmp_path / "grid.obj", v, f)
+    assert np.array_equal(load_template(tmp_path / "grid.obj")[1], f)
+    lines = (tmp_path / "grid.obj").read_text().splitlines()
+    for i, face in enumerate(["f 0 2 9", "f 1/1 2/2 0/3"]):
+        path = tmp_path / f"zero{i}.obj"
+        path.write_text("\n".join(lines[:-1] + [face]) + "\n")
+        with pytest.raises(InputError, match=rf"mesh '{path}' has a face with vertex index 0, but OBJ counts "
+                                             r"vertices from 1"):
+            load_template(path)
