@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import subprocess
+import warnings
 from math import gcd
 from pathlib import Path
 
@@ -84,6 +86,34 @@ def _read_with_ffmpeg(path: Path):
     return np.frombuffer(proc.stdout, dtype="<f4").reshape(-1, 1), SAMPLE_RATE
 
 
+def _wav_cut_short(path: Path) -> tuple[float, float] | None:
+    """(seconds a WAV file's header announces, seconds its file holds) when it holds fewer (a download or copy cut
+    short: the decoders read what is there without a word); None otherwise, or when it is not a plain WAV file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            byte_rate = 0
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if kind == b"data":
+                    break
+                if kind == b"fmt " and size >= 12:
+                    byte_rate = struct.unpack("<I", f.read(12)[8:12])[0]
+                    size -= 12
+                f.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to an even length
+            held = os.fstat(f.fileno()).st_size - f.tell()
+    except OSError:
+        return None
+    if not byte_rate or size in (0, 0xFFFFFFFF) or size <= held:  # 0 or 0xFFFFFFFF: written to a pipe, size unknown
+        return None
+    return size / byte_rate, held / byte_rate
+
+
 def _read_file(path: Path) -> tuple[np.ndarray, int]:
     if not path.exists():
         raise InputError(f"audio file '{path}' does not exist", "check the path")
@@ -134,6 +164,11 @@ def load_audio(audio, sample_rate: int | None = None, *, name: str | None = None
         path = Path(audio)
         label = name or f"audio file '{path}'"
         data, sr = _read_file(path)
+        short = _wav_cut_short(path)
+        if short:
+            warnings.warn(f"{label} is cut short: its header announces {short[0]:.2f} s of audio but the file holds "
+                          f"{short[1]:.2f} s; animating what is there (copy or export it again for the rest)",
+                          stacklevel=2)
     elif from_file:
         file_name = getattr(audio, "name", None)
         label = name or (f"audio file '{file_name}'" if isinstance(file_name, str) else "audio file object")

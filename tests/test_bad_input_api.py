@@ -291,3 +291,18 @@ def test_an_obj_face_with_vertex_index_0_is_refused(tmp_path):
         with pytest.raises(InputError, match=rf"mesh '{path}' has a face with vertex index 0, but OBJ counts "
                                              r"vertices from 1"):
             load_template(path)
+
+
+def test_a_wav_file_cut_short_is_warned_about(speech, tmp_path):
+    import warnings
+
+    path = tmp_path / "whole.wav"
+    sf.write(path, np.concatenate([speech, speech]), 16000, subtype="PCM_16")  # 2 s
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_audio(path)) == 32000
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(path.read_bytes()[:44 + 32000])  # the header and 1 s of 16-bit samples
+    with pytest.warns(UserWarning, match=rf"audio file '{cut}' is cut short: its header announces 2.00 s of audio "
+                                         r"but the file holds 1.00 s; animating what is there"):
+        assert len(load_audio(cut)) == 16000
