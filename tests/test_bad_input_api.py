@@ -201,14 +201,16 @@ def test_render_refuses_a_stored_fps_that_is_not_a_frame_rate(tmp_path, capsys, 
     np.savez(tmp_path / "seq.npz", vertices=np.stack([v, v]), faces=f, fps=np.array(fps))
     with pytest.raises(InputError, match=rf"stores fps {shown}, not a positive frame rate; store one, e\.g\."):
         load_sequence(tmp_path / "seq.npz")
-    args = ["render", str(tmp_path / "seq.npz"), "--template", str(tmp_path / "t.npy"), "--out", str(tmp_path / "a.mp4")]
+    args = ["render", str(tmp_path / "seq.npz"), "--template", str(tmp_path / "t.npy"),
+            "--out", str(tmp_path / "a.mp4")]
     assert main(args) == 2
     assert "error: " in capsys.readouterr().err and not (tmp_path / "a.mp4").exists()
 
 
 def test_render_says_a_folder_is_a_folder(tmp_path, capsys):
     assert main(["render", str(tmp_path), "--template", "t.ply", "--out", str(tmp_path / "a.mp4")]) == 2
-    assert f"jambatalk render: error: sequence '{tmp_path}' is a folder, not a .npy or .npz file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"jambatalk render: error: sequence '{tmp_path}' is a folder, not a .npy or .npz file" in err
 
 
 def test_samples_out_of_audio_range_blame_the_audio(model_dir, speech, tmp_path):
