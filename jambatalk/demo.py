@@ -11,11 +11,13 @@ def cli_demo(args) -> int:
     from .api import animate
     from .audio import SAMPLE_RATE
     from .errors import InputError
-    from .fileio import check_output_path
+    from .fileio import check_not_input, check_output_path
 
-    out = check_output_path(args.out)
+    out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise InputError(f"the demo writes a video, not '{out.suffix}'", "pass --out NAME.mp4")
+    check_output_path(out, file=True)
+    check_not_input(out, args.audio)
     if args.audio and args.text is not None:
         raise InputError("--audio and --text were both given, but the demo animates one of them",
                          "pass --audio FILE to animate a recording, or --text SENTENCE to synthesise one")

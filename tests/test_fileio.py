@@ -151,3 +151,15 @@ def test_sigterm_stops_a_command_and_removes_its_partial_output(tmp_path, monkey
     assert status == 128 + signal.SIGTERM and outside == []
     assert "terminated" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_render_and_demo_refuse_to_write_over_the_video_they_take_their_speech_from(tmp_path, capsys):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"a video with speech")
+    seq = tmp_path / "seq.npy"
+    np.save(seq, np.zeros((2, 3, 3), np.float32))
+    assert cli.main(["render", str(seq), "--template", str(seq), "--audio", str(clip), "--out", str(clip)]) == 2
+    assert "destroy the input" in capsys.readouterr().err
+    assert cli.main(["demo", "--audio", str(clip), "--out", str(clip)]) == 2
+    assert "destroy the input" in capsys.readouterr().err
+    assert clip.read_bytes() == b"a video with speech"

@@ -63,6 +63,7 @@ def load_sequence(path) -> tuple[np.ndarray, Optional[float], Optional[np.ndarra
 
 def cli_render(args) -> int:
     """Render a vertex sequence with the template's faces (and the audio) to an MP4."""
+    from ..fileio import check_not_input, check_output_path
     from ..mesh import load_template
     from .renderer import check_sequence
     from .video import render_video
@@ -70,6 +71,8 @@ def cli_render(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise InputError(f"output '{out}' is not an .mp4 file", "pass --out NAME.mp4")
+    check_output_path(out, file=True)
+    check_not_input(out, args.audio)
     raw, stored_fps, stored_faces, stored_audio = load_sequence(args.seq)
     seq = check_sequence(raw, f"sequence '{args.seq}'")
     template, faces = load_template(args.template)
