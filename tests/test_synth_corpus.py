@@ -133,6 +133,10 @@ def test_bad_template_regions_and_destination_are_input_errors(tmp_path):
     (tmp_path / "regions.json").write_text("{}")
     with pytest.raises(InputError, match="no faces"):
         load_template_head(f"{tmp_path / 'cloud.ply'}:{tmp_path / 'regions.json'}")
+    with pytest.raises(InputError, match="template mesh '.*nope.ply' does not exist"):
+        load_template_head(str(tmp_path / "nope.ply"))  # named as missing, not as lacking a regions file
+    with pytest.raises(InputError, match="is a folder"):
+        load_template_head(str(tmp_path))
     (tmp_path / "afile").write_text("x")
     with pytest.raises(InputError, match="is a file, not a folder"):
         generate_corpus(tmp_path / "afile" / "sub", n_sentences=2, progress=False)

@@ -61,6 +61,9 @@ def load_template_head(template) -> Head:
         if text.endswith(sep_ext) and ":" in text:
             mesh_path, regions_path = text.rsplit(":", 1)
     mesh_path = Path(mesh_path)
+    if not mesh_path.is_file():
+        raise InputError(f"template mesh '{mesh_path}' "
+                         + ("is a folder" if mesh_path.is_dir() else "does not exist"), "pass a .ply or .obj file")
     if regions_path is None:
         for cand in ("FLAME_masks.pkl", "regions.json"):
             if (mesh_path.parent / cand).is_file():
