@@ -29,8 +29,11 @@ __all__ = ["masked_mse", "velocity_mse", "compute_losses", "AsrTeacher", "phonem
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """Mean squared error over the valid leading (B, T) positions of (B, T, ...) tensors."""
+    """Mean squared error over the valid leading (B, T) positions of (B, T, ...) tensors; 0 where there are
+    none (a one-frame sequence has no frame-to-frame differences)."""
     err = (pred - target).pow(2)
+    if err.numel() == 0:
+        return err.sum()  # 0, still part of the graph
     if mask is None:
         return err.mean()
     m = mask.to(err.dtype).reshape(mask.shape + (1,) * (err.dim() - mask.dim()))

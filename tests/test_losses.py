@@ -28,6 +28,16 @@ def test_masked_and_velocity_mse_ignore_padding():
     assert float(velocity_mse(pred, gt, None)) > 0
 
 
+def test_velocity_mse_of_a_one_frame_sequence_is_zero_and_keeps_the_graph():
+    pred = torch.randn(1, 1, 5, 3, requires_grad=True)
+    gt = torch.randn(1, 1, 5, 3)
+    for mask in (None, torch.ones(1, 1, dtype=torch.bool)):
+        loss = velocity_mse(pred, gt, mask)
+        assert float(loss) == 0.0
+        loss.backward()
+        assert torch.equal(pred.grad, torch.zeros_like(pred))
+
+
 def test_ctc_helpers():
     assert collapse_ctc(torch.tensor([0, 3, 3, 0, 3, 2, 2, 0])) == [3, 3, 2]
     assert phoneme_targets([[["a", 0, 1], ["x", 1, 2], ["b", 2, 3]], None], ["a", "b"]) == [[1, 2], []]
