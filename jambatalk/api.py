@@ -189,8 +189,8 @@ def _resolve_device(device):
         except Exception:  # noqa: BLE001 - RuntimeError, NotImplementedError, AssertionError... by backend
             usable = False
     if not usable:
-        gpus = (f" (this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 on)"
-                if device.type == "cuda" else "")
+        count = torch.cuda.device_count() if device.type == "cuda" else 0
+        gpus = f" (this machine's CUDA devices: cuda:0 to cuda:{count - 1})" if count else ""
         raise InputError(f"device '{device}' is not available here{gpus}", "use cpu (or cuda where a GPU is present)")
     return torch.device("cpu") if device.type == "cpu" else device  # cpu:0 is cpu (safetensors takes only 'cpu')
 
