@@ -48,7 +48,7 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
 
     from .api import DEFAULT_MODEL_DIR, _finite, _resolve_device
     from .data import SequenceDataset, get_spec
-    from .fileio import atomic_dir, atomic_path
+    from .fileio import atomic_dir, atomic_path, check_output_folder
     from .metrics import SequenceMetrics, lip_opening
     from .model import JambaTalk
     from .train import open_dataset_root
@@ -60,6 +60,7 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
                          + ("the installed package (the built-in model)" if built_in else "a folder that cannot be written"),
                          "pass --out DIR for the report and predictions")
     out = Path(out) if out else ckpt / "eval"
+    check_output_folder(out)  # before the model and data are set up
     spec = get_spec(cfg.data.dataset)
     root = open_dataset_root(cfg)
     model = JambaTalk.from_pretrained(ckpt, map_location=_resolve_device(device), n_vertices=spec.n_vertices)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["atomic_path", "atomic_dir", "check_output_path", "check_not_input"]
+__all__ = ["atomic_path", "atomic_dir", "check_output_path", "check_output_folder", "check_not_input"]
 
 
 def _umask() -> int:
@@ -45,6 +45,27 @@ def check_output_path(path: str | os.PathLike, *, file: bool = False, folder: bo
     except OSError as exc:
         raise InputError(f"cannot write '{path}': the folder '{parent}' takes no new files ({exc.strerror})",
                          "choose an output path in a folder you can write to") from exc
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """Refuse an output folder that could not be made or written, before the work: a file in its place or on
+    its way, or a nearest existing folder (the folder itself, when it exists) that takes no new files (a file
+    is made there and removed to find out: permissions, a read-only or immutable folder, /proc)."""
+    path = Path(path)
+    where = path
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        raise InputError(f"cannot make the folder '{path}': '{where}' is a file" if where != path
+                         else f"cannot write into '{path}': it is a file, not a folder", "choose another folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".jambatalk.", suffix=".probe", dir=where)
+    except OSError as exc:
+        raise InputError(f"cannot write into '{path}': the folder '{where}' takes no new files ({exc.strerror})",
+                         "choose an output folder you can write to") from exc
     os.close(fd)
     os.unlink(probe)
     return path

@@ -22,6 +22,7 @@ import torch
 
 from .config import ExperimentConfig, load_experiment, to_dict
 from .errors import CheckpointError, ConfigError, DatasetError, InputError, TrainingError
+from .fileio import check_output_folder
 
 __all__ = ["Trainer", "train", "cli_train", "complete_model_config", "open_dataset_root"]
 
@@ -62,6 +63,7 @@ def _check_out_dir(out: Path) -> None:
         where = "is a file" if blocked == out else f"lies inside '{blocked}', which is a file"
         raise InputError(f"run folder (--out) '{out}' {where}", "pass --out a folder (new, or an earlier run's "
                          "with --resume)")
+    check_output_folder(out)
 
 
 def _resolve_device(name: str, local_rank: int) -> torch.device:

@@ -163,3 +163,33 @@ def test_render_and_demo_refuse_to_write_over_the_video_they_take_their_speech_f
     assert cli.main(["demo", "--audio", str(clip), "--out", str(clip)]) == 2
     assert "destroy the input" in capsys.readouterr().err
     assert clip.read_bytes() == b"a video with speech"
+
+
+def test_an_output_folder_that_could_not_be_made_or_written_is_refused_before_the_work(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from jambatalk.fileio import check_output_folder
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    _no_new_files_in(monkeypatch, locked)
+    for path in (locked, locked / "new" / "deeper"):  # itself, or the nearest folder that exists
+        with pytest.raises(InputError, match="takes no new files"):
+            check_output_folder(path)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        check_output_folder(tmp_path / "afile" / "sub")
+    assert check_output_folder(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "locked"]  # nothing made, no probe left
+    root = Path(__file__).resolve().parents[1]
+    for argv in (["synth", "--dst", str(locked / "corpus"), "--sentences", "3"],
+                 ["train", "--config", str(root / "configs" / "debug.yaml"), "--out", str(locked / "run")],
+                 ["test", "--config", str(root / "configs" / "debug.yaml"), "--checkpoint",
+                  str(root / "jambatalk" / "assets" / "default"), "--out", str(locked / "eval")]):
+        assert cli.main(argv) == 2, argv
+        assert "takes no new files" in capsys.readouterr().err, argv
+    from jambatalk.data.preprocess import prepare_dst  # what preprocess makes its --dst with
+
+    with pytest.raises(InputError, match="takes no new files"):
+        prepare_dst(locked / "vocaset")
+    assert list(locked.iterdir()) == []

@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import DatasetError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, check_output_folder
 from .specs import DatasetSpec, get_spec, list_specs
 
 __all__ = [
@@ -123,6 +123,7 @@ def prepare_dst(dst: str | os.PathLike) -> Path:
     if not dst.parent.is_dir():
         raise DatasetError(f"cannot create '{dst}': its parent folder '{dst.parent}' does not exist",
                            f"create it first (mkdir -p {dst.parent})")
+    check_output_folder(dst)
     for sub in ("", "vertices_npy", "wav"):
         (dst / sub).mkdir(exist_ok=True)
     return dst

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE, resample
 from ..errors import InputError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, check_output_folder
 from .augment import augment, random_augmentation
 from .espeak import synthesize
 from .head import Head, default_head
@@ -304,6 +304,7 @@ def generate_corpus(dst, n_sentences: int = 300, seed: int = 0, template=None, w
     blocked = next((p for p in dst.parents if p.exists() and not p.is_dir()), None)
     if blocked is not None:
         raise InputError(f"cannot create '{dst}': '{blocked}' is a file, not a folder", "choose another --dst")
+    check_output_folder(dst)
     head = load_template_head(template)
     items = plan_corpus(int(n_sentences), int(seed))
     template_name = "procedural" if template is None else str(template) if not isinstance(template, Head) else "custom"
