@@ -394,6 +394,12 @@ class Trainer:
         self.model.load_state_dict(weights)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
+            for group in self.optimizer.param_groups:  # a same-length state of another model loads, then fails a step
+                for param in group["params"]:
+                    for name, value in self.optimizer.state.get(param, {}).items():
+                        if torch.is_tensor(value) and value.dim() and value.shape != param.shape:
+                            raise ValueError(f"its {name} of shape {tuple(value.shape)} is for a parameter of shape "
+                                             f"{tuple(param.shape)}")
             self.scheduler.load_state_dict(state["scheduler"])
             self.step, self.epoch, self.best = int(state["step"]), int(state["epoch"]), float(state["best"])
             self.history = dict(state["history"])

@@ -145,10 +145,16 @@ def test_resume_from_a_trainer_state_of_another_kind_is_a_checkpoint_error(tmp_p
     run = tmp_path / "run"
     Trainer(load_experiment(DEBUG, [f"data.root={root}", "data.generate=false"]), run, progress=False)._save("last")
     state = run / "last" / "trainer_state.pt"
+    good = torch.load(state, weights_only=False)
     for other in ({"x": 1}, [1, 2], {**torch.load(state, weights_only=False), "optimizer": {"state": {}}}):
         torch.save(other, state)
         line = _cli_error(capsys, _train_args(root, run, "--resume"))
         assert f"'{state}'" in line and "train.init_from=" in line
+    # an optimizer state of another model's sizes: it loads, and would fail at the first step
+    good["optimizer"]["state"] = {0: {"step": torch.tensor(1.0), "exp_avg": torch.zeros(3), "exp_avg_sq": torch.zeros(3)}}
+    torch.save(good, state)
+    line = _cli_error(capsys, _train_args(root, run, "--resume"))
+    assert f"'{state}'" in line and "does not fit this run" in line and "exp_avg of shape (3,)" in line
 
 
 @pytest.mark.parametrize("text", ["garbage{", "[1, 2]", '{"tokens": "abc"}', "\udcff"])
