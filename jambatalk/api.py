@@ -126,7 +126,8 @@ class Animation:
         try:
             data = np.load(path, allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - numpy raises ValueError, OSError, EOFError... by content
-            raise InputError(f"'{path}' is not a readable .npz file ({str(exc).splitlines()[0]})", fix) from None
+            why = "" if "allow_pickle" in str(exc) else f" ({str(exc).splitlines()[0]})"  # numpy's advice misleads here
+            raise InputError(f"'{path}' is not a readable .npz file{why}", fix) from None
         if not hasattr(data, "files"):
             raise InputError(f"'{path}' holds one array (a .npy), not an animation: its speech, template and frame "
                              "rate are missing", f"{fix} (a .npy of vertices is read with np.load)")

@@ -210,8 +210,8 @@ def _local_pretrained(name: str):
     if (Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1) \
             and not Path(name).expanduser().exists():
         raise CheckpointError(f"pretrained audio encoder folder '{name}' does not exist",
-                              "check audio.pretrained: a folder saved by transformers (config.json and weights) or "
-                              "a hub id such as facebook/wav2vec2-base-960h; set audio.pretrained to null to use an "
+                              "check model.audio.pretrained: a folder saved by transformers (config.json and weights) or "
+                              "a hub id such as facebook/wav2vec2-base-960h; set it to null to use an "
                               "encoder trained from scratch")
     from transformers import Wav2Vec2Model
 
