@@ -33,7 +33,7 @@ def test_velocity_mse_of_a_one_frame_sequence_is_zero_and_keeps_the_graph():
     gt = torch.randn(1, 1, 5, 3)
     for mask in (None, torch.ones(1, 1, dtype=torch.bool)):
         loss = velocity_mse(pred, gt, mask)
-        assert float(loss) == 0.0
+        assert loss.item() == 0.0 and loss.requires_grad
         loss.backward()
         assert torch.equal(pred.grad, torch.zeros_like(pred))
 
