@@ -1,5 +1,7 @@
 """Benchmark plumbing: records, ratios, the stream measurement on a tiny model, bad names."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +98,19 @@ def test_scan_bench_silences_transformers_advice_to_install_mamba_ssm_while_it_r
         assert seen == [hf_logging.ERROR] and hf_logging.get_verbosity() == hf_logging.INFO
     finally:
         hf_logging.set_verbosity(before)
+
+
+def test_bench_warns_before_it_runs_on_a_busy_machine(monkeypatch, capsys):
+    import os
+
+    import jambatalk.bench as bench
+    from jambatalk.cli import main
+
+    monkeypatch.setattr(bench, "run_benchmarks", lambda names, quick=False: [])
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.8, 1.2, 0.9))
+    with pytest.warns(UserWarning, match="the machine's load average is 1.80 on .* CPUs: other work is running"):
+        assert main(["bench", "scan"]) == 0
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 0.5, 0.6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["bench", "scan"]) == 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -76,11 +78,28 @@ def run_benchmarks(names: list[str] | None = None, quick: bool = False) -> list[
     return records
 
 
+def busy_machine() -> tuple[float, int] | None:
+    """(load average over the last minute, CPUs) when other work keeps the machine busy (a load of 1 or more
+    before the benchmarks start), else None (also where the load average is unknown)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+    return (load, os.cpu_count() or 1) if load >= 1.0 else None
+
+
 def cli_bench(args) -> int:
     from ..fileio import atomic_path, check_output_path
 
     if args.json:
         check_output_path(args.json, file=True)  # before the benchmarks, which take minutes
+    busy = busy_machine()
+    if busy:
+        warnings.warn(f"the machine's load average is {busy[0]:.2f} on {busy[1]} CPUs: other work is running (or "
+                      "just ran), so the figures may move by more than usual, and threads that wait on each other "
+                      "can take several times longer; for figures to compare, run on an idle machine (ratios "
+                      "within one benchmark are timed side by side and hold better than absolute times)",
+                      stacklevel=2)
     records = run_benchmarks([args.name] if args.name else None, quick=args.quick)
     print(format_table(records))
     if args.json:
