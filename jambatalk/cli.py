@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_animate, _add_demo, _add_render, _add_preprocess, _add_synth, _add_train, _add_test, _add_bench):
         add(sub)
+    for command in sub.choices.values():  # --debug after the command too (SUPPRESS keeps one given before it)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show full tracebacks on errors")
     return parser
 
 

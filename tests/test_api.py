@@ -322,3 +322,12 @@ def test_cli_prints_warnings_on_one_line_and_restores_the_format(monkeypatch, tm
     seen.clear()
     assert main(["--debug", "synth", "--dst", str(tmp_path / "c")]) == 0
     assert __file__ in seen[0] and warnings.formatwarning is before
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback_given_before_or_after_the_command(where, tmp_path):
+    from jambatalk.errors import InputError
+
+    args = ["animate", str(tmp_path / "nope.wav"), "--out", str(tmp_path / "x.npy")]
+    with pytest.raises(InputError, match="does not exist"):  # raised, not turned into one line
+        _run(*(["--debug", *args] if where == "before" else [*args, "--debug"]))
