@@ -19,12 +19,32 @@ def _umask() -> int:
     return mask
 
 
-def check_output_path(path: str | os.PathLike, *, file: bool = False, folder: bool = False) -> Path:
+def _temp_in(folder: Path, problem: str, *, prefix: str, suffix: str, directory: bool = False):
+    """tempfile.mkstemp (or mkdtemp) in ``folder``; where the folder takes no new files (permissions, a read-only
+    or immutable folder, /proc), an InputError beginning with ``problem``."""
+    make = tempfile.mkdtemp if directory else tempfile.mkstemp
+    try:
+        return make(prefix=prefix, suffix=suffix, dir=folder)
+    except OSError as exc:
+        raise InputError(f"{problem}: the folder '{folder}' takes no new files ({exc.strerror})",
+                         "choose an output path in a folder you can write to") from exc
+
+
+def _probe(folder: Path, problem: str) -> None:
+    """Make a file in ``folder`` and remove it: an InputError beginning with ``problem`` where that fails."""
+    fd, probe = _temp_in(folder, problem, prefix=".jambatalk.", suffix=".probe")
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_path(path: str | os.PathLike, *, file: bool = False, folder: bool = False,
+                      probe: bool = True) -> Path:
     """Refuse an output path that cannot be written, before the work that makes the output: its parent folder
     does not exist or takes no new files (a file is made there and removed to find out: permissions, a
     read-only or immutable folder); with ``file`` (the output is one file) the path is a folder or something
     other than a regular file (a device such as /dev/null would be replaced by the output); with ``folder``
-    (the output is a folder) something other than a folder has its name."""
+    (the output is a folder) something other than a folder has its name. ``probe=False`` skips making the
+    file, for callers that make their own there next (the atomic writers)."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
@@ -40,13 +60,8 @@ def check_output_path(path: str | os.PathLike, *, file: bool = False, folder: bo
     if file and path.exists() and not path.is_file():
         raise InputError(f"cannot write '{path}': it is not a regular file (a device, a pipe or a socket)",
                          "choose a file name in a folder you can write to")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
-    except OSError as exc:
-        raise InputError(f"cannot write '{path}': the folder '{parent}' takes no new files ({exc.strerror})",
-                         "choose an output path in a folder you can write to") from exc
-    os.close(fd)
-    os.unlink(probe)
+    if probe:
+        _probe(parent, f"cannot write '{path}'")
     return path
 
 
@@ -61,13 +76,7 @@ def check_output_folder(path: str | os.PathLike) -> Path:
     if not where.is_dir():
         raise InputError(f"cannot make the folder '{path}': '{where}' is a file" if where != path
                          else f"cannot write into '{path}': it is a file, not a folder", "choose another folder")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".jambatalk.", suffix=".probe", dir=where)
-    except OSError as exc:
-        raise InputError(f"cannot write into '{path}': the folder '{where}' takes no new files ({exc.strerror})",
-                         "choose an output folder you can write to") from exc
-    os.close(fd)
-    os.unlink(probe)
+    _probe(where, f"cannot write into '{path}'")
     return path
 
 
@@ -102,9 +111,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     The temporary name keeps the final extension so that writers choosing a format by suffix
     (numpy, imageio, soundfile) behave as for the real path.
     """
-    path = check_output_path(path, file=True)
+    path = check_output_path(path, file=True, probe=False)
     suffix = suffix if suffix is not None else "".join(path.suffixes[-1:])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent or ".")
+    fd, tmp = _temp_in(path.parent, f"cannot write '{path}'", prefix=f".{path.name}.", suffix=f".part{suffix}")
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -124,8 +133,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike):
     """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds."""
-    path = check_output_path(path, folder=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or "."))
+    path = check_output_path(path, folder=True, probe=False)
+    tmp = Path(_temp_in(path.parent, f"cannot write '{path}'", prefix=f".{path.name}.", suffix=".part",
+                        directory=True))
     try:
         try:
             yield tmp

@@ -37,3 +37,31 @@ def real_file(name: str) -> Path:
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def grid_mesh(n: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """A flat n x n grid facing +z: n*n vertices, 2 (n-1)^2 triangles."""
+    ys, xs = np.mgrid[0:n, 0:n] / (n - 1) * 0.2 - 0.1
+    v = np.stack([xs.ravel(), ys.ravel(), np.zeros(n * n)], 1).astype(np.float32)
+    f = []
+    for r in range(n - 1):
+        for c in range(n - 1):
+            i = r * n + c
+            f += [[i, i + 1, i + n], [i + 1, i + n + 1, i + n]]
+    return v, np.array(f)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny JambaTalk with the grid as its template, saved once per test module."""
+    from jambatalk.config import model_preset
+    from jambatalk.model import JambaTalk
+
+    torch.manual_seed(0)
+    v, f = grid_mesh()
+    model = JambaTalk(model_preset("tiny"), template=v, faces=f)
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.01)
+    folder = tmp_path_factory.mktemp("ckpt") / "tiny"
+    model.save_pretrained(folder)
+    return folder

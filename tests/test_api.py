@@ -6,38 +6,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import grid_mesh
 
 import jambatalk
 from jambatalk.api import Animation, animate, resample_frames
 from jambatalk.cli import main
-from jambatalk.config import model_preset
 from jambatalk.errors import CheckpointError, InputError
 from jambatalk.mesh import save_mesh
 from jambatalk.model import JambaTalk
-
-
-def _grid_mesh(n=8):
-    """A flat n x n grid facing +z: n*n vertices, 2 (n-1)^2 triangles."""
-    ys, xs = np.mgrid[0:n, 0:n] / (n - 1) * 0.2 - 0.1
-    v = np.stack([xs.ravel(), ys.ravel(), np.zeros(n * n)], 1).astype(np.float32)
-    f = []
-    for r in range(n - 1):
-        for c in range(n - 1):
-            i = r * n + c
-            f += [[i, i + 1, i + n], [i + 1, i + n + 1, i + n]]
-    return v, np.array(f)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    v, f = _grid_mesh()
-    model = JambaTalk(model_preset("tiny"), template=v, faces=f)
-    with torch.no_grad():
-        model.head.weight.normal_(std=0.01)
-    folder = tmp_path_factory.mktemp("ckpt") / "tiny"
-    model.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +243,7 @@ def test_cli_bad_input(case, match, model_dir, wav, tmp_path, capsys):
         ckpt.mkdir()
     elif case == "checkpoint_other_mesh":
         template = tmp_path / "t.ply"
-        v, f = _grid_mesh(9)
+        v, f = grid_mesh(9)
         save_mesh(template, v, f)
     elif case == "out_folder_missing":
         out = tmp_path / "missing" / "o.npy"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import grid_mesh
 
 from jambatalk.api import Animation, animate, load_model
 from jambatalk.audio import load_audio
@@ -18,30 +19,6 @@ from jambatalk.model import JambaTalk
 from jambatalk.render.cli import load_sequence
 from jambatalk.stream import Stream
 from jambatalk.synth import espeak
-
-
-def _grid_mesh(n=8):
-    """A flat n x n grid facing +z: n*n vertices, 2 (n-1)^2 triangles."""
-    ys, xs = np.mgrid[0:n, 0:n] / (n - 1) * 0.2 - 0.1
-    v = np.stack([xs.ravel(), ys.ravel(), np.zeros(n * n)], 1).astype(np.float32)
-    f = []
-    for r in range(n - 1):
-        for c in range(n - 1):
-            i = r * n + c
-            f += [[i, i + 1, i + n], [i + 1, i + n + 1, i + n]]
-    return v, np.array(f)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    v, f = _grid_mesh()
-    model = JambaTalk(model_preset("tiny"), template=v, faces=f)
-    with torch.no_grad():
-        model.head.weight.normal_(std=0.01)
-    folder = tmp_path_factory.mktemp("ckpt") / "tiny"
-    model.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +175,7 @@ def test_save_and_load_model_refuse_arguments_of_the_wrong_kind(model_dir, speec
 
 @pytest.mark.parametrize("fps, shown", [("30", "'30'"), (0.0, "0.0"), (-5, "-5"), ([24, 25], r"\[24, 25\]")])
 def test_render_refuses_a_stored_fps_that_is_not_a_frame_rate(tmp_path, capsys, fps, shown):
-    v, f = _grid_mesh()
+    v, f = grid_mesh()
     np.savez(tmp_path / "seq.npz", vertices=np.stack([v, v]), faces=f, fps=np.array(fps))
     with pytest.raises(InputError, match=rf"stores fps {shown}, not a positive frame rate; store one, e\.g\."):
         load_sequence(tmp_path / "seq.npz")
@@ -243,7 +220,7 @@ def test_demo_says_a_sentence_without_words_synthesised_to_almost_nothing(tmp_pa
 
 
 def test_rendering_a_mesh_without_extent_says_so(tmp_path, capsys):
-    v, f = _grid_mesh()
+    v, f = grid_mesh()
     save_mesh(tmp_path / "grid.ply", v, f)
     np.save(tmp_path / "zeros.npy", np.zeros((3, len(v), 3), np.float32))
     out = tmp_path / "zeros.mp4"
@@ -284,7 +261,7 @@ def test_a_missing_pretrained_encoder_folder_is_named_missing(name):
 
 
 def test_an_obj_face_with_vertex_index_0_is_refused(tmp_path):
-    v, f = _grid_mesh()
+    v, f = grid_mesh()
     save_mesh(tmp_path / "grid.obj", v, f)
     assert np.array_equal(load_template(tmp_path / "grid.obj")[1], f)
     lines = (tmp_path / "grid.obj").read_text().splitlines()
