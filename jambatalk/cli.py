@@ -158,8 +158,18 @@ class Terminated(BaseException):
     out, as after Ctrl-C (a BaseException, so that no ``except Exception`` in between swallows it)."""
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated()
+def _sigterm_handler(owner: int):
+    """The SIGTERM handler of process ``owner``: :class:`Terminated` there. A process forked from it (the
+    workers of synth's multiprocessing pool, a DataLoader's) inherits the handler, and there SIGTERM ends
+    the process as it would without one, so that a pool stopping its workers prints no traceback."""
+    def on_sigterm(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated()
+
+    return on_sigterm
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.formatwarning = _format_warning(args.command)
     sigterm = None
     if threading.current_thread() is threading.main_thread():
-        sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
+        sigterm = signal.signal(signal.SIGTERM, _sigterm_handler(os.getpid()))
     try:
         return int(_handler(args.command)(args) or 0)
     except Terminated:

@@ -193,3 +193,33 @@ def test_an_output_folder_that_could_not_be_made_or_written_is_refused_before_th
     with pytest.raises(InputError, match="takes no new files"):
         prepare_dst(locked / "vocaset")
     assert list(locked.iterdir()) == []
+
+
+def test_sigterm_ends_a_forked_worker_as_without_the_handler(monkeypatch):
+    """A process forked by a command (synth's pool workers) inherits the SIGTERM handler; a pool stopping it
+    must see it end by the signal, not raise Terminated there and print a traceback."""
+    import multiprocessing as mp
+    import time
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork start method on this platform")
+    codes = []
+    fork = mp.get_context("fork")
+    running = fork.Event()
+
+    def work():
+        running.set()
+        time.sleep(30)
+
+    def command(args):
+        worker = fork.Process(target=work)
+        worker.start()
+        assert running.wait(10)  # a signal sent before the child is set up after the fork would be dropped
+        worker.terminate()  # SIGTERM, as Pool.terminate() sends its workers
+        worker.join(10)
+        codes.append(worker.exitcode)
+        return 0
+
+    monkeypatch.setattr(cli, "_handler", lambda name: command)
+    assert cli.main(["synth", "--dst", "unused"]) == 0
+    assert codes == [-signal.SIGTERM]
