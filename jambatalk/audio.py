@@ -114,13 +114,53 @@ def _wav_cut_short(path: Path) -> tuple[float, float] | None:
     return size / byte_rate, held / byte_rate
 
 
-def _read_file(path: Path) -> tuple[np.ndarray, int]:
+def _mp3_cut_short(path: Path) -> tuple[float, float] | None:
+    """(seconds an MP3 file's Xing/Info header announces, about how many its file holds) when it holds under 99% of
+    the bytes announced (libmpg123's own tolerance); None otherwise, or when the file has no such header.
+
+    The header sits in the first MPEG Layer III frame, after any ID3v2 tag: its frame count gives the
+    length, its byte count the size of the stream that the file should hold."""
+    try:
+        with open(path, "rb") as f:
+            tag = f.read(10)
+            start = 0
+            if len(tag) == 10 and tag[:3] == b"ID3":  # ID3v2: a 28-bit "syncsafe" size, then a footer if flagged
+                size = (tag[6] & 0x7F) << 21 | (tag[7] & 0x7F) << 14 | (tag[8] & 0x7F) << 7 | (tag[9] & 0x7F)
+                start = 10 + size + (10 if tag[5] & 0x10 else 0)
+            f.seek(start)
+            frame = f.read(52)  # the frame header (4 bytes), side information (up to 32), the Xing fields (16)
+            held = os.fstat(f.fileno()).st_size - start
+    except OSError:
+        return None
+    if len(frame) < 4 or frame[0] != 0xFF or frame[1] & 0xE0 != 0xE0:
+        return None
+    version, layer, rate_index = (frame[1] >> 3) & 3, (frame[1] >> 1) & 3, (frame[2] >> 2) & 3
+    if version == 1 or layer != 1 or rate_index == 3:  # reserved version, not Layer III, reserved rate
+        return None
+    mono = frame[3] >> 6 == 3
+    mpeg1 = version == 3  # MPEG-1; 2 is MPEG-2, 0 MPEG-2.5
+    offset = 4 + ((17 if mono else 32) if mpeg1 else (9 if mono else 17))
+    fields = frame[offset: offset + 16]
+    if len(fields) < 16 or fields[:4] not in (b"Xing", b"Info"):
+        return None
+    flags, frames, size = struct.unpack(">III", fields[4:])
+    if flags & 3 != 3 or not frames or not size or held >= 0.99 * size:  # both the frame and the byte count given
+        return None
+    rate = (44100, 48000, 32000)[rate_index] >> (0 if mpeg1 else 1 if version == 2 else 2)
+    announced = frames * (1152 if mpeg1 else 576) / rate
+    return announced, announced * held / size
+
+
+def _read_file(path: Path, short_mp3: bool = False) -> tuple[np.ndarray, int]:
+    """The samples and rate of an audio file; ``short_mp3``: an MP3 file cut short, which ffmpeg reads first (the
+    libmpg123 inside soundfile prints its own line about it)."""
     if not path.exists():
         raise InputError(f"audio file '{path}' does not exist", "check the path")
     if path.is_dir():
         raise InputError(f"'{path}' is a folder, not an audio file", "pass a .wav, .flac, .mp3 or .ogg file")
     errors = []
-    for reader in (_read_with_soundfile, _read_with_ffmpeg):
+    readers = (_read_with_ffmpeg, _read_with_soundfile) if short_mp3 else (_read_with_soundfile, _read_with_ffmpeg)
+    for reader in readers:
         try:
             return reader(path)
         except Exception as exc:  # noqa: BLE001 - every decoder failure is reported together below
@@ -163,11 +203,13 @@ def load_audio(audio, sample_rate: int | None = None, *, name: str | None = None
     if isinstance(audio, (str, os.PathLike)):
         path = Path(audio)
         label = name or f"audio file '{path}'"
-        data, sr = _read_file(path)
-        short = _wav_cut_short(path)
+        short_mp3 = _mp3_cut_short(path) if path.is_file() else None
+        data, sr = _read_file(path, short_mp3=short_mp3 is not None)
+        short = short_mp3 or _wav_cut_short(path)
         if short:
+            about = "about " if short_mp3 else ""
             warnings.warn(f"{label} is cut short: its header announces {short[0]:.2f} s of audio but the file holds "
-                          f"{short[1]:.2f} s; animating what is there (copy or export it again for the rest)",
+                          f"{about}{short[1]:.2f} s; animating what is there (copy or export it again for the rest)",
                           stacklevel=2)
     elif from_file:
         file_name = getattr(audio, "name", None)

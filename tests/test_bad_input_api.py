@@ -286,3 +286,30 @@ def test_a_wav_file_cut_short_is_warned_about(speech, tmp_path):
     with pytest.warns(UserWarning, match=rf"audio file '{cut}' is cut short: its header announces 2.00 s of audio "
                                          r"but the file holds 1.00 s; animating what is there"):
         assert len(load_audio(cut)) == 16000
+
+
+@pytest.mark.parametrize("mono", [True, False], ids=["mono", "stereo"])
+def test_an_mp3_file_cut_short_is_warned_about_in_one_line(speech, tmp_path, capfd, mono):
+    import subprocess
+    import warnings
+
+    import imageio_ffmpeg
+
+    wav = tmp_path / "whole.wav"
+    samples = np.tile(speech, 3)  # 3 s
+    sf.write(wav, samples if mono else np.stack([samples, samples], 1), 16000, subtype="PCM_16")
+    path = tmp_path / "whole.mp3"  # an ID3 tag, then a frame with the Info header LAME writes (frame and byte counts)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(wav), str(path)], check=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        whole = load_audio(path)
+    cut = tmp_path / "cut.mp3"
+    data = path.read_bytes()
+    cut.write_bytes(data[:len(data) // 3])
+    capfd.readouterr()
+    with pytest.warns(UserWarning, match=rf"audio file '{cut}' is cut short: its header announces 3.\d\d s of audio "
+                                         r"but the file holds about (\d.\d\d) s; animating what is there") as caught:
+        part = load_audio(cut)
+    held = float(re.search(r"about (\d.\d\d) s", str(caught[0].message)).group(1))
+    assert abs(held - len(part) / 16000) < 0.15 and len(part) < 0.5 * len(whole)
+    assert capfd.readouterr().err == ""  # no line of the decoder's own about it
