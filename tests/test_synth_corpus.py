@@ -140,3 +140,25 @@ def test_bad_template_regions_and_destination_are_input_errors(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(InputError, match="is a file, not a folder"):
         generate_corpus(tmp_path / "afile" / "sub", n_sentences=2, progress=False)
+
+
+def test_the_space_estimate_fits_what_is_written(corpus):
+    from jambatalk.synth.corpus import estimated_bytes
+
+    written = sum(p.stat().st_size for sub in ("vertices_npy", "wav", "labels") for p in (corpus / sub).iterdir())
+    estimate = estimated_bytes(plan_corpus(N, 3), json.loads((corpus / "meta.json").read_text())["n_vertices"])
+    assert 0.7 < estimate / written < 1.4
+
+
+def test_a_corpus_the_disk_has_no_room_for_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    from jambatalk.errors import InputError
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - 50 * 10**6, 50 * 10**6))
+    with pytest.raises(InputError, match=r"the corpus needs about 1\.\d GB in '.*new' \(300 sequences of about "
+                                         r"3\.\d MB\) but 0\.1 GB is free there; pass fewer --sentences"):
+        generate_corpus(tmp_path / "new", n_sentences=300, progress=False)
+    assert not (tmp_path / "new").exists()
