@@ -61,7 +61,8 @@ def _add_render(sub):
     p = sub.add_parser("render", help="render a vertex sequence to an MP4",
                        description="Render a (T, V, 3) or (T, 3V) vertex sequence to an H.264 MP4.")
     p.add_argument("seq", help="vertex sequence (.npy, or .npz with a 'vertices' array)")
-    p.add_argument("--template", required=True, help="mesh file with the faces (.ply/.obj)")
+    p.add_argument("--template", help="mesh file with the faces (.ply/.obj); optional for an .npz that keeps them "
+                                      "(jambatalk animate --out NAME.npz)")
     p.add_argument("--audio", help="speech to mux into the video")
     p.add_argument("--fps", type=float, default=None, help="frames per second (default: from the sequence or 30)")
     p.add_argument("--out", required=True, help="output .mp4")

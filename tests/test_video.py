@@ -210,6 +210,26 @@ def test_cli_render_takes_the_audio_an_animation_saved_with_its_motion(tmp_path,
     assert "sample_rate" in capsys.readouterr().err and not out.exists()
 
 
+def test_cli_render_needs_no_template_for_an_npz_that_keeps_its_faces(tmp_path, mesh, capsys):
+    from jambatalk import Animation
+
+    vertices, faces = mesh
+    Animation(vertices=_motion(vertices, 5), template=vertices, faces=faces, fps=10.0, audio=_tone(0.5)).save(
+        tmp_path / "anim.npz")
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(tmp_path / "anim.npz"), "--out", str(out), "--size", "32"]) == 0
+    info = _probe(out)
+    assert info["frames"] == 5 and info["rate"] == pytest.approx(10) and info["audio_codec"] == "aac"
+    out.unlink()
+    np.save(tmp_path / "seq.npy", _motion(vertices, 5))
+    assert main(["render", str(tmp_path / "seq.npy"), "--out", str(out)]) == 2
+    assert "'" + str(tmp_path / "seq.npy") + "' holds vertices only and no --template was given; pass --template" \
+        in capsys.readouterr().err
+    np.savez(tmp_path / "bare.npz", vertices=_motion(vertices, 5))
+    assert main(["render", str(tmp_path / "bare.npz"), "--out", str(out)]) == 2
+    assert "stores no faces and no --template was given" in capsys.readouterr().err and not out.exists()
+
+
 def test_audio_and_motion_of_different_lengths_warn_with_the_frame_rate_that_would_fit(mesh):
     with pytest.warns(UserWarning, match=r"padded with .* at 60 fps"):
         fit_audio(_tone(1.0), 60, 30.0)  # 2 s of motion at 30 fps; 1 s of audio

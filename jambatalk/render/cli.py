@@ -1,4 +1,5 @@
-"""``jambatalk render SEQ.npy --template T [--audio A] [--fps N] --out OUT.mp4``."""
+"""``jambatalk render SEQ --template T [--audio A] [--fps N] --out OUT.mp4`` (an .npz that keeps its faces needs no
+--template)."""
 
 from __future__ import annotations
 
@@ -75,14 +76,23 @@ def cli_render(args) -> int:
     check_not_input(out, args.audio)
     raw, stored_fps, stored_faces, stored_audio = load_sequence(args.seq)
     seq = check_sequence(raw, f"sequence '{args.seq}'")
-    template, faces = load_template(args.template)
-    if faces is None or len(faces) == 0:
+    stored_faces = None if stored_faces is None or len(stored_faces) == 0 else stored_faces
+    if args.template is None:
+        if stored_faces is None:
+            what = ("holds vertices only" if Path(args.seq).suffix.lower() == ".npy" else "stores no faces")
+            raise InputError(f"sequence '{args.seq}' {what} and no --template was given",
+                             "pass --template MESH (the .ply/.obj the sequence was made for), or render the .npz "
+                             "that jambatalk animate --out NAME.npz writes (it keeps the faces)")
         faces = stored_faces
-    if faces is None or len(faces) == 0:
-        raise InputError(f"template '{args.template}' has no faces", "pass a mesh file (.ply/.obj) with triangles")
-    if len(template) != seq.shape[1]:
-        raise InputError(f"sequence '{args.seq}' has {seq.shape[1]} vertices but template '{args.template}' has "
-                         f"{len(template)}", "pass the template of the mesh the sequence was made for")
+    else:
+        template, faces = load_template(args.template)
+        if faces is None or len(faces) == 0:
+            faces = stored_faces
+        if faces is None:
+            raise InputError(f"template '{args.template}' has no faces", "pass a mesh file (.ply/.obj) with triangles")
+        if len(template) != seq.shape[1]:
+            raise InputError(f"sequence '{args.seq}' has {seq.shape[1]} vertices but template '{args.template}' has "
+                             f"{len(template)}", "pass the template of the mesh the sequence was made for")
     fps = args.fps if args.fps is not None else (stored_fps or DEFAULT_FPS)
     camera = "fit" if args.camera in (None, "auto") else args.camera
     audio, rate, heard = args.audio, SAMPLE_RATE, args.audio
