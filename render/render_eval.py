@@ -17,6 +17,7 @@ Example::
 
     python render/render_eval.py runs/vocaset/eval --template FLAME_sample.ply \\
         --audio-dir data/vocaset/wav --out runs/vocaset/videos
+    python render/render_eval.py runs/default/test     # a synthetic corpus: its template.ply and wav/ are found
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Render an evaluation folder (pred/, gt/, report.json) to MP4 videos.")
     p.add_argument("eval_dir", help="evaluation output folder with pred/<name>.npy (and gt/<name>.npy)")
-    p.add_argument("--template", required=True, help="mesh with the faces (.ply/.obj)")
+    p.add_argument("--template", default=None,
+                   help="mesh with the faces (.ply/.obj); default: the template.ply in report.json's data_root (a "
+                        "synthetic corpus), else the face list of its dataset (e.g. FLAME_sample.ply found there)")
     p.add_argument("--out", default=None, help="output folder (default: EVAL_DIR/videos)")
     p.add_argument("--audio-dir", default=None,
                    help="folder with <name>.wav speech to mux in (default: report.json's data_root/wav)")
@@ -76,6 +79,26 @@ def _dataset_camera(dataset) -> Camera | str:
         return "fit"
 
 
+def _report_faces(report: dict, eval_dir: Path) -> np.ndarray:
+    """The faces of the mesh an evaluation was made on, without --template: its data root's template.ply (written by
+    jambatalk synth), else its dataset's face list (looked for in the data root)."""
+    from jambatalk.data import get_spec
+
+    root, dataset = report.get("data_root"), report.get("dataset")
+    if root and (Path(root) / "template.ply").is_file():
+        faces = load_template(Path(root) / "template.ply")[1]
+        if faces is not None:
+            return faces
+    if not dataset:
+        raise InputError(f"no --template was given, and '{eval_dir / 'report.json'}' names no dataset to take the "
+                         "faces from", "pass --template MESH (the .ply/.obj the predictions were made for)")
+    try:
+        return get_spec(str(dataset)).faces(root)
+    except JambaTalkError as exc:
+        raise InputError(f"no --template was given, and the faces of dataset '{dataset}' were not found ({exc})",
+                         "pass --template MESH (the .ply/.obj the predictions were made for)") from None
+
+
 def _find_audio(audio_dir: Path | None, name: str) -> Path | None:
     if audio_dir is None:
         return None
@@ -105,9 +128,12 @@ def render_eval(args) -> list[Path]:
     report = _read_report(eval_dir)
     fps = args.fps or float(report.get("fps", 30.0))
     camera = args.camera or report.get("camera") or _dataset_camera(report.get("dataset"))
-    template, faces = load_template(args.template)
-    if faces is None:
-        raise InputError(f"template '{args.template}' has no faces", "pass a mesh file (.ply/.obj) with triangles")
+    if args.template is None:
+        faces = _report_faces(report, eval_dir)
+    else:
+        template, faces = load_template(args.template)
+        if faces is None:
+            raise InputError(f"template '{args.template}' has no faces", "pass a mesh file (.ply/.obj) with triangles")
     audio_dir = Path(args.audio_dir) if args.audio_dir else None
     if audio_dir is None and report.get("data_root") and (Path(report["data_root"]) / "wav").is_dir():
         audio_dir = Path(report["data_root"]) / "wav"

@@ -276,3 +276,20 @@ def test_render_eval_script(tmp_path, mesh):
     assert (a["width"], a["frames"], a["rate"], a["audio_codec"]) == (120, 5, 20, "aac")
     assert (b["width"], b["frames"], b["audio"]) == (40, 4, [])
     assert render_eval.main([str(ev), "--template", str(template), "--names", "zzz"]) == 2
+
+
+def test_render_eval_takes_the_faces_of_the_evaluated_data(tmp_path, mesh, capsys):
+    spec = importlib.util.spec_from_file_location("render_eval", ROOT / "render" / "render_eval.py")
+    render_eval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_eval)
+    vertices, faces = mesh
+    ev = tmp_path / "eval"
+    (ev / "pred").mkdir(parents=True)
+    np.save(ev / "pred" / "a.npy", _motion(vertices, 3))
+    (ev / "report.json").write_text(json.dumps({"fps": 10, "dataset": "no-such-dataset", "data_root": str(ev)}))
+    assert render_eval.main([str(ev), "--size", "32"]) == 2
+    assert ("no --template was given, and the faces of dataset 'no-such-dataset' were not found" in
+            capsys.readouterr().err) and not (ev / "videos").exists()
+    _write_template(ev / "template.ply", vertices, faces)  # as jambatalk synth writes into a corpus
+    assert render_eval.main([str(ev), "--size", "32"]) == 0
+    assert _probe(ev / "videos" / "a.mp4")["frames"] == 3
