@@ -113,7 +113,8 @@ def _add_bench(sub):
     p = sub.add_parser("bench", help="run benchmarks and print a table",
                        description="Run a benchmark (or all of them) and print a table of figures.")
     p.add_argument("name", nargs="?", default=None,
-                   help="scan, render, preprocess, long, stream, rtf or train (default: all of them)")
+                   help="scan, render, preprocess, long, stream, rtf, train or gpu (default: all of them; gpu "
+                        "where torch sees a CUDA device)")
     p.add_argument("--json", default=None, help="also write the records to this JSON file")
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
 

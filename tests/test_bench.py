@@ -114,3 +114,46 @@ def test_bench_warns_before_it_runs_on_a_busy_machine(monkeypatch, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert main(["bench", "scan"]) == 0
+
+
+# -- bench gpu: the same code runs on the CPU here (no GPU in the test suite) -------------------------------------
+def test_bench_gpu_without_cuda_says_why_and_bench_all_skips_it(monkeypatch, capsys):
+    import jambatalk.bench as bench
+    from jambatalk.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    assert main(["bench", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert "bench gpu measures on a CUDA GPU, and torch sees none here" in err and "CUDA build of torch" in err
+    monkeypatch.setattr(bench, "BENCHMARKS", {"gpu": bench.BENCHMARKS["gpu"]})
+    assert run_benchmarks(None, quick=True) == []  # all of them: gpu left out where it cannot run, and said so
+    assert "bench: gpu skipped: bench gpu measures on a CUDA GPU" in capsys.readouterr().err
+
+
+def test_gpu_scan_records_time_the_pytorch_scan_and_say_when_the_kernel_is_not_timed():
+    from jambatalk.bench.gpu import scan_records
+
+    records = scan_records(torch.device("cpu"), lengths=(32,), batch=1, d_inner=8, reps=1)
+    names = [r.name for r in records]
+    assert names == ["gpu/scan/forward/pytorch/L32", "gpu/scan/forward_backward/pytorch/L32"]
+    assert all(r.unit == "ms" and r.value > 0 and r.ratio is None for r in records)
+    assert "mamba-ssm's kernel not timed" in records[0].params["note"] and records[0].params["device"] == "cpu"
+
+
+def test_gpu_rtf_and_train_records_compare_jambatalk_with_the_transformer_only_decoder():
+    from jambatalk.bench.gpu import preset_config, rtf_records, train_records
+
+    cpu = torch.device("cpu")
+    records = {r.name: r for r in rtf_records(cpu, seconds=(1.0,), sizes=("default",), reps=1)}
+    jt, tr = records["gpu/rtf/default/jambatalk/1s"], records["gpu/rtf/default/transformer/1s"]
+    ratio = records["gpu/rtf/default/jambatalk_vs_transformer/1s"]
+    assert jt.unit == "x real time" and jt.value == pytest.approx(jt.params["seconds"], rel=1e-3)
+    assert ratio.ratio == pytest.approx(jt.value / tr.value, rel=1e-3)
+    train = {r.name: r for r in train_records(cpu, steps=1)}
+    assert train["gpu/train/jambatalk_vs_transformer/steps_per_s"].ratio == pytest.approx(
+        train["gpu/train/jambatalk/steps_per_s"].value / train["gpu/train/transformer/steps_per_s"].value)
+    assert train["gpu/train/jambatalk/steps_per_s"].params["bf16_autocast"] is False  # autocast on CUDA only
+    hybrid, twin = preset_config("vocaset", "jambatalk"), preset_config("vocaset", "transformer")
+    assert twin.decoder.schedule == ["attention"] * 6 != hybrid.decoder.schedule and twin.decoder.d_model == 512
+    assert twin.audio == hybrid.audio and twin.n_vertices == hybrid.n_vertices == 5023

@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import json
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Optional
@@ -28,7 +29,11 @@ BENCHMARKS = {
     "stream": "jambatalk.bench.stream:run",
     "rtf": "jambatalk.bench.rtf:run",
     "train": "jambatalk.bench.train:run",
+    "gpu": "jambatalk.bench.gpu:run",
 }
+#: benchmarks that ``jambatalk bench`` with no name runs only where they can: name -> "module:function" of a
+#: check that raises an InputError saying why where the benchmark cannot run
+CONDITIONAL = {"gpu": "jambatalk.bench.gpu:device_for_bench"}
 
 
 @dataclass
@@ -66,15 +71,30 @@ def format_table(records: list[Record]) -> str:
     return "\n".join(lines)
 
 
+def _call(target: str, **kwargs):
+    module_name, func = target.split(":")
+    return getattr(importlib.import_module(module_name), func)(**kwargs)
+
+
 def run_benchmarks(names: list[str] | None = None, quick: bool = False) -> list[Record]:
-    names = names or list(BENCHMARKS)
+    """The records of the benchmarks ``names`` (default: all of them, less those of :data:`CONDITIONAL` that cannot
+    run here, each said on stderr)."""
+    if not names:
+        names = []
+        for name in BENCHMARKS:
+            try:
+                if name in CONDITIONAL:
+                    _call(CONDITIONAL[name])
+            except InputError as exc:
+                print(f"bench: {name} skipped: {exc.problem}", file=sys.stderr)
+            else:
+                names.append(name)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise InputError(f"unknown benchmark(s) {unknown}", f"choose from: {', '.join(BENCHMARKS)}")
     records: list[Record] = []
     for name in names:
-        module_name, func = BENCHMARKS[name].split(":")
-        records.extend(getattr(importlib.import_module(module_name), func)(quick=quick))
+        records.extend(_call(BENCHMARKS[name], quick=quick))
     return records
 
 
@@ -93,6 +113,8 @@ def cli_bench(args) -> int:
 
     if args.json:
         check_output_path(args.json, file=True)  # before the benchmarks, which take minutes
+    if args.name in CONDITIONAL:
+        _call(CONDITIONAL[args.name])  # one that cannot run here says why first
     busy = busy_machine()
     if busy:
         warnings.warn(f"the machine's load average is {busy[0]:.2f} on {busy[1]} CPUs: other work is running (or "

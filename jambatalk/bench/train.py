@@ -11,8 +11,6 @@ same model with transformers' own conv feature encoder forward instead of the ti
 
 from __future__ import annotations
 
-import time
-
 from . import Record
 
 __all__ = ["run", "measure", "make_batch", "BATCH", "SECONDS", "MODELS"]
@@ -44,7 +42,7 @@ def make_batch(n_vertices: int, template, seed: int = 0) -> dict:
     }
 
 
-def _setup(name: str):
+def _setup(name: str, device=None):
     import numpy as np
     import torch
     import yaml
@@ -61,43 +59,43 @@ def _setup(name: str):
     data["model"]["lip_reader"]["tokens"] = [f"p{i}" for i in range(N_TOKENS)]
     exp = from_dict(ExperimentConfig, data)
     torch.manual_seed(0)
-    model = JambaTalk(exp.model, template=np.asarray(head.vertices, np.float32)).train()
+    model = JambaTalk(exp.model, template=np.asarray(head.vertices, np.float32)).to(device or "cpu").train()
     tc = exp.train
     opt = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt([p for p in model.parameters() if p.requires_grad], lr=tc.lr, betas=tuple(tc.betas),
                     weight_decay=tc.weight_decay)
-    return exp, model, optimizer, make_batch(head.n_vertices, head.vertices)
+    batch = make_batch(head.n_vertices, head.vertices)
+    batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return exp, model, optimizer, batch
 
 
-def measure(name: str, steps: int, stock_encoder: bool = False) -> dict:
+def measure(name: str, steps: int, stock_encoder: bool = False, device=None, amp: bool = False) -> dict:
     """Median seconds of one training step of model ``name`` ("jambatalk" or "transformer") over ``steps``;
-    ``stock_encoder``: with transformers' own conv feature encoder forward instead of the time-major one."""
-    import statistics
-
+    ``stock_encoder``: with transformers' own conv feature encoder forward instead of the time-major one;
+    ``device``: where the model and batch go (default: the CPU; a CUDA device is synchronised around each
+    step); ``amp``: the forward and losses under bfloat16 autocast, as ``train.amp`` trains on CUDA."""
     import torch
 
     from ..losses import compute_losses
+    from .gpu import timed
 
-    exp, model, optimizer, batch = _setup(name)
+    device = torch.device(device or "cpu")
+    exp, model, optimizer, batch = _setup(name, device)
     if stock_encoder:
         model.audio_encoder.wav2vec.feature_extractor.time_major = False
 
     def step() -> None:
-        out = model(batch["audio"], batch["template"], n_frames=batch["vertices"].shape[1], lip_reading=True)
-        losses = compute_losses(out, batch, exp.loss, exp.model)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(batch["audio"], batch["template"], n_frames=batch["vertices"].shape[1], lip_reading=True)
+            losses = compute_losses(out, batch, exp.loss, exp.model)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         if exp.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), exp.train.grad_clip)
         optimizer.step()
 
-    step()  # warm-up
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return {"step_s": statistics.median(times), "frames": batch["vertices"].shape[0] * batch["vertices"].shape[1],
+    step_s = timed(step, device, steps)  # after one warm-up step
+    return {"step_s": step_s, "frames": batch["vertices"].shape[0] * batch["vertices"].shape[1],
             "threads": torch.get_num_threads(), "steps": steps}
 
 
