@@ -36,7 +36,7 @@ __all__ = ["run", "device_for_bench", "preset_config", "rtf_records", "train_rec
 
 SIZES = ("default", "vocaset")
 MODELS = ("jambatalk", "transformer")
-SCAN_BATCH, SCAN_D_INNER, SCAN_D_STATE = 8, 1024, 16
+SCAN_BATCH, SCAN_D_INNER = 8, 1024
 
 
 def device_for_bench():
@@ -168,23 +168,9 @@ def train_records(device, steps: int = 20) -> list[Record]:
 
 
 def _scan_inputs(device, batch: int, d_inner: int, length: int, grad: bool) -> dict:
-    import math
+    from .scan import _inputs
 
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    dt = torch.exp(torch.rand(d_inner, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-    tensors = {
-        "u": torch.randn(batch, d_inner, length, generator=g),
-        "delta": 0.5 * torch.randn(batch, d_inner, length, generator=g),
-        "A": -torch.arange(1, SCAN_D_STATE + 1, dtype=torch.float32).repeat(d_inner, 1),
-        "B": torch.randn(batch, SCAN_D_STATE, length, generator=g),
-        "C": torch.randn(batch, SCAN_D_STATE, length, generator=g),
-        "D": torch.ones(d_inner),
-        "z": torch.randn(batch, d_inner, length, generator=g),
-        "delta_bias": dt + torch.log(-torch.expm1(-dt)),
-    }
-    return {k: v.to(device).requires_grad_(grad) for k, v in tensors.items()}
+    return {k: v.to(device).requires_grad_(grad) for k, v in _inputs(length, d_inner, batch=batch).items()}
 
 
 def _scan_call(x: dict, grad: bool, use_kernels: str) -> None:
@@ -205,8 +191,9 @@ def scan_records(device, lengths: tuple[int, ...] = (600, 3000), batch: int = SC
     """``gpu/scan/...``: the PyTorch selective scan and, where it is installed, mamba-ssm's kernel, forward (no
     gradient) and forward + backward, with the ratio kernel / PyTorch."""
     from ..ops.selective_scan import kernel_available
+    from .scan import D_STATE
 
-    params = {**_device_params(device), "batch": batch, "d_inner": d_inner, "d_state": SCAN_D_STATE}
+    params = {**_device_params(device), "batch": batch, "d_inner": d_inner, "d_state": D_STATE}
     kernel = kernel_available() and device.type == "cuda"
     if not kernel:
         params["note"] = ("mamba-ssm's kernel not timed: " + ("not installed (pip install \"jambatalk[kernels]\")"

@@ -46,17 +46,18 @@ BATCH = 1
 LOOP_BACKWARD_MAX_L = 600  # longer: transformers' loop backward takes minutes (quadratic in L)
 
 
-def _inputs(length: int, d_inner: int, seed: int = 0) -> dict:
+def _inputs(length: int, d_inner: int, seed: int = 0, batch: int = BATCH) -> dict:
+    """Scan inputs shaped like a freshly initialised Mamba layer's (see the module docstring)."""
     g = torch.Generator().manual_seed(seed)
     dt = torch.exp(torch.rand(d_inner, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
     return {
-        "u": torch.randn(BATCH, d_inner, length, generator=g),
-        "delta": torch.randn(BATCH, d_inner, length, generator=g) * 0.5,
+        "u": torch.randn(batch, d_inner, length, generator=g),
+        "delta": torch.randn(batch, d_inner, length, generator=g) * 0.5,
         "A": -torch.arange(1, D_STATE + 1, dtype=torch.float32).repeat(d_inner, 1),
-        "B": torch.randn(BATCH, D_STATE, length, generator=g),
-        "C": torch.randn(BATCH, D_STATE, length, generator=g),
+        "B": torch.randn(batch, D_STATE, length, generator=g),
+        "C": torch.randn(batch, D_STATE, length, generator=g),
         "D": torch.ones(d_inner),
-        "z": torch.randn(BATCH, d_inner, length, generator=g),
+        "z": torch.randn(batch, d_inner, length, generator=g),
         "delta_bias": dt + torch.log(-torch.expm1(-dt)),
     }
 
