@@ -12,7 +12,8 @@ import numpy as np
 from .audio import SAMPLE_RATE, is_real_number, load_audio
 from .errors import CheckpointError, InputError
 
-__all__ = ["Animation", "animate", "load_model", "default_model_path", "resample_frames", "stream_file", "live_delays"]
+__all__ = ["Animation", "animate", "load_model", "default_model_path", "resample_frames", "stream_file", "live_delays",
+           "stream_verdict"]
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default"
 MESH_FRAME_FORMATS = (".obj", ".ply")
@@ -275,6 +276,22 @@ def live_delays(compute_s, chunk_ends_s) -> np.ndarray:
     return delays
 
 
+def stream_verdict(share: float, delays_ms: np.ndarray, chunk_ms: float, threads: int) -> str:
+    """The end of :func:`stream_file`'s report: whether the stream keeps up with live audio (its compute, ``share``
+    of the audio's duration, below 1), and on more than one thread, where it falls behind or its p99 delay behind
+    live audio exceeds a chunk, the advice to run on one (threads that lose their core to other work hold the
+    rest up)."""
+    keeps_up = share < 1.0
+    verdict = (f"{'keeps up with' if keeps_up else 'FALLS BEHIND'} live audio (compute {100 * share:.0f}% of the "
+               "audio's duration)")
+    p99 = float(np.percentile(delays_ms, 99))
+    if threads > 1 and (not keeps_up or p99 > chunk_ms):
+        why = "" if not keeps_up else f", but 1% of its chunks come over {p99:.0f} ms late, more than a chunk"
+        verdict += (f"{why}; on a machine that other work keeps busy, {threads} threads wait on each other: "
+                    "try OMP_NUM_THREADS=1")
+    return verdict
+
+
 def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lookahead: float = 0.3,
                 silence_gate: Optional[bool] = None, device=None) -> tuple[Animation, str]:
     """Feed a recording to a :class:`~jambatalk.stream.Stream` in ``chunk_ms`` chunks, as if it were live.
@@ -310,13 +327,7 @@ def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lo
     ms = np.array(times) * 1000.0
     delay = live_delays(times, ends) * 1000.0
     share = float(np.sum(times)) / (len(samples) / SAMPLE_RATE)
-    if share < 1.0:
-        verdict = f"keeps up with live audio (compute {100 * share:.0f}% of the audio's duration)"
-    else:
-        verdict = f"FALLS BEHIND live audio (compute {100 * share:.0f}% of the audio's duration)"
-        if torch.get_num_threads() > 1:
-            verdict += (f"; on a machine that other work keeps busy, {torch.get_num_threads()} threads wait on "
-                        "each other: try OMP_NUM_THREADS=1")
+    verdict = stream_verdict(share, delay, chunk_ms, torch.get_num_threads())
     report = (f"stream: {len(times)} chunks of {chunk_ms:g} ms; latency bound {stream.latency * 1000:.0f} ms "
               f"(block + lookahead + decoder) plus the delay below; compute per chunk median {np.median(ms):.1f} ms, "
               f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms; delay behind live audio (waiting + "

@@ -145,6 +145,21 @@ def test_live_delays_queue_a_slow_chunk_behind_the_ones_after_it():
     assert np.allclose(live_delays([0.01, 0.02, 0.03], [0.1, 0.2, 0.3]), [0.01, 0.02, 0.03])
 
 
+def test_stream_verdict_advises_one_thread_when_the_stream_lags_on_several():
+    from jambatalk.api import stream_verdict
+
+    steady, jittery = np.full(100, 5.0), np.r_[np.full(95, 5.0), np.full(5, 600.0)]  # delays behind live audio, ms
+    assert stream_verdict(0.2, steady, 100.0, 2) == "keeps up with live audio (compute 20% of the audio's duration)"
+    lagging = stream_verdict(0.5, jittery, 100.0, 2)
+    assert lagging.startswith("keeps up with live audio (compute 50%") and "1% of its chunks come over 600 ms late, " \
+        "more than a chunk; on a machine that other work keeps busy, 2 threads wait on each other: try " \
+        "OMP_NUM_THREADS=1" in lagging
+    assert "OMP_NUM_THREADS" not in stream_verdict(0.5, jittery, 100.0, 1)  # one thread already
+    behind = stream_verdict(1.3, steady, 100.0, 2)
+    assert behind.startswith("FALLS BEHIND live audio (compute 130%") and "late" not in behind
+    assert behind.endswith("try OMP_NUM_THREADS=1")
+
+
 def test_cli_stream_refuses_a_bidirectional_model(tmp_path, capsys):
     import soundfile as sf
 
