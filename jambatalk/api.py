@@ -69,6 +69,7 @@ class Animation:
         if not isinstance(mesh_format, str):
             raise InputError(f"mesh_format is {mesh_format!r}", "pass '.obj' or '.ply'")
         path = Path(path)
+        _saved_as_file(path)  # an extension it cannot save as is refused first
         suffix = path.suffix.lower()
         check_output_path(path)
         if suffix in (".npy", ".npz", ".mp4") and path.is_dir():
@@ -89,7 +90,7 @@ class Animation:
 
             render_video(path, self.vertices, self.faces, fps=self.fps, audio=self.audio, sample_rate=SAMPLE_RATE,
                          size=size, progress=progress)
-        elif suffix == "" or path.is_dir():
+        else:  # a folder of per-frame meshes
             fmt = mesh_format if mesh_format.startswith(".") else f".{mesh_format}"
             if fmt not in MESH_FRAME_FORMATS:
                 raise InputError(f"mesh format '{mesh_format}' is not supported", "use .obj or .ply")
@@ -106,9 +107,6 @@ class Animation:
             with atomic_dir(path) as tmp:
                 for i, frame in enumerate(self.vertices):
                     save_mesh(tmp / f"frame_{i:0{digits}d}{fmt}", frame, self.faces)
-        else:
-            raise InputError(f"cannot save an animation as '{suffix}' ({path})",
-                             "use .npy, .npz, .mp4, or a folder name without extension")
         return path
 
     @classmethod
@@ -138,11 +136,29 @@ class Animation:
                 have = ", ".join(data.files) or "nothing"
                 raise InputError(f"'{path}' has no {', '.join(missing)} (it has: {have}); it was not written by "
                                  "Animation.save", fix)
-            fps = data["fps"]
-            if fps.size != 1 or fps.dtype.kind not in "iuf" or not 0 < float(fps) < float("inf"):
-                raise InputError(f"'{path}' stores fps {fps.tolist()!r}, not a positive frame rate", fix)
+            fps = _stored_fps(data["fps"], path, fix)
             faces = data["faces"] if data["faces"].size else None
-            return cls(data["vertices"], data["template"], faces, float(fps), data["audio"])
+            return cls(data["vertices"], data["template"], faces, fps, data["audio"])
+
+
+def _stored_fps(value: np.ndarray, path, fix: str) -> float:
+    """The frame rate an .npz file stores (``value``, its 'fps' array), or an InputError naming ``path`` where it is
+    not one positive number."""
+    if value.size != 1 or value.dtype.kind not in "iuf" or not 0 < float(value) < float("inf"):
+        raise InputError(f"'{path}' stores fps {value.tolist()!r}, not a positive frame rate", fix)
+    return float(value)
+
+
+def _saved_as_file(path: Path) -> bool:
+    """Whether :meth:`Animation.save` writes ``path`` as one file (.npy, .npz, .mp4) rather than a folder of
+    per-frame meshes (no extension, or an existing folder); an InputError for any other extension."""
+    suffix = path.suffix.lower()
+    if suffix in (".npy", ".npz", ".mp4"):
+        return True
+    if suffix == "" or path.is_dir():
+        return False
+    raise InputError(f"cannot save an animation as '{suffix}' ({path})",
+                     "use .npy, .npz, .mp4, or a folder name without extension")
 
 
 def _check_one_frame(samples: np.ndarray, fps: float) -> None:
@@ -342,12 +358,7 @@ def cli_animate(args) -> int:
     from .fileio import check_not_input, check_output_path
 
     out = Path(args.out)
-    # the output checked before the inference, which takes minutes on long audio
-    suffix = out.suffix.lower()
-    if suffix not in (".npy", ".npz", ".mp4", "") and not out.is_dir():
-        raise InputError(f"cannot save an animation as '{out.suffix}' ({out})",
-                         "use .npy, .npz, .mp4, or a folder name without extension")
-    one_file = suffix in (".npy", ".npz", ".mp4")
+    one_file = _saved_as_file(out)  # the output checked before the inference, which takes minutes on long audio
     check_output_path(out, file=one_file, folder=not one_file)
     check_not_input(out, args.audio, args.template)
     report = None

@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["SAMPLE_RATE", "is_real_number", "load_audio", "resample", "to_mono_float"]
+__all__ = ["SAMPLE_RATE", "is_real_number", "is_whole_number", "load_audio", "resample", "to_mono_float"]
 
 #: Sample rate of every waveform the models see.
 SAMPLE_RATE = 16000
@@ -42,6 +42,11 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> n
 def is_real_number(x) -> bool:
     """Whether ``x`` is a Python or NumPy int or float (a bool is not: True would pass as 1)."""
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def is_whole_number(x) -> bool:
+    """Whether ``x`` is a real number (:func:`is_real_number`) of a whole, finite value: 3 or 3.0, not 3.5 or inf."""
+    return is_real_number(x) and math.isfinite(x) and float(x).is_integer()
 
 
 def to_mono_float(audio: np.ndarray, name: str = "audio") -> np.ndarray:
@@ -225,7 +230,7 @@ def load_audio(audio, sample_rate: int | None = None, *, name: str | None = None
         if sample_rate is None:
             raise InputError(f"{label} was given without its sampling rate", "pass sample_rate=... (e.g. 16000)")
         data, sr = np.asarray(audio), sample_rate
-    if not is_real_number(sr) or not math.isfinite(sr) or not float(sr).is_integer() or sr <= 0:
+    if not is_whole_number(sr) or sr <= 0:
         raise InputError(f"{label}: sampling rate {sr!r} is not a positive whole number", "pass e.g. sample_rate=16000")
     if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
         fix = ("its header is damaged: re-export the recording" if from_file

@@ -44,19 +44,17 @@ def device_for_bench():
     sees none."""
     import torch
 
+    from ..api import _resolve_device
+
     name = os.environ.get("JAMBATALK_BENCH_DEVICE", "cuda")
     if not torch.cuda.is_available():
         raise InputError("bench gpu measures on a CUDA GPU, and torch sees none here "
                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'})",
                          "run it on a machine with an NVIDIA GPU and a CUDA build of torch "
                          "(pip install torch from the CUDA index); the CPU figures are the other benchmarks'")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type != "cuda" or (device.index or 0) >= torch.cuda.device_count():
-        raise InputError(f"JAMBATALK_BENCH_DEVICE is {name!r}, not one of this machine's "
-                         f"{torch.cuda.device_count()} CUDA devices", "set it to cuda or cuda:N, or unset it")
+    device = _resolve_device(name)  # a device this machine cannot use is refused there, naming its GPUs
+    if device.type != "cuda":
+        raise InputError(f"JAMBATALK_BENCH_DEVICE is {name!r}, not a CUDA device", "set it to cuda or cuda:N, or unset it")
     return device
 
 
@@ -107,19 +105,10 @@ def preset_config(size: str, name: str):
 
 def _model(size: str, name: str, device):
     """A model of ``size`` with decoder ``name`` (random weights) on ``device``, in eval mode."""
-    import numpy as np
-    import torch
-
-    from ..model import JambaTalk
+    from .long import random_model
     from .rtf import build
 
-    if size == "default":
-        model = build(name)[0]
-    else:
-        cfg = preset_config(size, name)
-        torch.manual_seed(0)
-        template = np.random.default_rng(0).normal(scale=0.1, size=(cfg.n_vertices, 3)).astype(np.float32)
-        model = JambaTalk(cfg, template=template)
+    model = build(name)[0] if size == "default" else random_model(preset_config(size, name))
     return model.to(device).eval()
 
 

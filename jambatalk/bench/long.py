@@ -28,21 +28,25 @@ def _peak_mb() -> float:
     return peak_rss_mb()
 
 
-def _model(name: str):
+def random_model(cfg):
+    """A JambaTalk of config ``cfg`` with random weights (seed 0) and a random template, in eval mode."""
+    import numpy as np
     import torch
 
+    from ..model import JambaTalk
+
+    torch.manual_seed(0)
+    template = np.random.default_rng(0).normal(scale=0.1, size=(cfg.n_vertices, 3)).astype(np.float32)
+    return JambaTalk(cfg, template=template).eval()
+
+
+def _model(name: str):
     from ..api import load_model
     from ..config import model_preset
-    from ..model import JambaTalk
 
     if name == "default":
         return load_model(None, device="cpu")
-    torch.manual_seed(0)
-    cfg = model_preset(name)
-    import numpy as np
-
-    template = np.random.default_rng(0).normal(scale=0.1, size=(cfg.n_vertices, 3)).astype(np.float32)
-    return JambaTalk(cfg, template=template).eval()
+    return random_model(model_preset(name))
 
 
 def case(model_name: str, seconds: float) -> dict:

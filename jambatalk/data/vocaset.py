@@ -15,7 +15,6 @@ The 60 -> 30 fps step (every second captured frame, starting with the first) hap
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Union
 
 import numpy as np
 
+from ..audio import is_whole_number
 from ..errors import DatasetError
 from .preprocess import (
     PreprocessReport,
@@ -114,13 +114,6 @@ def _frame_key(key) -> int:
                            f"use VOCASET's subj_seq_to_idx.pkl (see {_README})") from exc
 
 
-def _is_row(value) -> bool:
-    """A row number: an int, or a float of a whole value (not a string or a bool)."""
-    from ..audio import is_real_number
-
-    return is_real_number(value) and math.isfinite(value) and float(value).is_integer()
-
-
 def load_index_map(path: str | os.PathLike) -> dict[tuple[str, str], np.ndarray]:
     """subj_seq_to_idx.pkl -> {(subject, sentence): rows of data_verts, in frame order}."""
     data = load_pickle(path)
@@ -137,7 +130,7 @@ def load_index_map(path: str | os.PathLike) -> dict[tuple[str, str], np.ndarray]
                 raise DatasetError(f"'{path}': {subject}/{sentence} is not a non-empty dict of frame -> row",
                                    f"use VOCASET's subj_seq_to_idx.pkl (see {_README})")
             keys = sorted(frames, key=_frame_key)
-            bad = next((k for k in keys if not _is_row(frames[k])), None)
+            bad = next((k for k in keys if not is_whole_number(frames[k])), None)
             if bad is not None:
                 raise DatasetError(f"'{path}': {subject}/{sentence} maps frame {bad!r} to {frames[bad]!r}, not a row "
                                    "number of data_verts.npy", f"use VOCASET's subj_seq_to_idx.pkl (see {_README})")
@@ -151,8 +144,6 @@ def load_raw_audio(path: str | os.PathLike) -> dict[tuple[str, str], tuple[np.nd
     if not isinstance(data, dict):
         raise DatasetError(f"'{path}' holds {type(data).__name__}, not {{subject: {{sentence: {{'audio', "
                            "'sample_rate'}}}}", f"use VOCASET's raw_audio_fixed.pkl (see {_README})")
-    from ..audio import is_real_number
-
     out = {}
     for subject, sentences in data.items():
         if not isinstance(sentences, dict):
@@ -163,7 +154,7 @@ def load_raw_audio(path: str | os.PathLike) -> dict[tuple[str, str], tuple[np.nd
                 raise DatasetError(f"'{path}': {subject}/{sentence} is not a dict with 'audio' and 'sample_rate'",
                                    f"use VOCASET's raw_audio_fixed.pkl (see {_README})")
             rate = entry["sample_rate"]
-            if not (is_real_number(rate) and math.isfinite(rate) and float(rate).is_integer() and rate > 0):
+            if not (is_whole_number(rate) and rate > 0):
                 raise DatasetError(f"'{path}': {subject}/{sentence} has 'sample_rate' {rate!r}, not a positive whole "
                                    "number of Hz", f"use VOCASET's raw_audio_fixed.pkl (22000 Hz; see {_README})")
             out[(str(subject), str(sentence))] = (entry["audio"], int(rate))

@@ -46,11 +46,9 @@ def load_sequence(path) -> tuple[np.ndarray, Optional[float], Optional[np.ndarra
         vertices = data["vertices"]
         fps = None
         if "fps" in data.files:
-            stored = data["fps"]
-            if stored.size != 1 or stored.dtype.kind not in "iuf" or not 0 < float(stored) < float("inf"):
-                raise InputError(f"'{path}' stores fps {stored.tolist()!r}, not a positive frame rate",
-                                 "store one, e.g. np.savez(path, vertices=..., fps=30)")
-            fps = float(stored)
+            from ..api import _stored_fps
+
+            fps = _stored_fps(data["fps"], path, "store one, e.g. np.savez(path, vertices=..., fps=30)")
         faces = data["faces"] if "faces" in data.files else None
         audio = None
         if "audio" in data.files and data["audio"].size:
