@@ -136,7 +136,7 @@ def complete_model_config(cfg: ExperimentConfig, spec, root: Path, asr_vocab: in
     Dataset facts win over whatever the model section says (a preset's placeholders included).
     """
     m = cfg.model
-    m.n_vertices = int(spec.n_vertices)
+    m.n_vertices = spec.vertex_count_at(root)
     m.fps = float(spec.fps)
     m.dataset = spec.name
     m.phoneme_head = cfg.loss.audio_phonemes > 0

@@ -191,6 +191,28 @@ def test_synthetic_spec_uses_the_procedural_head():
     assert np.array_equal(spec.faces(), np.asarray(head.faces))
 
 
+
+def test_synthetic_spec_reads_a_corpus_own_head(tmp_path):
+    """A corpus folder with template.ply and regions.json (synth --template) overrides the procedural head:
+    vertex count, faces and masks come from it, and masks past its vertices or unreadable JSON are refused."""
+    trimesh = pytest.importorskip("trimesh")
+    sphere = trimesh.creation.icosphere(subdivisions=2)  # 162 vertices
+    sphere.export(tmp_path / "template.ply")
+    (tmp_path / "regions.json").write_text(json.dumps({"lips": [3, 1, 2], "upper_face": [5, 6]}))
+    spec = get_spec("synthetic")
+    assert spec.vertex_count_at(tmp_path) == 162 != spec.n_vertices
+    assert spec.vertex_count_at(tmp_path / "elsewhere") == spec.n_vertices  # no head there: the built-in one
+    assert spec.lip_indices(tmp_path).tolist() == [3, 1, 2]
+    assert spec.upper_indices(tmp_path).tolist() == [5, 6]
+    assert np.array_equal(spec.faces(tmp_path), sphere.faces)
+    (tmp_path / "regions.json").write_text(json.dumps({"lips": [3, 500]}))
+    with pytest.raises(DatasetError, match="past the mesh's 162 vertices"):
+        spec.lip_indices(tmp_path)
+    (tmp_path / "regions.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="regions.json' is not readable JSON"):
+        spec.lip_indices(tmp_path)
+
+
 # --------------------------------------------------------------------------- real artefacts
 
 

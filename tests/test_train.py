@@ -201,6 +201,37 @@ def test_debug_config_trains_and_evaluates_from_the_cli(corpus, tmp_path):
     shutil.rmtree(run)
 
 
+def test_a_corpus_made_on_another_mesh_trains_and_tests_on_that_mesh(tmp_path):
+    """A corpus written by ``synth --template`` of another mesh brings its own head: the model animates that
+    mesh's vertices, the lip reader and LVE read its lips (regions.json), and the checkpoint stores its faces
+    (template.ply), not the built-in head's."""
+    _espeak_or_skip()
+    import trimesh
+
+    from jambatalk.cli import main
+    from jambatalk.model import JambaTalk
+    from jambatalk.synth.corpus import generate_corpus
+    from jambatalk.synth.head import Head, default_head
+
+    head = default_head()
+    vertices, faces = trimesh.remesh.subdivide(head.vertices, head.faces)  # the old vertices come first
+    lips = head.regions["lips"][::2]  # fewer than the built-in head's, so a mix-up shows
+    other = Head.from_template(vertices, faces, {"lips": lips, "forehead": head.regions["upper_face"]})
+    root = tmp_path / "corpus"
+    generate_corpus(root, n_sentences=4, seed=0, template=other, workers=1, progress=False)
+    run = tmp_path / "run"
+    args = ["--config", str(ROOT / "configs" / "debug.yaml"), f"data.root={root}", "data.generate=false",
+            "data.max_seconds=1.5"]
+    assert main(["train", "--out", str(run), *args, "train.max_steps=1", "train.val_every=0"]) == 0
+    model = JambaTalk.from_pretrained(run / "last")
+    assert model.cfg.n_vertices == len(vertices) != head.n_vertices
+    assert model.cfg.lip_indices == sorted(int(i) for i in lips)
+    assert np.array_equal(model.faces.numpy(), faces)
+    assert main(["test", "--checkpoint", str(run), "--out", str(tmp_path / "eval"), *args]) == 0
+    pred = next((tmp_path / "eval" / "pred").glob("*.npy"))
+    assert np.load(pred).shape[1:] == (len(vertices), 3)
+
+
 def test_test_refuses_a_model_predicting_nan_and_the_built_in_model_without_out(corpus, tmp_path, capsys):
     """jambatalk test: damaged weights stop it before any prediction is written, naming the checkpoint; the
     built-in model's folder (inside the installed package) is not a default place for the report."""

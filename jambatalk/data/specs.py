@@ -44,7 +44,7 @@ __all__ = [
 #: One folder, or several searched in order.
 Folders = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], None]
 
-INDEX_FORMATS = ("pkl", "txt", "npy", "npz")
+INDEX_FORMATS = ("pkl", "json", "txt", "npy", "npz")
 COMBINE_MODES = ("concat", "union")
 
 
@@ -75,7 +75,7 @@ class IndexSource:
     Attributes:
         files: relative paths tried in each search folder, in order; the first that exists is read.
         format: ``"pkl"`` (a pickled dict of arrays, or a pickled list/array when ``keys`` is empty),
-            ``"txt"`` (integers separated by commas and/or whitespace), ``"npy"`` or ``"npz"``.
+            ``"json"`` (the same as JSON), ``"txt"`` (integers separated by commas and/or whitespace), ``"npy"`` or ``"npz"``.
         keys: dict / npz entries to read; empty means the file holds the list itself.
         combine: ``"concat"`` keeps the entries exactly as given (order and duplicates), key after
             key; ``"union"`` returns the sorted unique union.
@@ -102,7 +102,7 @@ class IndexSource:
 
 @dataclass(frozen=True)
 class MeshSource:
-    """Where a dataset's face list (topology) comes from: mesh files, or a provider with ``.faces``."""
+    """Where a dataset's face list (topology) comes from: mesh files, else a provider with ``.faces``."""
 
     files: tuple[str, ...] = ()
     provider: Optional[str] = None
@@ -119,7 +119,8 @@ class DatasetSpec:
     Attributes:
         name: registry name (``jambatalk preprocess NAME``, ``data.dataset`` in configs).
         fps: frame rate of the processed vertex sequences.
-        vertex_count: vertices per mesh, or None when resolved lazily from ``head_provider``.
+        vertex_count: vertices per mesh, or None when each dataset folder says (its ``faces_source``
+            mesh file, else ``head_provider``'s head): see :meth:`vertex_count_at`.
         camera: render camera preset name (the renderer owns the presets).
         splits: split name -> :class:`SplitDef`. Empty when the splits live in ``split_file``.
         source_fps: frame rate of the raw recordings (the preprocessor's input), if it differs.
@@ -166,10 +167,30 @@ class DatasetSpec:
     # ----------------------------------------------------------------- numbers
     @property
     def n_vertices(self) -> int:
-        """Vertices per mesh (resolved from the head provider when not fixed)."""
+        """Vertices per mesh: the fixed count, else that of the head provider's head (see
+        :meth:`vertex_count_at` for a dataset folder's own mesh)."""
         if self.vertex_count is not None:
             return int(self.vertex_count)
         return int(np.asarray(_provide(self.head_provider).vertices).shape[0])
+
+    def vertex_count_at(self, root: Folders = None) -> int:
+        """Vertices per mesh of the dataset in ``root``: the fixed count; else that of the folder's own
+        mesh (the ``faces_source`` file, e.g. the ``template.ply`` of a corpus made by ``jambatalk synth
+        --template``); else the head provider's."""
+        if self.vertex_count is not None:
+            return int(self.vertex_count)
+        found = _first_existing(self.faces_source.files, root) if self.faces_source else None
+        if found is None:
+            return self.n_vertices
+        from ..mesh import load_mesh
+
+        return int(load_mesh(found)[0].shape[0])
+
+    def _checked_count(self, root: Folders) -> Optional[int]:
+        """The vertex count masks and templates are checked against: fixed, or the folder's when one is given."""
+        if self.vertex_count is None and root is None:
+            return None
+        return self.vertex_count_at(root)
 
     @property
     def frame_step(self) -> int:
@@ -264,10 +285,11 @@ class DatasetSpec:
 
         found = _find(self, "templates", ("templates.pkl",), root, "templates file", path)
         table = load_templates_pkl(found)
-        if self.vertex_count is not None:
-            bad = {k: v.shape[0] for k, v in table.items() if v.shape[0] != self.vertex_count}
+        count = self._checked_count(root)
+        if count is not None:
+            bad = {k: v.shape[0] for k, v in table.items() if v.shape[0] != count}
             if bad:
-                raise DatasetError(f"templates in '{found}' do not have {self.vertex_count} vertices "
+                raise DatasetError(f"templates in '{found}' do not have {count} vertices "
                                    f"({dict(list(bad.items())[:3])})",
                                    f"use templates made for the {self.name} mesh (see {self.readme})")
         return table
@@ -294,7 +316,7 @@ class DatasetSpec:
         else:
             found = _find(self, what, source.files, root, what, path)
             idx = load_indices(source, found)
-        return _check_indices(idx, self.vertex_count, f"{self.name} {what}")
+        return _check_indices(idx, self._checked_count(root), f"{self.name} {what}")
 
     def faces(self, root: Folders = None, *, path: str | os.PathLike | None = None) -> np.ndarray:
         """Triangle list (F, 3) int64 of the dataset's mesh."""
@@ -422,6 +444,12 @@ def load_indices(source: IndexSource, path: str | os.PathLike) -> np.ndarray:
         return _combine([load_region_txt(path)], source.combine, path)
     if source.format == "pkl":
         data = load_pickle(path)
+    elif source.format == "json":
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DatasetError(f"'{path}' is not readable JSON ({type(exc).__name__}: {exc})",
+                               "write it again (jambatalk synth writes regions.json)") from None
     elif source.format == "npy":
         data = np.load(path, allow_pickle=False)
     else:
@@ -561,9 +589,10 @@ register_spec(DatasetSpec(
     head_provider=_SYNTH_HEAD,
     camera="fit",
     split_file="splits.json",
-    lips=IndexSource(keys=("lips",), provider=_SYNTH_HEAD),
-    upper=IndexSource(keys=("upper_face",), provider=_SYNTH_HEAD),
-    faces_source=MeshSource(provider=_SYNTH_HEAD),
+    # a corpus' own head (jambatalk synth --template writes any mesh there), else the procedural one
+    lips=IndexSource(files=("regions.json",), format="json", keys=("lips",), provider=_SYNTH_HEAD),
+    upper=IndexSource(files=("regions.json",), format="json", keys=("upper_face",), provider=_SYNTH_HEAD),
+    faces_source=MeshSource(files=("template.ply",), provider=_SYNTH_HEAD),
     readme="README.md",
     description="The built-in procedural speech-to-face corpus (jambatalk synth)",
 ))
