@@ -115,3 +115,70 @@ def test_always_kernels_on_cpu_is_a_clear_error():
     m = _mixer(use_kernels="always")
     with pytest.raises(MissingDependencyError, match="kernels"):
         m(torch.randn(1, 5, 16))
+
+
+def _fake_kernels(monkeypatch):
+    """Stand-ins for causal-conv1d's and mamba-ssm's CUDA kernels, with their documented signatures and
+    layouts, computing the reference result; tensors count as on CUDA. Returns the calls they got."""
+    import importlib
+    import sys
+    import types
+
+    from jambatalk.ops.selective_scan import selective_scan_ref
+
+    scan_ops = importlib.import_module("jambatalk.ops.selective_scan")  # the module: jambatalk.ops.selective_scan is the function
+
+    calls = []
+
+    def causal_conv1d_fn(x, weight, bias=None, seq_idx=None, initial_states=None, return_final_states=False,
+                         final_states_out=None, activation=None):
+        dim, width = weight.shape
+        assert x.dim() == 3 and x.shape[1] == dim and 2 <= width <= 4 and activation in (None, "silu", "swish")
+        assert x.stride(1) == 1 or x.stride(2) == 1
+        assert bias is None or tuple(bias.shape) == (dim,)
+        calls.append("conv")
+        out = F.conv1d(x, weight.unsqueeze(1), bias, padding=width - 1, groups=dim)[..., : x.shape[-1]]
+        return out if activation is None else F.silu(out)
+
+    def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                          return_last_state=False):
+        batch, dim, length = u.shape
+        assert delta.shape == u.shape and (z is None or z.shape == u.shape) and A.shape[0] == dim
+        assert B.shape == C.shape == (batch, A.shape[1], length)
+        assert D.dtype == delta_bias.dtype == A.dtype == torch.float32
+        calls.append("scan")
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+    interface = types.ModuleType("mamba_ssm.ops.selective_scan_interface")
+    interface.selective_scan_fn = selective_scan_fn
+    conv = types.ModuleType("causal_conv1d")
+    conv.causal_conv1d_fn = causal_conv1d_fn
+    for name, module in {"mamba_ssm": types.ModuleType("mamba_ssm"), "mamba_ssm.ops": types.ModuleType("mamba_ssm.ops"),
+                         "mamba_ssm.ops.selective_scan_interface": interface, "causal_conv1d": conv}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(scan_ops, "_KERNEL", {})
+    monkeypatch.setattr(scan_ops, "_CONV_KERNEL", {})
+    monkeypatch.setattr(scan_ops, "on_cuda", lambda t: True)
+    return calls
+
+
+@pytest.mark.parametrize("use_kernels", ["auto", "always"])
+def test_on_cuda_the_conv_and_the_scan_go_to_the_kernels_in_their_layout(monkeypatch, use_kernels):
+    """With the 'kernels' extra on CUDA a whole sequence goes through causal-conv1d's conv + SiLU and mamba-ssm's
+    scan, called as their interfaces document (checked here by stand-ins), with the PyTorch path's result and
+    gradients; a streamed chunk continues a state, which the scan kernel cannot take, so it stays on PyTorch's."""
+    calls = _fake_kernels(monkeypatch)
+    kernels, torch_path = _mixer(3, use_kernels=use_kernels), _mixer(3, use_kernels="never")
+    x = torch.randn(2, 23, 16)
+    y = kernels(x)
+    assert calls == ["conv", "scan"]
+    torch.testing.assert_close(y, torch_path(x), rtol=1e-5, atol=1e-6)
+    y.pow(2).sum().backward()
+    torch_path(x).pow(2).sum().backward()
+    for (name, a), b in zip(kernels.named_parameters(), torch_path.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
+    calls.clear()
+    with torch.no_grad():
+        cache = kernels.allocate_cache(2)
+        torch.testing.assert_close(kernels.step(x[:, :9], cache), torch_path(x)[:, :9], rtol=1e-5, atol=1e-6)
+    assert "scan" not in calls

@@ -83,9 +83,10 @@ def timed(fn: Callable[[], object], device, reps: int, warmup: int = 1) -> float
 def _device_params(device) -> dict:
     import torch
 
-    from ..ops.selective_scan import kernel_available
+    from ..ops.selective_scan import conv_kernel, kernel_available
 
-    params = {"device": str(device), "torch": torch.__version__, "mamba_ssm": kernel_available()}
+    params = {"device": str(device), "torch": torch.__version__, "mamba_ssm": kernel_available(),
+              "causal_conv1d": conv_kernel() is not None}
     if device.type == "cuda":
         params["gpu"] = torch.cuda.get_device_name(device)
     return params

@@ -9,7 +9,9 @@
 Inference on CPU (no gradient, float32, ``use_kernels="auto"``) runs everything between the two
 projections in the compiled kernels of :mod:`jambatalk.ops.cpu_scan` where they build
 (:func:`~jambatalk.ops.cpu_scan.mamba_inner`), in the time-major layout the projections use; elsewhere
-the PyTorch path below runs. The two agree to float32 rounding.
+the PyTorch path below runs. The two agree to float32 rounding. On CUDA the PyTorch path hands the conv
+and SiLU to causal-conv1d's fused kernel and the scan to mamba-ssm's where those are installed (the
+``kernels`` extra; ``use_kernels`` "auto" or "always").
 
 Streaming: :meth:`MambaMixer.allocate_cache` gives a :class:`MambaCache` (the last ``d_conv - 1``
 conv inputs and the SSM state); :meth:`MambaMixer.step` consumes a chunk of any length and
@@ -29,7 +31,7 @@ from torch import nn
 from ..config import DecoderConfig
 from ..errors import InputError
 from ..ops import cpu_scan
-from ..ops.selective_scan import selective_scan
+from ..ops.selective_scan import conv_kernel_for, selective_scan
 from .blocks import kept_derived
 
 __all__ = ["MambaMixer", "MambaCache"]
@@ -180,7 +182,11 @@ class MambaMixer(nn.Module):
         length = x.shape[1]
         xz = self.in_proj(x).transpose(1, 2)  # (batch, 2 * d_inner, L)
         x_in, z = xz.chunk(2, dim=1)
-        x_conv = F.silu(self.conv1d(x_in)[..., :length])
+        conv = conv_kernel_for(x_in, self.d_conv, self.use_kernels)
+        if conv is not None:  # channels-last x_in, as causal-conv1d reads it
+            x_conv = conv(x_in, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+        else:
+            x_conv = F.silu(self.conv1d(x_in)[..., :length])
         y = self._ssm(x_conv, z)
         return self.out_proj(y.transpose(1, 2))
 

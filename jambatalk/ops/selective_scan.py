@@ -41,7 +41,8 @@ import torch.nn.functional as F
 
 from ..errors import InputError, MissingDependencyError
 
-__all__ = ["selective_scan", "selective_scan_ref", "chunk_size_for", "inference_block_for", "kernel_available", "USE_KERNELS"]
+__all__ = ["selective_scan", "selective_scan_ref", "chunk_size_for", "inference_block_for", "kernel_available",
+           "conv_kernel_for", "USE_KERNELS"]
 
 #: Accepted values of ``use_kernels``.
 USE_KERNELS = ("auto", "always", "never")
@@ -49,6 +50,7 @@ USE_KERNELS = ("auto", "always", "never")
 ScanOutput = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 
 _KERNEL: dict = {}  # cached result of the one attempt to import mamba-ssm's kernel
+_CONV_KERNEL: dict = {}  # the same for causal-conv1d's
 
 
 # ----------------------------------------------------------------------------- reference
@@ -355,6 +357,31 @@ def kernel_available() -> bool:
     return _import_kernel() is not None
 
 
+def conv_kernel():
+    """causal-conv1d's fused causal depthwise conv (``causal_conv1d_fn(x (batch, dim, L), weight (dim, width),
+    bias, activation=...)``, CUDA only), or None where it cannot be imported."""
+    if "fn" not in _CONV_KERNEL:
+        try:
+            from causal_conv1d import causal_conv1d_fn
+        except Exception:  # ImportError, or a broken CUDA build raising at import
+            causal_conv1d_fn = None
+        _CONV_KERNEL["fn"] = causal_conv1d_fn
+    return _CONV_KERNEL["fn"]
+
+
+def on_cuda(t: torch.Tensor) -> bool:
+    """Whether ``t`` lives where the CUDA kernels run."""
+    return t.is_cuda
+
+
+def conv_kernel_for(x: torch.Tensor, width: int, use_kernels: str):
+    """causal-conv1d's fused conv where it may run on ``x`` (CUDA, ``use_kernels`` not "never", a width of 2
+    to 4 as its kernel takes, the package installed), else None."""
+    if use_kernels == "never" or not 2 <= width <= 4 or not on_cuda(x):
+        return None
+    return conv_kernel()
+
+
 def _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, use_kernels) -> None:
     if use_kernels not in USE_KERNELS:
         raise InputError(f"use_kernels is {use_kernels!r}", f"use one of {list(USE_KERNELS)}")
@@ -427,12 +454,12 @@ def selective_scan(
                     f"imported ({_KERNEL['error']})",
                     "install the 'kernels' extra on a CUDA machine: pip install 'jambatalk[kernels]', "
                     "or set use_kernels='auto' to fall back to the PyTorch scan")
-            if not u.is_cuda:
+            if not on_cuda(u):
                 raise MissingDependencyError(
                     f"use_kernels='always' needs CUDA tensors for mamba-ssm's kernel (the 'kernels' extra), "
                     f"but the inputs are on {u.device}",
                     "move the model to a CUDA device, or set use_kernels='auto' to use the PyTorch scan here")
-        if fn is not None and u.is_cuda and initial_state is None:
+        if fn is not None and on_cuda(u) and initial_state is None:
             return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
                       return_last_state=return_last_state)
     return _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state,
