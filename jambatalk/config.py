@@ -580,7 +580,11 @@ def load_experiment(path: str | os.PathLike | None, overrides: list[str] | None 
     data = apply_overrides(data, overrides or [])
     preset = data.get("preset")
     if preset is not None:
-        data["model"] = _merge(to_dict(model_preset(preset)), data.get("model") or {})
+        base = to_dict(model_preset(preset))
+        decoder = (data.get("model") or {}).get("decoder")
+        if isinstance(decoder, dict) and "n_l" in decoder and "schedule" not in decoder:
+            del base["decoder"]["schedule"]  # the preset's layers follow its n_l: a new n_l lays them out again
+        data["model"] = _merge(base, data.get("model") or {})
     return from_dict(ExperimentConfig, data)
 
 

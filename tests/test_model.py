@@ -46,6 +46,21 @@ def test_schedule_is_validated():
         DecoderConfig(n_heads=8, n_kv_heads=3)
 
 
+def test_a_new_n_l_over_a_preset_lays_the_layers_out_again():
+    """A preset's schedule follows its n_l: an override of n_l alone builds that many layers (it used to keep the
+    preset's and record the new n_l beside them), and an explicit schedule still wins."""
+    from jambatalk.config import load_experiment
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    assert load_experiment(configs / "biwi.yaml", ["model.decoder.n_l=1"]).model.decoder.schedule == default_schedule(1)
+    assert load_experiment(configs / "biwi.yaml").model.decoder.schedule == default_schedule(2)
+    assert load_experiment(configs / "debug.yaml", ["model.decoder.n_l=2"]).model.decoder.schedule == default_schedule(2)
+    assert load_experiment(configs / "debug.yaml", ["model.decoder.n_l=2", "model.decoder.schedule=[mamba]"]
+                           ).model.decoder.schedule == ["mamba"]
+    with pytest.raises(ConfigError, match="n_l is -1"):
+        load_experiment(configs / "debug.yaml", ["model.decoder.n_l=-1"])
+
+
 @pytest.mark.parametrize("span,window,lookahead", [("causal", 0, 0), ("window", 6, 0), ("window", 5, 3)])
 def test_decoder_step_equals_forward(span, window, lookahead):
     torch.manual_seed(0)
