@@ -174,9 +174,18 @@ def _sigterm_handler(owner: int):
     return on_sigterm
 
 
+def _is_override(arg: str) -> bool:
+    return "=" in arg and not arg.startswith("-")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list):  # overrides after a flag: train ... --resume k=v
+        args.overrides += [a for a in extra if _is_override(a)]
+        extra = [a for a in extra if not _is_override(a)]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2

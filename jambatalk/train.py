@@ -370,11 +370,37 @@ class Trainer:
     #: what trainer_state.pt holds (written by _save)
     STATE_KEYS = frozenset({"step", "epoch", "best", "history", "optimizer", "scheduler", "rng"})
 
+    #: train settings a resumed run keeps: the optimiser's and the batches' (the stored optimiser and scheduler
+    #: states and the data order follow them); the length of the run, logging, saving and the device may change
+    RESUME_KEEPS = ("optimizer", "lr", "weight_decay", "betas", "schedule", "warmup_steps", "grad_clip", "batch_size",
+                    "seed")
+
+    def _check_resume_settings(self, folder: Path) -> None:
+        """A ConfigError naming every train setting of RESUME_KEEPS that differs from the run's own (its
+        experiment.yaml): a new learning rate was recorded but not applied (the scheduler's state wins), and a new
+        batch size broke the data order."""
+        import yaml
+
+        path = folder / "experiment.yaml"
+        try:
+            saved = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("train") or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+            return  # no readable record of the run's settings: the state checks below still apply
+        now = to_dict(self.cfg.train)
+        changed = [f"train.{k} {saved[k]!r} -> {now[k]!r}" for k in self.RESUME_KEEPS
+                   if k in saved and saved[k] != now[k]]
+        if changed:
+            raise ConfigError(f"cannot resume '{self.out}' with changed settings ({'; '.join(changed)}): the run's "
+                              f"optimiser state and data order were made with its own ({path})",
+                              "resume with the run's values (change only epochs, max_steps, logging, saving or the "
+                              f"device), or start a new --out with train.init_from={folder} to go on with new ones")
+
     def _load_state(self, folder: Path) -> None:
         state_path = folder / "trainer_state.pt"
         if not state_path.is_file():
             raise CheckpointError(f"cannot resume: '{state_path}' does not exist",
                                   "start a new run without --resume, or pass the --out of an earlier run")
+        self._check_resume_settings(folder)
         damaged_fix = f"the checkpoint is damaged: resume from a copy of the run, or start a new run with " \
                       f"train.init_from={self.out / 'best'}"
         weights = self._fitting_weights(

@@ -84,6 +84,28 @@ def test_resume_from_a_changed_config_or_a_damaged_checkpoint_is_a_checkpoint_er
         Trainer(_cfg(corpus, "train.max_steps=2", *extra), run, resume=True, progress=False)
 
 
+def test_resume_refuses_changed_optimiser_and_batch_settings_and_allows_a_longer_run(corpus, tmp_path, capsys):
+    """A new learning rate on --resume was recorded in experiment.yaml but never applied (the scheduler's stored
+    state wins), and a new batch size failed later with 'collate() got an empty batch': both are refused at once,
+    named, with the run folder untouched; a longer run (epochs, max_steps) and new logging still resume."""
+    run = tmp_path / "run"
+    Trainer(_cfg(corpus, "train.max_steps=2"), run, progress=False).fit()
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=r"train.lr 0.001 -> 0.5; train.batch_size 2 -> 1\).*init_from="):
+        Trainer(_cfg(corpus, "train.max_steps=4", "train.lr=0.5", "train.batch_size=1"), run, resume=True,
+                progress=False)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+    from jambatalk.cli import main  # overrides may follow --resume on the command line too
+
+    args = ["--config", str(ROOT / "configs" / "debug.yaml"), f"data.root={corpus}", "data.generate=false"]
+    assert main(["train", "--out", str(run), *args, "--resume", "train.lr=0.5", "data.max_seconds=1.5"]) == 2
+    assert "(train.lr 0.001 -> 0.5)" in capsys.readouterr().err
+    resumed = Trainer(_cfg(corpus, "train.max_steps=3", "train.log_every=2", "train.val_every=0"), run, resume=True,
+                      progress=False)
+    resumed.fit()
+    assert resumed.step == 3
+
+
 def test_checkpoints_are_model_folders_with_their_config(corpus, tmp_path):
     import jambatalk
 
