@@ -8,14 +8,13 @@ kept exactly as in the file.
 from __future__ import annotations
 
 import os
-import pickle
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
+from .pickles import REFUSED_FIX, RefusedPickle, load_data
 
 __all__ = ["load_mesh", "load_template", "load_templates_pkl", "save_mesh", "check_vertices"]
 
@@ -86,10 +85,10 @@ def load_templates_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InputError(f"templates file '{path}' does not exist", "check the path")
     try:
-        # pickles written under numpy 1 name numpy.core, which numpy 2 reads with a DeprecationWarning
-        with open(path, "rb") as f, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"numpy\.core", category=DeprecationWarning)
-            data = pickle.load(f, encoding="latin1")
+        with open(path, "rb") as f:
+            data = load_data(f)
+    except RefusedPickle as exc:
+        raise InputError(f"'{path}' was not read: {exc}", REFUSED_FIX) from None
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"'{path}' is not a readable templates pickle ({exc})", "pass a templates.pkl") from exc
     if not isinstance(data, dict) or not data:

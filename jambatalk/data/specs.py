@@ -13,7 +13,6 @@ import functools
 import importlib
 import json
 import os
-import pickle
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Optional, Union
 import numpy as np
 
 from ..errors import DatasetError
+from ..pickles import REFUSED_FIX, RefusedPickle, load_data
 
 __all__ = [
     "SplitDef",
@@ -389,11 +389,12 @@ def load_pickle(path: str | os.PathLike):
     """Read a pickle written by Python 2 or 3 (latin1 for the NumPy arrays of Python 2 pickles)."""
     path = Path(path)
     try:
-        with open(path, "rb") as f, warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # old pickles name numpy.core
-            return pickle.load(f, encoding="latin1")
+        with open(path, "rb") as f:
+            return load_data(f)
     except FileNotFoundError as exc:
         raise DatasetError(f"pickle '{path}' does not exist", "check the path") from exc
+    except RefusedPickle as exc:
+        raise DatasetError(f"'{path}' was not read: {exc}", REFUSED_FIX) from None
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
         raise DatasetError(f"'{path}' is not a readable pickle ({type(exc).__name__}: {exc})",
                            "re-download the file; it may be truncated") from exc

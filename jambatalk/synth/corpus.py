@@ -32,6 +32,7 @@ import numpy as np
 from ..audio import SAMPLE_RATE, resample
 from ..errors import InputError
 from ..fileio import atomic_path, check_output_folder
+from ..pickles import REFUSED_FIX, RefusedPickle, load_data
 from .augment import augment, random_augmentation
 from .espeak import synthesize
 from .head import Head, default_head
@@ -84,7 +85,9 @@ def load_template_head(template) -> Head:
             regions = json.loads(regions_path.read_text())
         else:
             with open(regions_path, "rb") as f:
-                regions = pickle.load(f, encoding="latin1")
+                regions = load_data(f)
+    except RefusedPickle as exc:
+        raise InputError(f"regions file '{regions_path}' was not read: {exc}", REFUSED_FIX) from None
     except Exception as exc:  # noqa: BLE001 - JSON, unpickling or decoding errors of a damaged file
         raise InputError(f"regions file '{regions_path}' could not be read ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:200] if str(exc) else 'damaged'})",
