@@ -313,3 +313,35 @@ def test_an_mp3_file_cut_short_is_warned_about_in_one_line(speech, tmp_path, cap
     held = float(re.search(r"about (\d.\d\d) s", str(caught[0].message)).group(1))
     assert abs(held - len(part) / 16000) < 0.15 and len(part) < 0.5 * len(whole)
     assert capfd.readouterr().err == ""  # no line of the decoder's own about it
+
+
+def test_templates_the_model_cannot_animate_are_refused_and_other_faces_of_its_mesh_are_not(tmp_path, speech,
+                                                                                            capsys):
+    """A template with the model's vertex count but another vertex order, or in millimetres, gave a shredded or
+    frozen face with exit 0; another person's face on the model's mesh still animates."""
+    from jambatalk.synth.corpus import _speaker_template
+    from jambatalk.synth.head import default_head
+    from jambatalk.synth.speakers import SPEAKERS
+
+    head = default_head()
+    perm = np.random.default_rng(0).permutation(head.n_vertices)
+    save_mesh(tmp_path / "shuffled.ply", head.vertices[perm], np.argsort(perm)[head.faces])
+    np.save(tmp_path / "shuffled.npy", head.vertices[perm])
+    save_mesh(tmp_path / "mm.ply", head.vertices * 1000, head.faces)
+    save_mesh(tmp_path / "turned.ply", head.vertices * [-1, 1, -1], head.faces)
+    cases = {"shuffled.ply": "other faces: its vertices are in another order", "shuffled.npy": "lie far from where",
+             "mm.ply": "in millimetres, where the model's is in metres", "turned.ply": "or it is turned"}
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, speech, 16000)
+    for name, match in cases.items():
+        with pytest.raises(InputError, match=match):
+            animate(speech, tmp_path / name, sample_rate=16000)
+        with pytest.raises(InputError, match=match):
+            Stream(template=tmp_path / name)
+        out = tmp_path / f"{name}.npy"
+        assert main(["animate", str(wav), "--template", str(tmp_path / name), "--out", str(out)]) == 2
+        assert match in capsys.readouterr().err and not out.exists()
+    other = _speaker_template(head, SPEAKERS["spk02"])
+    save_mesh(tmp_path / "other.ply", other, head.faces)
+    anim = animate(speech, tmp_path / "other.ply", sample_rate=16000)
+    assert np.array_equal(anim.template, other) and np.abs(anim.vertices - other).max() > 1e-3
