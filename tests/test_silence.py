@@ -128,6 +128,26 @@ def test_predict_scales_the_motion_by_the_gains():
     np.testing.assert_allclose(off.predict(audio, silence_gate=True), gated, atol=1e-6)
 
 
+def test_quiet_speech_that_the_floor_silences_is_warned_about():
+    """A quiet recording (peak -43 dBFS): its speech frames under the absolute floor closed the mouth without a
+    word. predict now says so, with the loudest level and the share closed; the same speech at full level, with
+    its pauses, gets no warning."""
+    import warnings
+
+    model = _model(gate=True)
+    loud = _speech_with_pauses()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.predict(loud)
+    quiet = np.concatenate([_noise(0.6, -45.0, 1), _noise(0.8, -62.0, 3), _noise(0.6, -45.0, 5)])
+    with pytest.warns(UserWarning, match=r"the speech is quiet \(its loudest frame is at -4\d dBFS\).*closed the "
+                      r"mouth in (3\d|4\d)% of the animation.*silence_gate=False"):
+        gated = model.predict(quiet)
+    tpl = model.template.numpy()
+    still = np.abs(gated - tpl).reshape(len(gated), -1).max(axis=1) == 0
+    assert 0.25 < still.mean() < 0.5  # the -62 dBFS middle, speech to the level rule, rests
+
+
 def test_gated_stream_equals_its_one_pass_and_states_its_latency():
     model = _model(gate=True)
     audio = _speech_with_pauses()
