@@ -580,6 +580,9 @@ def load_experiment(path: str | os.PathLike | None, overrides: list[str] | None 
     data = apply_overrides(data, overrides or [])
     preset = data.get("preset")
     if preset is not None:
+        if data.get("model") is not None and not isinstance(data["model"], dict):
+            raise ConfigError(f"'model' is {data['model']!r}, not a section of key: value pairs",
+                              "write the model's keys under 'model:', or leave it out to take the preset as it is")
         base = to_dict(model_preset(preset))
         decoder = (data.get("model") or {}).get("decoder")
         if isinstance(decoder, dict) and "n_l" in decoder and "schedule" not in decoder:

@@ -62,7 +62,7 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
     out = Path(out) if out else ckpt / "eval"
     check_output_folder(out)  # before the model and data are set up
     spec = get_spec(cfg.data.dataset)
-    root = open_dataset_root(cfg)
+    root = open_dataset_root(cfg, generate=False)
     model = JambaTalk.from_pretrained(ckpt, map_location=_resolve_device(device), n_vertices=spec.vertex_count_at(root))
     dataset = SequenceDataset(spec, root, split, cache_audio=False)
     lip_idx, upper_idx = spec.lip_indices(root), spec.upper_indices(root)

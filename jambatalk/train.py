@@ -83,15 +83,16 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
     return device
 
 
-def open_dataset_root(cfg: ExperimentConfig) -> Path:
-    """The processed dataset folder; the synthetic corpus is generated there when asked and missing."""
+def open_dataset_root(cfg: ExperimentConfig, generate: bool = True) -> Path:
+    """The processed dataset folder; the synthetic corpus is generated there when asked (``data.generate``) and
+    missing, unless ``generate`` is False (evaluation reads data, it does not make it)."""
     data = cfg.data
     if not data.root:
         raise ConfigError("data.root is not set", "set data.root to the processed dataset folder (key=value override)")
     root = Path(data.root).expanduser()
     if not (root / "vertices_npy").is_dir():
         synthetic = data.dataset == "synthetic"
-        if data.generate and synthetic:
+        if data.generate and synthetic and generate:
             from .synth.corpus import generate_corpus
 
             kwargs = {"n_sentences": data.n_sentences} if data.n_sentences else {}
@@ -102,7 +103,9 @@ def open_dataset_root(cfg: ExperimentConfig) -> Path:
             spec = get_spec(data.dataset)
             if synthetic:
                 sentences = f" --sentences {data.n_sentences}" if data.n_sentences else ""
-                fix = f"generate it with jambatalk synth --dst {root}{sentences}, or set data.generate=true"
+                fix = f"generate it with jambatalk synth --dst {root}{sentences}" + (
+                    ", or set data.generate=true" if generate else
+                    ", or set data.root to the corpus the model was trained on (evaluation does not generate one)")
             elif spec.preprocessor:
                 fix = f"run jambatalk preprocess {spec.name} --src RAW --dst {root} first (see {spec.readme})"
             else:

@@ -176,6 +176,18 @@ def test_a_missing_dataset_folder_points_to_the_command_that_makes_it(tmp_path, 
     assert not missing.exists() and not (tmp_path / "run").exists()
 
 
+def test_test_does_not_generate_a_corpus_where_data_root_is_missing(tmp_path, capsys):
+    """debug.yaml sets data.generate=true for training; jambatalk test with a mistyped data.root made a new corpus
+    there and evaluated on it."""
+    from jambatalk.api import DEFAULT_MODEL_DIR
+
+    missing = tmp_path / "nowhere"
+    line = _cli_error(capsys, ["test", "--config", str(DEBUG), "--checkpoint", str(DEFAULT_MODEL_DIR), "--out",
+                               str(tmp_path / "eval"), f"data.root={missing}"])
+    assert "holds no processed dataset" in line and "evaluation does not generate one" in line
+    assert not missing.exists() and not (tmp_path / "eval").exists()
+
+
 def test_non_finite_training_vertices_are_named_when_read(tmp_path, capsys):
     import numpy as np
 

@@ -248,6 +248,7 @@ def test_model_config_rejects_bad_values():
     ("model.audio.conv_kernel=[10,3.5,3]", "'model.audio.conv_kernel[1]' should be a whole number"),
     ("model.decoder.schedule=[mamba,7]", "'model.decoder.schedule[1]' should be text, got 7"),
     ("train.betas=[0.9,x]", "'train.betas[1]' should be a number"),
+    ("model=3", "'model' is 3, not a section of key: value pairs"),  # over a preset: was an AttributeError
 ])
 def test_experiment_overrides_out_of_range_are_config_errors(override, match):
     """Values that used to pass and then fail deep inside (division by zero, an IndexError mid-run) or run
