@@ -65,7 +65,8 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
     root = open_dataset_root(cfg, generate=False)
     model = JambaTalk.from_pretrained(ckpt, map_location=_resolve_device(device), n_vertices=spec.vertex_count_at(root))
     dataset = SequenceDataset(spec, root, split, cache_audio=False)
-    lip_idx, upper_idx = spec.lip_indices(root), spec.upper_indices(root)
+    lip_idx = spec.lip_indices(root)
+    upper_idx = spec.upper_indices(root) if spec.upper is not None else None  # None: no FDD on this mesh
     _check_pred_folder(out / "pred")
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -139,6 +140,7 @@ def cli_test(args) -> int:
     report = evaluate(cfg, args.checkpoint, args.out, split=args.split)
     o = report["overall"]
     print(f"{report['dataset']} {report['split']}: {o['n_sequences']} sequences, {o['n_frames']} frames | "
-          f"LVE {o['lve']:.4e}  FDD {o['fdd']:.4e} (|FDD| {o['fdd_abs']:.4e})  MVE {o['mve']:.4e}")
+          f"LVE {o['lve']:.4e}  " + (f"FDD {o['fdd']:.4e} (|FDD| {o['fdd_abs']:.4e})" if o["fdd"] is not None
+                                      else "FDD n/a (no upper-face mask on this mesh)") + f"  MVE {o['mve']:.4e}")
     print(f"report and plots in {Path(args.out) if args.out else resolve_checkpoint(args.checkpoint) / 'eval'}")
     return 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -301,11 +301,14 @@ def summarize(per_sequence: Mapping[str, Mapping[str, float]]) -> dict[str, floa
     n_frames = sum(frames.values())
     lve_all = math.fsum(float(m["lve"]) * frames[n] for n, m in per_sequence.items()) / n_frames
     mve_all = math.fsum(float(m["mve"]) * frames[n] for n, m in per_sequence.items()) / n_frames
-    fdd_all = math.fsum(float(m["fdd"]) for m in per_sequence.values()) / len(per_sequence)
+    if any(m["fdd"] is None for m in per_sequence.values()):  # a mesh without an upper-face mask
+        fdd_all = None
+    else:
+        fdd_all = math.fsum(float(m["fdd"]) for m in per_sequence.values()) / len(per_sequence)
     return {
         "lve": lve_all,
         "fdd": fdd_all,
-        "fdd_abs": abs(fdd_all),
+        "fdd_abs": None if fdd_all is None else abs(fdd_all),
         "mve": mve_all,
         "n_sequences": len(per_sequence),
         "n_frames": n_frames,
@@ -321,7 +324,8 @@ class SequenceMetrics:
     >>> report = acc.compute()  # {"per_sequence": {...}, "overall": {...}}
     """
 
-    def __init__(self, lip_idx: ArrayLike, upper_idx: ArrayLike):
+    def __init__(self, lip_idx: ArrayLike, upper_idx: Optional[ArrayLike]):
+        """``upper_idx`` None: a mesh without an upper-face mask, whose FDD is None."""
         self.lip_idx = lip_idx
         self.upper_idx = upper_idx
         self.per_sequence: dict[str, dict[str, float | int]] = {}
@@ -335,13 +339,13 @@ class SequenceMetrics:
             context = f"pred shape {_shape(pred)}, gt shape {_shape(gt)}, template shape {_shape(template)}"
             t = _template(template, g.shape[1], context, g)
             lip = _indices(self.lip_idx, "lip_idx", g.shape[1], context, g)
-            upper = _indices(self.upper_idx, "upper_idx", g.shape[1], context, g)
+            upper = None if self.upper_idx is None else _indices(self.upper_idx, "upper_idx", g.shape[1], context, g)
         except InputError as exc:
             raise InputError(f"sequence '{name}': {exc.problem}", exc.fix) from exc
         err = ((p - g) ** 2).sum(-1)  # (T, V) squared L2 error
         result = {
             "lve": float(_amax(err[:, lip], 1).mean()),
-            "fdd": float(_dynamics(g, t, upper) - _dynamics(p, t, upper)),
+            "fdd": None if upper is None else float(_dynamics(g, t, upper) - _dynamics(p, t, upper)),
             "mve": float((err**0.5).mean()),
             "frames": int(g.shape[0]),
         }

@@ -396,3 +396,18 @@ def test_evaluate_sequences_refuses_lists_in_place_of_dicts(rng):
         metrics.evaluate_sequences(seqs, {"a": seqs[0]}, np.zeros((V, 3)), np.arange(2), np.arange(2))
     with pytest.raises(InputError, match="gts is a list, not a mapping"):
         metrics.evaluate_sequences({"a": seqs[0]}, seqs, np.zeros((V, 3)), np.arange(2), np.arange(2))
+
+
+def test_a_mesh_without_an_upper_face_mask_gets_lve_and_mve_and_no_fdd():
+    """The reduced 3895-vertex BIWI mesh has lips but no upper-face mask: jambatalk test stopped with no metric
+    at all; LVE and MVE are computed as with a mask, and FDD is None (null in report.json)."""
+    rng = np.random.default_rng(0)
+    gt, pred = rng.normal(size=(2, 12, 40, 3))
+    template = rng.normal(size=(40, 3))
+    lips, upper = np.arange(5, 15), np.arange(20, 30)
+    with_mask, without = metrics.SequenceMetrics(lips, upper), metrics.SequenceMetrics(lips, None)
+    a, b = with_mask.update("s", pred, gt, template), without.update("s", pred, gt, template)
+    assert b["fdd"] is None and a["fdd"] is not None
+    assert (b["lve"], b["mve"]) == (a["lve"], a["mve"]) == (metrics.lve(pred, gt, lips), metrics.mve(pred, gt))
+    overall = without.compute()["overall"]
+    assert overall["fdd"] is None and overall["fdd_abs"] is None and overall["lve"] == a["lve"]
