@@ -142,6 +142,11 @@ def test_restart_skips_finished_sequences(raw, processed):
     assert (dst / "vertices_npy" / "F2_e01.npy").stat().st_mtime_ns == before
 
 
+def test_the_source_folder_as_dst_is_refused(raw):
+    with pytest.raises(DatasetError, match="is the BIWI source folder itself"):
+        preprocess_biwi(raw["src"], raw["src"], overwrite=True, show_progress=False)
+
+
 def test_mixed_voronoi_areas_on_known_triangles():
     faces = np.array([[0, 1, 2]])
     equi = np.array([[0, 0, 0], [1, 0, 0], [0.5, np.sqrt(3) / 2, 0]])

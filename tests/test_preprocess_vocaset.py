@@ -133,6 +133,14 @@ def test_missing_raw_file_names_it(raw, tmp_path):
     assert "raw_audio_fixed.pkl" in str(err.value) and "vocaset/README.md" in err.value.fix
 
 
+def test_the_source_folder_as_dst_is_refused_before_a_raw_file_is_touched(raw):
+    """--dst equal to --src wrote the processed templates.pkl (float32) over the raw one."""
+    before = {p.name: p.read_bytes() for p in raw["src"].iterdir()}
+    with pytest.raises(DatasetError, match="is the VOCASET source folder itself"):
+        preprocess_vocaset(raw["src"], raw["src"] / ".", overwrite=True, show_progress=False)
+    assert {p.name: p.read_bytes() for p in raw["src"].iterdir()} == before
+
+
 def test_length_mismatch_is_trimmed_consistently_with_a_warning(tmp_path):
     src = tmp_path / "raw"
     src.mkdir()

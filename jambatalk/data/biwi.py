@@ -40,6 +40,7 @@ from .preprocess import (
     PreprocessReport,
     align_lengths,
     check_finite,
+    check_src_dst,
     copy_spec_files,
     prepare_dst,
     progress,
@@ -308,6 +309,7 @@ def preprocess_biwi(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite
     src = Path(src)
     if not src.is_dir():
         raise DatasetError(f"BIWI source folder '{src}' does not exist", f"pass the corpus folder (see {_README})")
+    check_src_dst(src, dst, "BIWI")
     sequences = find_sequences(src)
     n_vertices = spec.n_vertices
     subjects = sorted({s.subject for s in sequences})

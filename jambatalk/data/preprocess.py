@@ -203,6 +203,14 @@ def write_templates(dst: Path, templates: dict[str, np.ndarray], overwrite: bool
     return True
 
 
+def check_src_dst(src: Path, dst, dataset: str) -> None:
+    """A DatasetError when the processed folder is the raw one: its files of the same names (templates.pkl, the
+    masks) would be written over the raw data."""
+    if Path(dst).expanduser().resolve() == src.expanduser().resolve():
+        raise DatasetError(f"--dst '{dst}' is the {dataset} source folder itself: its templates.pkl and masks would "
+                           "be written over the raw files", "pass a new folder as --dst, e.g. data/" + dataset.lower())
+
+
 def copy_spec_files(spec: DatasetSpec, src: Path, dst: Path) -> list[str]:
     """Copy the mask and topology files the spec names from ``src`` into ``dst`` (relative paths kept).
 

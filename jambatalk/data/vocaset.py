@@ -29,6 +29,7 @@ from .preprocess import (
     PreprocessReport,
     align_lengths,
     check_finite,
+    check_src_dst,
     copy_spec_files,
     prepare_dst,
     progress,
@@ -214,6 +215,7 @@ def preprocess_vocaset(src: str | os.PathLike, dst: str | os.PathLike, *, overwr
     src = Path(src)
     if not src.is_dir():
         raise DatasetError(f"VOCASET source folder '{src}' does not exist", f"pass the folder with {RAW_FILES[0]} etc.")
+    check_src_dst(src, dst, "VOCASET")
     paths = {name: _raw_path(src, name) for name in RAW_FILES}
     n_vertices = spec.n_vertices
     header = check_data_verts(paths["data_verts.npy"], n_vertices)
