@@ -65,3 +65,16 @@ def test_eval_default_refuses_a_real_speech_folder_it_cannot_read_before_evaluat
     assert proc.returncode == 2
     assert ("no such folder" if make == "missing" else "no .wav files") in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("tool", ["export_default.py", "eval_default.py"])
+def test_the_default_model_tools_report_a_missing_checkpoint_in_one_line(tmp_path, tool):
+    """A missing checkpoint gave a CheckpointError traceback."""
+    args = [str(tmp_path / "absent")] if tool == "export_default.py" else ["--data", str(tmp_path), "--checkpoint",
+                                                                         str(tmp_path / "absent")]
+    dst = ["--dst", str(tmp_path / "dst")] if tool == "export_default.py" else []
+    proc = subprocess.run([sys.executable, str(TOOL.parent / tool), *args, *dst], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"error: model folder '{tmp_path / 'absent'}' does not exist" in proc.stderr
+    assert not (tmp_path / "dst").exists()
