@@ -93,7 +93,7 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
         if made:
             shutil.rmtree(out, ignore_errors=True)  # a folder this run made holds nothing else
         raise
-    report.update({"checkpoint": str(ckpt), "dataset": spec.name, "split": split, "data_root": str(root),
+    report.update({"checkpoint": str(ckpt), "dataset": spec.name, "split": split, "data_root": str(root.resolve()),
                    "fps": float(spec.fps)})
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))

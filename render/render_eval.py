@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from jambatalk.errors import InputError, JambaTalkError
+from jambatalk.fileio import check_output_folder
 from jambatalk.mesh import load_template
 from jambatalk.render import Camera, camera_preset, render_comparison, render_video, vertex_errors
 from jambatalk.render.renderer import check_sequence
@@ -46,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: EVAL_DIR/videos)")
     p.add_argument("--audio-dir", default=None,
                    help="folder with <name>.wav speech to mux in (default: report.json's data_root/wav)")
-    p.add_argument("--gt-dir", default=None, help="folder with ground-truth <name>.npy (default: EVAL_DIR/gt)")
+    p.add_argument("--gt-dir", default=None,
+                   help="folder with ground-truth <name>.npy (default: EVAL_DIR/gt, else report.json's "
+                        "data_root/vertices_npy, the processed dataset)")
     p.add_argument("--fps", type=float, default=None, help="frame rate (default: report.json's 'fps', else 30)")
     p.add_argument("--size", type=int, default=400, help="panel width and height in pixels (default 400)")
     p.add_argument("--camera", default=None,
@@ -99,6 +102,14 @@ def _report_faces(report: dict, eval_dir: Path) -> np.ndarray:
                          "pass --template MESH (the .ply/.obj the predictions were made for)") from None
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"'{path}' is not a readable .npy array ({type(exc).__name__}: {exc})",
+                         "write it again (jambatalk test writes the predictions)") from None
+
+
 def _find_audio(audio_dir: Path | None, name: str) -> Path | None:
     if audio_dir is None:
         return None
@@ -122,11 +133,22 @@ def render_eval(args) -> list[Path]:
             raise InputError(f"no predictions named {missing} in '{pred_dir}'", f"choose from: {', '.join(names)}")
         names = [n for n in names if n in set(args.names)]
     if args.limit is not None:
-        names = names[: max(args.limit, 0)]
+        if args.limit < 1:
+            raise InputError(f"--limit is {args.limit}", "render at least one sequence (--limit 1 or more)")
+        names = names[: args.limit]
+    if args.fps is not None and not 0 < args.fps < float("inf"):
+        raise InputError(f"--fps is {args.fps:g}", "pass a positive frame rate, or leave it out for the report's")
+    for flag, folder in (("--audio-dir", args.audio_dir), ("--gt-dir", args.gt_dir)):
+        if folder is not None and not Path(folder).is_dir():
+            raise InputError(f"{flag} '{folder}' is not a folder", f"pass the folder that holds <name> files, or leave "
+                             f"{flag} out")
     if not names:
         raise InputError(f"'{pred_dir}' has no .npy predictions", "run 'jambatalk test' first")
     report = _read_report(eval_dir)
-    fps = args.fps or float(report.get("fps", 30.0))
+    data_root = Path(report["data_root"]) if report.get("data_root") else None
+    if not args.gt_dir and not gt_dir.is_dir() and data_root is not None:
+        gt_dir = data_root / "vertices_npy"  # jambatalk test writes no gt/: the processed dataset holds it
+    fps = args.fps if args.fps is not None else float(report.get("fps", 30.0))
     camera = args.camera or report.get("camera") or _dataset_camera(report.get("dataset"))
     if args.template is None:
         faces = _report_faces(report, eval_dir)
@@ -135,17 +157,21 @@ def render_eval(args) -> list[Path]:
         if faces is None:
             raise InputError(f"template '{args.template}' has no faces", "pass a mesh file (.ply/.obj) with triangles")
     audio_dir = Path(args.audio_dir) if args.audio_dir else None
-    if audio_dir is None and report.get("data_root") and (Path(report["data_root"]) / "wav").is_dir():
-        audio_dir = Path(report["data_root"]) / "wav"
-    out_dir = Path(args.out) if args.out else eval_dir / "videos"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if audio_dir is None and data_root is not None and (data_root / "wav").is_dir():
+        audio_dir = data_root / "wav"
+    out_dir = check_output_folder(Path(args.out) if args.out else eval_dir / "videos")
 
     pairs = {}
     for name in names:
-        pred = check_sequence(np.load(pred_dir / f"{name}.npy"), f"prediction '{name}'")
+        pred = check_sequence(_load_npy(pred_dir / f"{name}.npy"), f"prediction '{name}'")
         gt_path = gt_dir / f"{name}.npy"
-        gt = check_sequence(np.load(gt_path), f"ground truth '{name}'") if gt_path.is_file() else None
-        pairs[name] = (pred, gt)
+        gt = check_sequence(_load_npy(gt_path), f"ground truth '{name}'") if gt_path.is_file() else None
+        if gt is not None and gt.shape[1:] != pred.shape[1:]:
+            raise InputError(f"ground truth '{gt_path}' has {gt.shape[1]} vertices, the prediction {pred.shape[1]}",
+                             "pass the ground truth of this evaluation's dataset with --gt-dir")
+        n = len(pred) if gt is None else min(len(pred), len(gt))
+        pairs[name] = (pred[:n], None if gt is None else gt[:n])
+    out_dir.mkdir(parents=True, exist_ok=True)
     vmax = args.vmax
     if vmax is None:
         errors = [vertex_errors(p, g).max() for p, g in pairs.values() if g is not None]

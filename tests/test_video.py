@@ -293,3 +293,36 @@ def test_render_eval_takes_the_faces_of_the_evaluated_data(tmp_path, mesh, capsy
     _write_template(ev / "template.ply", vertices, faces)  # as jambatalk synth writes into a corpus
     assert render_eval.main([str(ev), "--size", "32"]) == 0
     assert _probe(ev / "videos" / "a.mp4")["frames"] == 3
+
+
+def test_render_eval_shows_the_datasets_ground_truth_and_refuses_bad_arguments_in_one_line(tmp_path, mesh, capsys):
+    """jambatalk test writes no gt/: the processed dataset's vertices_npy/ (report.json's data_root) gives the
+    ground truth | prediction | error panels. An --out that is a file and an unreadable prediction were tracebacks;
+    --limit 0, --fps 0 and a missing --audio-dir were misread or ignored; none leaves an output folder."""
+    spec = importlib.util.spec_from_file_location("render_eval", ROOT / "render" / "render_eval.py")
+    render_eval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_eval)
+    vertices, faces = mesh
+    template = _write_template(tmp_path / "template.ply", vertices, faces)
+    data, ev = tmp_path / "data", tmp_path / "eval"
+    (data / "vertices_npy").mkdir(parents=True)
+    (ev / "pred").mkdir(parents=True)
+    np.save(data / "vertices_npy" / "a.npy", _motion(vertices, 6).reshape(6, -1))  # (T, 3V), as datasets keep it
+    np.save(ev / "pred" / "a.npy", _motion(vertices, 6) * 1.01)
+    (ev / "report.json").write_text(json.dumps({"fps": 20, "dataset": "no-such-dataset", "data_root": str(data)}))
+    args = [str(ev), "--template", str(template), "--size", "40"]
+    (tmp_path / "file").write_text("in the way")
+    for extra, match in ((["--out", str(tmp_path / "file")], "it is a file, not a folder"),
+                         (["--limit", "0"], "--limit is 0"), (["--fps", "0"], "--fps is 0"),
+                         (["--audio-dir", str(tmp_path / "none")], "--audio-dir '")):
+        capsys.readouterr()
+        assert render_eval.main(args + extra) == 2
+        err = capsys.readouterr().err
+        assert match in err and "Traceback" not in err, extra
+    assert not (ev / "videos").exists()
+    assert render_eval.main(args) == 0
+    assert _probe(ev / "videos" / "a.mp4")["width"] == 120  # three panels
+    (ev / "pred" / "a.npy").write_bytes(b"\x93NUMPY garbage")
+    capsys.readouterr()
+    assert render_eval.main(args + ["--out", str(tmp_path / "v2")]) == 2
+    assert "is not a readable .npy array" in capsys.readouterr().err and not (tmp_path / "v2").exists()
