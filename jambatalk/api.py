@@ -25,11 +25,17 @@ def default_model_path() -> Path:
     return DEFAULT_MODEL_DIR
 
 
-def resample_frames(vertices: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
-    """Linear interpolation of a (T, V, 3) sequence from one frame rate to another."""
-    if abs(src_fps - dst_fps) < 1e-9 or len(vertices) < 2:
+def resample_frames(vertices: np.ndarray, src_fps: float, dst_fps: float,
+                    duration: Optional[float] = None) -> np.ndarray:
+    """Linear interpolation of a (T, V, 3) sequence from one frame rate to another.
+
+    ``duration``: the seconds the frames should cover (the speech's), so that the new rate has as many whole
+    frames as the speech holds (the last source frame is held where they reach past it); else the source
+    frames' own span, T / ``src_fps``.
+    """
+    if abs(src_fps - dst_fps) < 1e-9 or len(vertices) < 1:
         return vertices
-    duration = len(vertices) / src_fps
+    duration = len(vertices) / src_fps if duration is None else duration
     n = max(1, int(duration * dst_fps + 1e-6))
     t = np.arange(n) / dst_fps * src_fps
     i0 = np.clip(np.floor(t).astype(int), 0, len(vertices) - 1)
@@ -261,6 +267,8 @@ def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = No
     samples = load_audio(audio, sample_rate)
     net = _as_model(model, device)
     _check_one_frame(samples, net.fps)
+    if fps is not None:
+        _check_one_frame(samples, fps)
     faces = None
     if template is None:
         tpl = net.template.detach().cpu().numpy()
@@ -275,7 +283,7 @@ def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = No
         faces = net.faces.cpu().numpy()
     vertices = _finite(net.predict(samples, tpl, silence_gate=silence_gate), model)
     out_fps = float(fps) if fps is not None else float(net.fps)
-    vertices = resample_frames(vertices, net.fps, out_fps)
+    vertices = resample_frames(vertices, net.fps, out_fps, duration=len(samples) / SAMPLE_RATE)
     return Animation(vertices=vertices, template=tpl, faces=faces, fps=out_fps, audio=samples)
 
 

@@ -68,6 +68,12 @@ def test_fps_resampling(model_dir, wav):
     seq = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32)
     up = resample_frames(seq, 10, 20)
     assert len(up) == 20 and up[1, 0, 0] == pytest.approx(0.5)
+    # every whole frame the speech holds: 1.03 s at 60 fps is 61 frames, though 30 whole frames at 30 fps span 1.0 s
+    speech = np.random.default_rng(0).normal(scale=0.1, size=16480).astype(np.float32)
+    for fps, n in ((60, 61), (25, 25), (24, 24), (50, 51)):
+        assert len(animate(speech, model=model_dir, sample_rate=16000, fps=fps)) == n, fps
+    with pytest.raises(InputError, match=r"shorter than one video frame \(2000.0 ms at 0.5 fps\)"):
+        animate(speech, model=model_dir, sample_rate=16000, fps=0.5)
 
 
 def test_save_formats_round_trip(model_dir, wav, tmp_path):
