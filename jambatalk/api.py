@@ -77,6 +77,7 @@ class Animation:
         path = Path(path)
         _saved_as_file(path)  # an extension it cannot save as is refused first
         suffix = path.suffix.lower()
+        self._check_contents()
         check_output_path(path)
         if suffix in (".npy", ".npz", ".mp4") and path.is_dir():
             raise InputError(f"cannot write '{path}': it is a folder", "choose a file name that is not a folder")
@@ -97,7 +98,7 @@ class Animation:
             render_video(path, self.vertices, self.faces, fps=self.fps, audio=self.audio, sample_rate=SAMPLE_RATE,
                          size=size, progress=progress)
         else:  # a folder of per-frame meshes
-            fmt = mesh_format if mesh_format.startswith(".") else f".{mesh_format}"
+            fmt = (mesh_format if mesh_format.startswith(".") else f".{mesh_format}").lower()
             if fmt not in MESH_FRAME_FORMATS:
                 raise InputError(f"mesh format '{mesh_format}' is not supported", "use .obj or .ply")
             from .mesh import save_mesh
@@ -114,6 +115,23 @@ class Animation:
                 for i, frame in enumerate(self.vertices):
                     save_mesh(tmp / f"frame_{i:0{digits}d}{fmt}", frame, self.faces)
         return path
+
+    def _check_contents(self) -> None:
+        """An InputError for what :meth:`load` and ``jambatalk render`` would refuse to read back: a frame rate that
+        is not positive and finite, non-finite or misshapen vertices, a template of other vertices."""
+        if not (is_real_number(self.fps) and 0 < self.fps < float("inf")):
+            raise InputError(f"this animation's fps is {self.fps!r}", "set a positive frame rate, e.g. anim.fps = 30")
+        v = np.asarray(self.vertices)
+        if v.ndim != 3 or v.shape[2] != 3 or len(v) == 0:
+            raise InputError(f"this animation's vertices have shape {v.shape}, not (T, V, 3) with T >= 1",
+                             "give one (V, 3) mesh per frame")
+        if not np.isfinite(v).all():
+            bad = np.flatnonzero(~np.isfinite(v).all(axis=(1, 2)))
+            raise InputError(f"this animation's vertices are NaN or infinite in {len(bad)} of {len(v)} frames "
+                             f"(first: frame {int(bad[0])})", "repair or drop those frames before saving")
+        if np.shape(self.template) != v.shape[1:]:
+            raise InputError(f"this animation's template has shape {np.shape(self.template)}, its frames "
+                             f"{v.shape[1:]}", "give the template the frames were made from")
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> Animation:

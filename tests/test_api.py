@@ -100,6 +100,25 @@ def test_save_upper_case_extensions_writes_the_file_itself(model_dir, wav, tmp_p
     assert sorted(f.name for f in tmp_path.iterdir()) == ["a.NPY", "b.NPZ"]
 
 
+def test_save_refuses_what_load_and_render_would_refuse_to_read_back(model_dir, wav, tmp_path):
+    """An .npz with fps -1 or NaN vertices was written, then refused by Animation.load and jambatalk render;
+    mesh_format is case-insensitive like the extensions."""
+    import dataclasses
+
+    anim = animate(wav, model=model_dir)
+    nan = anim.vertices.copy()
+    nan[3, 0, 0] = np.nan
+    for bad, match in ((dataclasses.replace(anim, fps=-1.0), "fps is -1.0"),
+                       (dataclasses.replace(anim, fps=float("nan")), "fps is nan"),
+                       (dataclasses.replace(anim, vertices=nan), "NaN or infinite in 1 of .* frames \\(first: frame 3\\)"),
+                       (dataclasses.replace(anim, template=anim.template[:10]), "template has shape \\(10, 3\\)")):
+        for name in ("a.npz", "a.npy"):
+            with pytest.raises(InputError, match=match):
+                bad.save(tmp_path / name)
+    assert not any(tmp_path.iterdir())
+    assert sorted(p.suffix for p in anim.save(tmp_path / "frames", mesh_format="PLY").iterdir()) == [".ply"] * len(anim)
+
+
 def test_save_into_a_folder_holding_other_files_is_refused(model_dir, wav, tmp_path, monkeypatch):
     """A frame folder replaces an earlier one whole, but never a folder holding anything else (the input audio,
     notes): those are refused and left as they were, '.' included."""
