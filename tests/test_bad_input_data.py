@@ -9,7 +9,7 @@ import pytest
 
 from jambatalk.cli import main
 from jambatalk.config import load_experiment
-from jambatalk.errors import ConfigError
+from jambatalk.errors import ConfigError, DatasetError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = ROOT / "configs" / "debug.yaml"
@@ -307,6 +307,8 @@ def _rows_as_text(data):
     ("raw_audio_fixed.pkl", lambda d: d.__setitem__(sorted(d)[0], [1, 2]), r"is list, not a dict of sentences"),
     ("subj_seq_to_idx.pkl", _rows_as_text, r"maps frame \d+ to '\d+', not a row number"),
     ("templates.pkl", lambda d: d.__setitem__(sorted(d)[0], "face"), r"the template of \S+ is str, not a \(5023, 3\)"),
+    # transposed: it was reshaped to (5023, 3) and written scrambled
+    ("templates.pkl", lambda d: d.__setitem__(sorted(d)[0], d[sorted(d)[0]].T), r"not \(5023, 3\): \S+ \(3, 5023\)"),
 ])
 def test_malformed_vocaset_pickles_are_refused_before_anything_is_written(tmp_path, capsys, name, change, match):
     import re
@@ -441,3 +443,21 @@ def test_audio_and_vertices_of_grossly_different_lengths_are_reported_once(tmp_p
         warnings.simplefilter("error")
         ds[0], ds[1]  # each sequence is reported once
         ds[2], ds[3]  # a frame apart, or equal: nothing to say
+
+
+def test_vocaset_float_audio_of_integer_range_fails_its_sequence_instead_of_clipping(tmp_path):
+    """Float audio holding int16-range values was clipped into a full-scale square wave, exit 0."""
+    import numpy as np
+
+    from jambatalk.data.vocaset import preprocess_vocaset
+
+    src = _vocaset_raw(tmp_path)
+
+    def as_float(data):
+        entry = _first(_first(data))
+        entry["audio"] = entry["audio"].astype(np.float32)  # 7987 stays 7987.0
+
+    _repickle(src / "raw_audio_fixed.pkl", as_float)
+    with pytest.raises(DatasetError, match=r"1 vocaset sequences were not written \(2 were\): \S+: sequence \S+: "
+                       r"float audio reaches \d+, far outside \[-1, 1\]"):
+        preprocess_vocaset(src, tmp_path / "out", show_progress=False)

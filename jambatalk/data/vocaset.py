@@ -164,7 +164,9 @@ def load_raw_audio(path: str | os.PathLike) -> dict[tuple[str, str], tuple[np.nd
 
 def _to_int16(audio, what: str) -> np.ndarray:
     audio = np.asarray(audio)
-    if audio.ndim != 1 or audio.size == 0:
+    if audio.ndim == 1 and audio.size == 0:
+        raise DatasetError(f"{what}: audio is empty (0 samples)", "re-download the audio")
+    if audio.ndim != 1:
         raise DatasetError(f"{what}: audio has shape {audio.shape}, not (samples,)", "re-download the audio")
     if audio.dtype == np.int16:
         return audio
@@ -177,6 +179,10 @@ def _to_int16(audio, what: str) -> np.ndarray:
         raise DatasetError(exc.problem, "re-download the audio") from exc
     if not np.isfinite(mono).all():
         raise DatasetError(f"{what}: audio has non-finite samples", "re-download the audio")
+    peak = float(np.abs(mono).max())
+    if peak > 2.0:  # would be clipped into a square wave
+        raise DatasetError(f"{what}: float audio reaches {peak:g}, far outside [-1, 1]: integer samples stored as "
+                           "floats?", "store int16 samples, or floats scaled to [-1, 1]")
     return np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
 
 
@@ -234,7 +240,9 @@ def preprocess_vocaset(src: str | os.PathLike, dst: str | os.PathLike, *, overwr
     table = {}
     for s in subjects:
         try:
-            table[s] = np.asarray(templates[s], dtype=np.float64).reshape(-1, 3)
+            table[s] = np.asarray(templates[s], dtype=np.float64)
+            if table[s].ndim == 1:  # a flat (3V,) template
+                table[s] = table[s].reshape(-1, 3)
         except (TypeError, ValueError) as exc:
             raise DatasetError(f"'{paths['templates.pkl']}': the template of {s} is {type(templates[s]).__name__}, not "
                                f"a ({n_vertices}, 3) array of numbers ({exc})",
