@@ -78,3 +78,23 @@ def test_the_default_model_tools_report_a_missing_checkpoint_in_one_line(tmp_pat
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"error: model folder '{tmp_path / 'absent'}' does not exist" in proc.stderr
     assert not (tmp_path / "dst").exists()
+
+
+def test_results_of_another_budget_stop_the_comparison_and_only_the_asked_seeds_count(tmp_path):
+    """Rerunning with --epochs 3 into an --out holding 1-epoch runs reused their JSON, and the table counted every
+    seed it found whatever --seeds said."""
+    import yaml
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    (data / "vertices_npy").mkdir(parents=True)
+    for seed, lve in enumerate((1.0e-5, 1.2e-5)):
+        (out / f"jambatalk-s{seed}" / "last").mkdir(parents=True)
+        (out / f"jambatalk-s{seed}.json").write_text(json.dumps(_result(lve)))
+        (out / f"jambatalk-s{seed}" / "last" / "experiment.yaml").write_text(
+            yaml.safe_dump({"train": {"epochs": 1, "seed": seed}, "data": {"root": str(data.resolve())}}))
+    args = [sys.executable, str(TOOL), "--data", str(data), "--out", str(out), "--decoders", "jambatalk", "--seeds", "0"]
+    proc = subprocess.run(args + ["--epochs", "3"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "was trained with epochs 1 (asked: 3)" in proc.stderr
+    proc = subprocess.run(args + ["--epochs", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1].split()[1:3] == ["1", "1.000e-05"]  # seed 0 alone

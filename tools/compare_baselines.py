@@ -7,7 +7,8 @@
 For every decoder and seed: ``jambatalk train --config <config> data.root=<data> train.epochs=<epochs>
 train.seed=<seed>`` (one CPU thread), then ``tools/eval_default.py --silence-gate off`` on the corpus'
 held-out split, written to ``<out>/<decoder>-s<seed>.json``. Runs whose JSON exists are not repeated,
-so an interrupted comparison resumes. The corpus is generated first where --data does not hold one
+so an interrupted comparison resumes; one trained with other epochs or on other data stops it. The table
+counts the seeds asked for (all seeds found with --table-only). The corpus is generated first where --data does not hold one
 (``jambatalk synth --sentences 300 --seed 0``, the corpus the default model is trained on).
 
 It prints one table: per decoder the mean and standard deviation over seeds of LVE, the mean of
@@ -49,6 +50,8 @@ def run_one(decoder: str, seed: int, data: Path, out: Path, epochs: int) -> Path
     """Train and evaluate one decoder at one seed; returns its JSON (kept if it exists already)."""
     name = f"{decoder}-s{seed}"
     result = out / f"{name}.json"
+    if result.is_file() or (out / name / "last").is_dir():
+        _check_same_budget(out / name, epochs, data)
     if result.is_file():
         return result
     _run([sys.executable, "-m", "jambatalk", "train", "--config", str(CONFIGS[decoder]), "--out", str(out / name),
@@ -60,12 +63,33 @@ def run_one(decoder: str, seed: int, data: Path, out: Path, epochs: int) -> Path
     return result
 
 
-def collect(out: Path, decoders: list[str]) -> dict[str, list[dict]]:
-    """decoder -> the held-out results ({"model": {...}, "static": {...}, "lve_ratio": r}) of each seed."""
+def _check_same_budget(run: Path, epochs: int, data: Path) -> None:
+    """Stop where an earlier run in --out was trained with other epochs or on other data: its result would be
+    reused (and its folder resumed) as if made with this comparison's."""
+    import yaml
+
+    path = run / "last" / "experiment.yaml"
+    try:
+        saved = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return
+    had = {"epochs": (saved.get("train") or {}).get("epochs"), "data": (saved.get("data") or {}).get("root")}
+    want = {"epochs": epochs, "data": str(data)}
+    changed = [f"{k} {had[k]} (asked: {want[k]})" for k in want if had[k] is not None and str(had[k]) != str(want[k])]
+    if changed:
+        raise SystemExit(f"compare_baselines: {run} was trained with {', '.join(changed)}; its result would be "
+                         "reused as this comparison's. Use another --out, or delete that run and its JSON")
+
+
+def collect(out: Path, decoders: list[str], seeds: list[int] | None = None) -> dict[str, list[dict]]:
+    """decoder -> the held-out results ({"model": {...}, "static": {...}, "lve_ratio": r}) of each seed (of
+    ``seeds`` only, when given)."""
     found: dict[str, list[dict]] = {}
     for decoder in decoders:
         for path in sorted(out.glob(f"{decoder}-s*.json")):
             if not path.stem.split("-s")[-1].isdigit():
+                continue
+            if seeds is not None and int(path.stem.split("-s")[-1]) not in seeds:
                 continue
             try:
                 found.setdefault(decoder, []).append(json.loads(path.read_text())["heldout"]["all"])
@@ -127,7 +151,7 @@ def main(argv=None) -> int:
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             for done in pool.map(lambda job: run_one(job[0], job[1], data, out.resolve(), args.epochs), jobs):
                 print(f"compare_baselines: {done}", flush=True)
-    found = collect(out, args.decoders)
+    found = collect(out, args.decoders, None if args.table_only else args.seeds)
     if not found:
         print(f"compare_baselines: no results in {out} (run without --table-only first)", file=sys.stderr)
         return 1
