@@ -198,7 +198,9 @@ class Trainer:
                               f"set model.n_subjects={n_subjects} or more, or 0 for no style embedding")
         self.train_set = SequenceDataset(self.spec, self.root, "train", cache_audio=cfg.data.cache_audio,
                                          max_seconds=cfg.data.max_seconds, augment=cfg.data.augment)
-        self.val_set = SequenceDataset(self.spec, self.root, "val", cache_audio=cfg.data.cache_audio)
+        # without validation (train.val_every=0) the val split is not read: it may be absent
+        self.val_set = SequenceDataset(self.spec, self.root, "val", cache_audio=cfg.data.cache_audio) \
+            if tc.val_every else ()
         if len(self.train_set) == 0:
             raise DatasetError(f"the train split of '{self.root}' is empty", "check data.root and the dataset layout")
 

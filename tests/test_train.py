@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from jambatalk.config import load_experiment
-from jambatalk.errors import ConfigError
+from jambatalk.errors import ConfigError, DatasetError
 from jambatalk.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +104,19 @@ def test_resume_refuses_changed_optimiser_and_batch_settings_and_allows_a_longer
                       progress=False)
     resumed.fit()
     assert resumed.step == 3
+
+
+def test_a_dataset_without_its_val_split_trains_when_validation_is_off(corpus, tmp_path):
+    """train.val_every=0 reads no val split: a processed folder without one (a VOCASET subset) was refused."""
+    root = tmp_path / "corpus"
+    shutil.copytree(corpus, root)
+    for name in json.loads((root / "splits.json").read_text())["val"]:
+        (root / "vertices_npy" / f"{name}.npy").unlink()
+    with pytest.raises(DatasetError, match="split 'val' are missing"):
+        Trainer(_cfg(root, "train.max_steps=1"), tmp_path / "run", progress=False)
+    trainer = Trainer(_cfg(root, "train.max_steps=1", "train.val_every=0"), tmp_path / "run", progress=False)
+    trainer.fit()
+    assert trainer.step == 1 and (tmp_path / "run" / "best").is_dir()
 
 
 def test_checkpoints_are_model_folders_with_their_config(corpus, tmp_path):
