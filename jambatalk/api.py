@@ -352,6 +352,9 @@ def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lo
 
     if not 0 < chunk_ms < float("inf"):
         raise InputError(f"--chunk-ms is {chunk_ms}", "pass a positive chunk length in milliseconds, e.g. 100")
+    if chunk_ms < 1000.0 / SAMPLE_RATE:
+        raise InputError(f"--chunk-ms {chunk_ms:g} is shorter than one sample ({1000.0 / SAMPLE_RATE:g} ms at "
+                         f"{SAMPLE_RATE} Hz)", "pass a chunk length of at least one sample, e.g. 100")
     samples = load_audio(audio)
     stream = Stream(model, template, lookahead=lookahead, silence_gate=silence_gate, device=device)
     _check_one_frame(samples, stream.fps)
@@ -388,14 +391,21 @@ def cli_animate(args) -> int:
     one_file = _saved_as_file(out)  # the output checked before the inference, which takes minutes on long audio
     check_output_path(out, file=one_file, folder=not one_file)
     check_not_input(out, args.audio, args.template)
+    if args.chunk_ms is not None and not args.stream:
+        raise InputError("--chunk-ms sets the chunks of --stream, which was not given", "add --stream, or leave "
+                         "--chunk-ms out")
+    if args.mesh_format is not None and one_file:
+        raise InputError(f"--mesh-format sets the files of a folder of per-frame meshes, but --out '{out}' is one "
+                         "file", "give --out a folder name (no extension), or leave --mesh-format out")
     report = None
     gate = None if args.silence_gate is None else args.silence_gate == "on"
     if args.stream:
-        anim, report = stream_file(args.audio, args.template, args.checkpoint, chunk_ms=args.chunk_ms,
-                                   silence_gate=gate, device=args.device)
+        anim, report = stream_file(args.audio, args.template, args.checkpoint,
+                                   chunk_ms=100.0 if args.chunk_ms is None else args.chunk_ms, silence_gate=gate,
+                                   device=args.device)
     else:
         anim = animate(args.audio, args.template, args.checkpoint, silence_gate=gate, device=args.device)
-    anim.save(out, mesh_format=args.mesh_format)
+    anim.save(out, mesh_format=args.mesh_format or "obj")
     if report:
         print(report)
     print(f"wrote {out} ({len(anim)} frames at {anim.fps:g} fps, {anim.duration:.2f} s)")

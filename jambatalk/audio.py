@@ -222,6 +222,9 @@ def load_audio(audio, sample_rate: int | None = None, *, name: str | None = None
         data, sr = _read_file_object(audio, label)
     else:
         label = name or "audio array"
+        if audio is None or isinstance(audio, (bool, int, float, complex, dict, set)):
+            raise InputError(f"the audio is {audio!r}", "pass a speech file's path, a file opened in binary mode, "
+                             "or an array of samples with sample_rate=...")
         if hasattr(audio, "detach"):
             audio = audio.detach().cpu()
             if audio.is_floating_point() and audio.element_size() < 4:  # numpy has no bfloat16

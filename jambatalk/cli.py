@@ -38,11 +38,11 @@ def _add_animate(sub):
                                       "default: the model's own template")
     p.add_argument("--checkpoint", help="model folder (config.json + model.safetensors); default: the built-in model")
     p.add_argument("--out", required=True, help="output: .npy, .npz, .mp4, or a folder for per-frame meshes")
-    p.add_argument("--mesh-format", choices=("obj", "ply"), default="obj",
+    p.add_argument("--mesh-format", choices=("obj", "ply"), default=None,
                    help="per-frame mesh files when --out is a folder (default: obj)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when available)")
     p.add_argument("--stream", action="store_true", help="read the file as if it were live audio and report latency")
-    p.add_argument("--chunk-ms", type=float, default=100.0, help="chunk size for --stream (default 100 ms)")
+    p.add_argument("--chunk-ms", type=float, default=None, help="chunk size for --stream (default 100 ms)")
     p.add_argument("--silence-gate", choices=("on", "off"), default=None,
                    help="close the mouth in pauses of the speech (default: the model's setting; on for the "
                         "built-in model)")
@@ -86,7 +86,10 @@ def _add_synth(sub):
     p.add_argument("--dst", required=True, help="output folder")
     p.add_argument("--sentences", type=int, default=300, help="number of sentences (default 300)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--template", default=None, help="template mesh with regions (default: the procedural head)")
+    p.add_argument("--template", default=None, metavar="MESH[:REGIONS]",
+                   help="another mesh to animate (.ply/.obj) with its regions file (.pkl/.json dict of region -> "
+                        "vertex indices; needs 'lips'; default: FLAME_masks.pkl or regions.json beside the mesh); "
+                        "default: the procedural head")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU count)")
 
 

@@ -512,8 +512,8 @@ def from_dict(cls, data: dict, prefix: str = ""):
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(map(str, set(data) - set(fields)))
     if unknown:
-        where = f"'{prefix}'" if prefix else cls.__name__
-        raise ConfigError(f"unknown config key(s) {unknown} in {where}", f"known keys: {sorted(fields)}")
+        where = f"section '{prefix}'" if prefix else "the top level"
+        raise ConfigError(f"unknown config key(s) {unknown} in {where}", f"known keys there: {sorted(fields)}")
     kwargs = {name: _convert(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()}
     return cls(**kwargs)
 

@@ -345,3 +345,22 @@ def test_templates_the_model_cannot_animate_are_refused_and_other_faces_of_its_m
     save_mesh(tmp_path / "other.ply", other, head.faces)
     anim = animate(speech, tmp_path / "other.ply", sample_rate=16000)
     assert np.array_equal(anim.template, other) and np.abs(anim.vertices - other).max() > 1e-3
+
+
+def test_arguments_that_would_be_ignored_or_misread_are_refused(tmp_path, speech, capsys):
+    """--chunk-ms without --stream and --mesh-format with a one-file --out were ignored; a chunk shorter than a
+    sample was reported as that length; animate(None) asked for a sampling rate; synth took --workers -2."""
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, speech, 16000)
+    for args, match in ((["--chunk-ms", "50"], "--chunk-ms sets the chunks of --stream, which was not given"),
+                        (["--mesh-format", "ply"], "--mesh-format sets the files of a folder"),
+                        (["--stream", "--chunk-ms", "0.001"], "--chunk-ms 0.001 is shorter than one sample (0.0625 ms")):
+        capsys.readouterr()
+        assert main(["animate", str(wav), "--out", str(tmp_path / "a.npy"), *args]) == 2
+        assert match in capsys.readouterr().err, args
+    assert not (tmp_path / "a.npy").exists()
+    for audio in (None, 5):
+        with pytest.raises(InputError, match=f"the audio is {audio}; pass a speech file's path"):
+            animate(audio)
+    assert main(["synth", "--dst", str(tmp_path / "c"), "--workers", "-2"]) == 2
+    assert "workers is -2" in capsys.readouterr().err and not (tmp_path / "c").exists()

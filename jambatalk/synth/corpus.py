@@ -321,6 +321,8 @@ def generate_corpus(dst, n_sentences: int = 300, seed: int = 0, template=None, w
         workers: parallel processes (default: CPU count).
         progress: print progress to stderr.
     """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InputError(f"workers is {workers!r}", "pass a number of processes of 1 or more (or none: one per CPU)")
     dst = Path(dst)
     if dst.exists() and not dst.is_dir():
         raise InputError(f"'{dst}' exists and is not a folder", "choose another --dst")
