@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from .config import ExperimentConfig, load_experiment
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, ConfigError, InputError
 
 __all__ = ["evaluate", "cli_test", "resolve_checkpoint", "split_lips"]
 
@@ -136,6 +136,11 @@ def _plots(out: Path, spec, root: Path, ckpt: Path, first, per_vertex, lip_idx, 
 
 
 def cli_test(args) -> int:
+    model_keys = [o.split("=", 1)[0] for o in args.overrides if o.split("=", 1)[0].split(".")[0] in ("model", "preset")]
+    if model_keys:
+        raise ConfigError(f"{', '.join(model_keys)}: jambatalk test evaluates the checkpoint's own model (its "
+                          "config.json), so model overrides would be ignored",
+                          "leave them out; train a model with them to evaluate it")
     cfg = load_experiment(args.config, args.overrides)
     report = evaluate(cfg, args.checkpoint, args.out, split=args.split)
     o = report["overall"]

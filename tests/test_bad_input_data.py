@@ -186,6 +186,9 @@ def test_test_does_not_generate_a_corpus_where_data_root_is_missing(tmp_path, ca
                                str(tmp_path / "eval"), f"data.root={missing}"])
     assert "holds no processed dataset" in line and "evaluation does not generate one" in line
     assert not missing.exists() and not (tmp_path / "eval").exists()
+    line = _cli_error(capsys, ["test", "--config", str(DEBUG), "--checkpoint", str(DEFAULT_MODEL_DIR), "--out",
+                               str(tmp_path / "eval"), "model.decoder.d_model=8"])  # was ignored without a word
+    assert "model.decoder.d_model: jambatalk test evaluates the checkpoint's own model" in line
 
 
 def test_non_finite_training_vertices_are_named_when_read(tmp_path, capsys):
