@@ -464,3 +464,17 @@ def test_vocaset_float_audio_of_integer_range_fails_its_sequence_instead_of_clip
     with pytest.raises(DatasetError, match=r"1 vocaset sequences were not written \(2 were\): \S+: sequence \S+: "
                        r"float audio reaches \d+, far outside \[-1, 1\]"):
         preprocess_vocaset(src, tmp_path / "out", show_progress=False)
+
+
+def test_biwi_frames_missing_inside_a_sequence_are_reported(tmp_path):
+    """Frames deleted from the middle of a sequence were joined up silently, so the rest ran ahead of the speech;
+    the sequence is still written (tracking can drop frames) and named in a warning and the summary."""
+    from jambatalk.data.biwi import preprocess_biwi
+    from jambatalk.data.preprocess import PreprocessWarning
+
+    src = _biwi_raw(tmp_path / "raw", {"e01": {}, "e02": {}})
+    (src / "faces" / "F2" / "e02" / "frame_001.vl").unlink()  # frames 000 and 002 remain
+    with pytest.warns(PreprocessWarning, match=r"1 sequences have frames missing inside them .* runs ahead of the "
+                      r"speech.*F2_e02 \(1 frames: numbers 1-1\)"):
+        report = preprocess_biwi(src, tmp_path / "out", show_progress=False)
+    assert sorted(report.written) == ["F2_e01", "F2_e02"] and "1 with frames missing inside them" in report.summary()

@@ -199,6 +199,13 @@ class RawSequence:
     def name(self) -> str:
         return f"{self.subject}_{self.sentence}"
 
+    def frame_gaps(self) -> list[tuple[int, int]]:
+        """(a, b) for each jump in the frame numbers from a to b > a + 1: frames missing inside the sequence."""
+        numbers = [_number(Path(str(f)).stem) for f in self.frames]
+        if any(n is None for n in numbers):
+            return []
+        return [(a, b) for a, b in zip(numbers, numbers[1:]) if b - a > 1]
+
     def read_frames(self, n_vertices: int | None = None) -> np.ndarray:
         """All frames, float32 (T, n, 3), in frame-number order; a frame with another vertex count than
         ``n_vertices`` (default: the first frame's) is a DatasetError naming it."""
@@ -351,6 +358,11 @@ def preprocess_biwi(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite
             frames = np.stack([normalize_mesh(v, faces) for v in raw]).astype(np.float32)
             samples, rate = _read_audio(seq.audio)
             n_frames, n_samples, note = align_lengths(len(frames), spec.fps, len(samples), rate)
+            gaps = seq.frame_gaps()
+            if gaps:  # kept, as tracking can drop frames, but the frames after a gap run ahead of the speech
+                report.gaps.append(f"{seq.name} ({sum(b - a - 1 for a, b in gaps)} frames: numbers "
+                                   f"{', '.join(f'{a + 1}-{b - 1}' for a, b in gaps[:3])}"
+                                   + (", ..." if len(gaps) > 3 else "") + ")")
             if note:
                 report.trimmed.append(f"{seq.name} ({note})")
             write_sequence(dst, seq.name, frames[:n_frames], samples[:n_samples], rate)

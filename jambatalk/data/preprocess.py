@@ -59,6 +59,7 @@ class PreprocessReport:
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     trimmed: list[str] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)  # sequences written with frames missing inside them
     missing: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     frames_in: int = 0
@@ -70,6 +71,8 @@ class PreprocessReport:
                  f"(skipped) in '{self.dst}'"]
         if self.trimmed:
             parts.append(f"{len(self.trimmed)} trimmed to matching audio / vertex length")
+        if self.gaps:
+            parts.append(f"{len(self.gaps)} with frames missing inside them")
         if self.missing:
             parts.append(f"{len(self.missing)} without audio or vertices (not written)")
         if self.failed:
@@ -81,6 +84,11 @@ class PreprocessReport:
         if self.trimmed:
             warnings.warn(_listing(f"{len(self.trimmed)} sequences had audio and vertex lengths that disagree by more "
                                    "than one frame and were trimmed to the shorter", self.trimmed),
+                          PreprocessWarning, stacklevel=3)
+        if self.gaps:
+            warnings.warn(_listing(f"{len(self.gaps)} sequences have frames missing inside them and were written "
+                                   "with the frames around each gap joined, so their motion after it runs ahead of the "
+                                   "speech; leave them out of evaluations where lip sync matters", self.gaps),
                           PreprocessWarning, stacklevel=3)
         if self.missing:
             warnings.warn(_listing(f"{len(self.missing)} sequences were not written because a part is missing "
