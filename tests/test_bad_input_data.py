@@ -312,6 +312,8 @@ def _rows_as_text(data):
     ("templates.pkl", lambda d: d.__setitem__(sorted(d)[0], "face"), r"the template of \S+ is str, not a \(5023, 3\)"),
     # transposed: it was reshaped to (5023, 3) and written scrambled
     ("templates.pkl", lambda d: d.__setitem__(sorted(d)[0], d[sorted(d)[0]].T), r"not \(5023, 3\): \S+ \(3, 5023\)"),
+    # a NaN was refused only after the output folders were made
+    ("templates.pkl", lambda d: d[sorted(d)[0]].__setitem__((0, 0), float("nan")), r"the template of \S+ in '\S+templates.pkl' has non-finite vertex coordinates \(NaN or inf\) at 1 vertices"),
 ])
 def test_malformed_vocaset_pickles_are_refused_before_anything_is_written(tmp_path, capsys, name, change, match):
     import re

@@ -41,6 +41,7 @@ from .preprocess import (
     align_lengths,
     check_finite,
     check_src_dst,
+    check_templates,
     copy_spec_files,
     prepare_dst,
     progress,
@@ -339,6 +340,7 @@ def preprocess_biwi(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite
                    f"(see {_README})")
     templates = {s: normalize_mesh(v, f) for s, (v, f) in meshes.items()}
 
+    check_templates(templates, f"'{src / 'rigid_scans'}'", "the scan is damaged; download rigid_scans again")
     dst = prepare_dst(dst)
     report = PreprocessReport(spec.name, dst)
     start = time.perf_counter()

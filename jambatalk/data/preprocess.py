@@ -197,14 +197,24 @@ def write_sequence(dst: Path, name: str, vertices: np.ndarray, audio: np.ndarray
                                "check the recording and its sampling rate") from exc
 
 
+def check_templates(templates: dict[str, np.ndarray], where: str = "",
+                    fix: str = "the raw file is damaged; re-download it") -> dict[str, np.ndarray]:
+    """The templates as float32 (V, 3), or a DatasetError naming one with non-finite vertices (and ``where`` it
+    came from); preprocessors call it before making the output folder."""
+    table = {str(k): np.ascontiguousarray(v, dtype=np.float32).reshape(-1, 3) for k, v in templates.items()}
+    for k, v in table.items():
+        if not np.isfinite(v).all():
+            raise DatasetError(f"the template of {k}{f' in {where}' if where else ''} has non-finite vertex "
+                               f"coordinates (NaN or inf) at {int((~np.isfinite(v).all(axis=1)).sum())} vertices", fix)
+    return table
+
+
 def write_templates(dst: Path, templates: dict[str, np.ndarray], overwrite: bool) -> bool:
     """Write ``templates.pkl`` ({subject: (V, 3) float32}); returns False when it existed and was kept."""
     path = dst / "templates.pkl"
     if path.is_file() and not overwrite:
         return False
-    table = {str(k): np.ascontiguousarray(v, dtype=np.float32).reshape(-1, 3) for k, v in templates.items()}
-    for k, v in table.items():
-        check_finite(v[None], f"template {k}")
+    table = check_templates(templates)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             pickle.dump(table, f, protocol=4)

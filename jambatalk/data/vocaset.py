@@ -30,6 +30,7 @@ from .preprocess import (
     align_lengths,
     check_finite,
     check_src_dst,
+    check_templates,
     copy_spec_files,
     prepare_dst,
     progress,
@@ -256,6 +257,7 @@ def preprocess_vocaset(src: str | os.PathLike, dst: str | os.PathLike, *, overwr
     require_usable(spec.name, len(keys), len(keys) - len(missing), f"'{paths['subj_seq_to_idx.pkl']}'", missing,
                    f"use subj_seq_to_idx.pkl and raw_audio_fixed.pkl of one VOCASET release (see {_README})")
 
+    check_templates(table, f"'{paths['templates.pkl']}'", f"use VOCASET's templates.pkl (see {_README})")  # before the output folder
     dst = prepare_dst(dst)
     report = PreprocessReport(spec.name, dst)
     start = time.perf_counter()
