@@ -293,10 +293,9 @@ def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = No
         if not np.any(tpl):
             raise InputError("this model carries no template of its own", "pass template=... (a mesh file or array)")
     else:
-        from .mesh import check_template_fits, load_template
+        from .mesh import load_template_for
 
-        tpl, faces = load_template(template, n_vertices=net.cfg.n_vertices)
-        check_template_fits(tpl, faces, net.template.detach().cpu().numpy(), net.faces.cpu().numpy())
+        tpl, faces = load_template_for(template, net)
     if faces is None and net.faces.numel():
         faces = net.faces.cpu().numpy()
     vertices = _finite(net.predict(samples, tpl, silence_gate=silence_gate), model)

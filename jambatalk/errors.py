@@ -15,6 +15,7 @@ __all__ = [
     "TrainingError",
     "MissingDependencyError",
     "NotAvailableError",
+    "script_exit",
 ]
 
 
@@ -65,3 +66,15 @@ def require(module: str, extra: str | None = None, purpose: str | None = None):
         what = f"{purpose} needs" if purpose else "this feature needs"
         fix = f"install it with: pip install 'jambatalk[{extra}]'" if extra else f"install it with: pip install {module}"
         raise MissingDependencyError(f"{what} the Python package '{module}', which is not installed ({exc})", fix) from exc
+
+
+def script_exit(prog: str, main, argv=None) -> int:
+    """``main(argv)`` for a script beside the package (tools/, render/): a :class:`JambaTalkError` is printed on one
+    line as ``PROG: error: ...`` and gives exit status 2, as the ``jambatalk`` command line does."""
+    import sys
+
+    try:
+        return main(argv)
+    except JambaTalkError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2

@@ -170,6 +170,14 @@ def check_template_fits(vertices, faces, model_vertices, model_faces, what: str 
                          "another order, or it is turned", f"{fix_order}, facing the way the model's template does")
 
 
+def load_template_for(template, model) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`load_template` for a :class:`~jambatalk.model.JambaTalk`: its vertex count, and the fit to its own mesh
+    (:func:`check_template_fits`) checked."""
+    vertices, faces = load_template(template, n_vertices=model.cfg.n_vertices)
+    check_template_fits(vertices, faces, model.template.detach().cpu().numpy(), model.faces.cpu().numpy())
+    return vertices, faces
+
+
 def save_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray | None) -> None:
     """Write one mesh as .obj or .ply, keeping every vertex in order (unreferenced ones included)."""
     path = Path(path)

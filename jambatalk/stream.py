@@ -122,10 +122,9 @@ class Stream:
         if template is None:
             tpl = net.template
         else:
-            from .mesh import check_template_fits, load_template
+            from .mesh import load_template_for
 
-            tpl, faces = load_template(template, n_vertices=net.cfg.n_vertices)
-            check_template_fits(tpl, faces, net.template.detach().cpu().numpy(), net.faces.cpu().numpy())
+            tpl, faces = load_template_for(template, net)
         if faces is None and net.faces.numel():
             faces = net.faces.cpu().numpy()
         self.faces = faces

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jambatalk.errors import InputError, JambaTalkError
+from jambatalk.errors import InputError, JambaTalkError, script_exit
 from jambatalk.fileio import check_output_folder
 from jambatalk.mesh import load_template
 from jambatalk.render import Camera, camera_preset, render_comparison, render_video, vertex_errors
@@ -192,15 +192,14 @@ def render_eval(args) -> list[Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        written = render_eval(args)
-    except JambaTalkError as exc:
-        print(f"render_eval: error: {exc}", file=sys.stderr)
-        return 2
+def _main(argv: list[str] | None) -> int:
+    written = render_eval(build_parser().parse_args(argv))
     print(f"wrote {len(written)} video(s) to {written[0].parent}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return script_exit("render_eval", _main, argv)
 
 
 if __name__ == "__main__":

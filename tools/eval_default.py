@@ -144,16 +144,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _run(argv=None) -> int:
-    """main(), with jambatalk's errors as one line and exit 2 (a missing checkpoint, an output path in the way)."""
-    from jambatalk.errors import JambaTalkError
-
-    try:
-        return main(argv)
-    except JambaTalkError as exc:
-        print(f"eval_default: error: {exc}", file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":
-    sys.exit(_run())
+    from jambatalk.errors import script_exit
+
+    sys.exit(script_exit("eval_default", main))

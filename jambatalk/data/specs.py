@@ -182,9 +182,8 @@ class DatasetSpec:
         found = _first_existing(self.faces_source.files, root) if self.faces_source else None
         if found is None:
             return self.n_vertices
-        from ..mesh import load_mesh
-
-        return int(load_mesh(found)[0].shape[0])
+        stat = found.stat()
+        return _mesh_vertex_count(str(found.resolve()), stat.st_mtime_ns, stat.st_size)
 
     def _checked_count(self, root: Folders) -> Optional[int]:
         """The vertex count masks and templates are checked against: fixed, or the folder's when one is given."""
@@ -340,6 +339,15 @@ class DatasetSpec:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+@functools.lru_cache(maxsize=16)
+def _mesh_vertex_count(path: str, mtime_ns: int, size: int) -> int:
+    """The vertex count of the mesh file at ``path``, read once per version of the file (masks, templates and the
+    model config each ask for it)."""
+    from ..mesh import load_mesh
+
+    return int(load_mesh(path)[0].shape[0])
 
 
 @functools.lru_cache(maxsize=8)
