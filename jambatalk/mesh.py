@@ -79,9 +79,7 @@ def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return vertices, faces
 
 
-def load_templates_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a templates.pkl (dict subject -> (V, 3)), as written by VOCASET, BIWI and jambatalk."""
-    path = Path(path)
+def _read_pickle_dict(path: Path) -> dict:
     if not path.is_file():
         raise InputError(f"templates file '{path}' does not exist", "check the path")
     try:
@@ -94,7 +92,35 @@ def load_templates_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not isinstance(data, dict) or not data:
         raise InputError(f"'{path}' holds {type(data).__name__}, not a dict of subject -> (V, 3) template",
                          "pass a templates.pkl")
-    return {str(k): check_vertices(v, f"template '{k}' in '{path}'") for k, v in data.items()}
+    return data
+
+
+def load_templates_pkl(path: str | os.PathLike, subject: str | None = None) -> dict[str, np.ndarray]:
+    """Read a templates.pkl (dict subject -> (V, 3)), as written by VOCASET, BIWI and jambatalk.
+
+    With ``subject``, only that entry is checked and returned (``{subject: template}``), so that a bad
+    entry elsewhere in the file neither blocks it nor is blamed in its place.
+    """
+    path = Path(path)
+    data = {str(k): v for k, v in _read_pickle_dict(path).items()}
+    if subject is not None:
+        if subject not in data:
+            raise InputError(f"subject '{subject}' is not in '{path}'", f"choose one of: {', '.join(sorted(data))}")
+        data = {subject: data[subject]}
+    return {k: check_vertices(v, f"template '{k}' in '{path}'") for k, v in data.items()}
+
+
+def _pickle_contents(path: Path) -> str:
+    """Say what a .pkl passed without ``:SUBJECT`` holds, for the error that asks for one."""
+    data = _read_pickle_dict(path)
+    shapes = [np.shape(v) if isinstance(v, np.ndarray) else None for v in data.values()]
+    names = ", ".join(sorted(map(str, data))[:8]) + (", ..." if len(data) > 8 else "")
+    if all(s is not None and len(s) == 1 for s in shapes) and all(
+            np.asarray(v).dtype.kind in "iu" for v in data.values()):
+        return (f"'{path}' holds vertex index lists ({names}), as a mask or region file does, not templates",
+                "pass a mesh, a .npy, or a templates.pkl as 'templates.pkl:SUBJECT'")
+    return (f"'{path}' holds {len(data)} entries ({names}), one template per subject",
+            f"pick one as '{path}:SUBJECT'")
 
 
 def load_template(template, n_vertices: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -106,9 +132,7 @@ def load_template(template, n_vertices: int | None = None) -> tuple[np.ndarray, 
         text = str(template)
         if ".pkl:" in text:
             pkl, subject = text.rsplit(":", 1)
-            table = load_templates_pkl(pkl)
-            if subject not in table:
-                raise InputError(f"subject '{subject}' is not in '{pkl}'", f"choose one of: {', '.join(sorted(table))}")
+            table = load_templates_pkl(pkl, subject)
             return check_vertices(table[subject], f"template '{text}'", n_vertices), None
         path = Path(text)
         if path.is_dir():
@@ -122,7 +146,7 @@ def load_template(template, n_vertices: int | None = None) -> tuple[np.ndarray, 
                 raise InputError(f"'{path}' is not a readable .npy array ({exc})", "pass a (V, 3) .npy file") from exc
             return check_vertices(arr, f"template '{path}'", n_vertices), None
         if path.suffix.lower() == ".pkl":
-            raise InputError(f"'{path}' holds several templates", f"pick one subject as '{path}:SUBJECT'")
+            raise InputError(*_pickle_contents(path))
         vertices, faces = load_mesh(path)
         return check_vertices(vertices, f"template '{path}'", n_vertices), faces if faces.size else None
     return check_vertices(template, "template", n_vertices), None

@@ -35,6 +35,27 @@ def test_obj_ply_npy_pkl_and_array_templates(tmp_path, rng):
     np.testing.assert_array_equal(load_template(v)[0], v)
 
 
+def test_a_subject_is_read_from_its_templates_pkl_whatever_the_other_entries_hold(tmp_path, rng):
+    """'templates.pkl:S1' checks S1 alone: a broken entry beside it neither blocks it nor is blamed for it."""
+    v = rng.normal(size=(30, 3)).astype(np.float32)
+    with open(tmp_path / "templates.pkl", "wb") as fh:
+        pickle.dump({"S1": v, "S2": np.full((30, 3), np.nan), "S3": np.zeros((4, 2))}, fh)
+    np.testing.assert_array_equal(load_template(f"{tmp_path / 'templates.pkl'}:S1")[0], v)
+    with pytest.raises(InputError, match="template 'S2' in .*non-finite"):
+        load_template(f"{tmp_path / 'templates.pkl'}:S2")
+
+
+def test_a_pkl_without_a_subject_is_refused_saying_what_it_holds(tmp_path, rng):
+    with open(tmp_path / "templates.pkl", "wb") as fh:
+        pickle.dump({"S1": rng.normal(size=(30, 3)), "S2": rng.normal(size=(30, 3))}, fh)
+    with pytest.raises(InputError, match=r"holds 2 entries \(S1, S2\), one template per subject.*:SUBJECT"):
+        load_template(tmp_path / "templates.pkl")
+    with open(tmp_path / "masks.pkl", "wb") as fh:  # as FLAME_masks.pkl: region -> vertex indices
+        pickle.dump({"lips": np.arange(30), "face": np.arange(12)}, fh)
+    with pytest.raises(InputError, match=r"holds vertex index lists \(face, lips\), as a mask or region file"):
+        load_template(tmp_path / "masks.pkl")
+
+
 @pytest.mark.parametrize("suffix", [".obj", ".ply"])
 def test_a_mesh_file_of_vertices_without_faces_is_a_template(suffix, tmp_path, rng):
     """save_mesh writes a bare vertex array as a face-less file; it reads back as vertices with no faces (the
