@@ -68,7 +68,8 @@ def _add_render(sub):
     p.add_argument("--out", required=True, help="output .mp4")
     p.add_argument("--size", type=int, default=800, help="width and height in pixels (default 800)")
     p.add_argument("--backend", default="auto", help="renderer: auto, moderngl, egl, osmesa or pyrender")
-    p.add_argument("--camera", default="auto", help="camera preset: a dataset spec name, or 'fit' (default: auto)")
+    p.add_argument("--camera", default="auto", help="camera: flame, biwi, a dataset spec name, or fit (framed on the mesh); "
+                                                     "auto is fit (default: auto)")
 
 
 def _add_preprocess(sub):

@@ -181,11 +181,13 @@ def test_camera_presets_and_fit():
     assert {"flame", "biwi", "fit"} <= set(CAMERA_PRESETS)
     assert resolve_camera("flame") is CAMERA_PRESETS["flame"]
     assert resolve_camera("VOCASET") is CAMERA_PRESETS["flame"]
-    with pytest.raises(InputError, match="unknown camera preset 'nope'.*flame.*vocaset"):
+    with pytest.raises(InputError, match="unknown camera preset 'nope'.*flame.*fit.*vocaset.*auto"):
         resolve_camera("nope")
     with pytest.raises(InputError, match="needs vertices"):
         resolve_camera("fit")
     vertices, _ = dome_mesh(500)
+    for name in ("auto", "AUTO", None):  # auto (the CLI's default) is fit
+        assert resolve_camera(name, vertices) == fit_camera(vertices)
     for aspect in (1.0, 2.0, 0.5):
         cam = fit_camera(vertices, aspect)
         homo = np.c_[vertices, np.ones(len(vertices))] @ (cam.projection_matrix(aspect) @ cam.view_matrix()).T

@@ -118,7 +118,7 @@ CAMERA_PRESETS: dict[str, Optional[Camera]] = {
 }
 
 #: Alternative names accepted for the presets above.
-CAMERA_ALIASES = {"vocaset": "flame", "voca": "flame"}
+CAMERA_ALIASES = {"vocaset": "flame", "voca": "flame", "auto": "fit"}
 
 
 def camera_preset(name: str) -> Optional[Camera]:
@@ -187,7 +187,7 @@ def resolve_camera(camera: Union[str, Camera, None], bounds_vertices=None, aspec
     """
     if isinstance(camera, Camera):
         return camera
-    if camera is None or (isinstance(camera, str) and camera.lower() == "auto"):
+    if camera is None:
         camera = "fit"
     if not isinstance(camera, str):
         raise InputError(f"camera must be a preset name or a Camera, got {type(camera).__name__}",

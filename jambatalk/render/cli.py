@@ -92,7 +92,7 @@ def cli_render(args) -> int:
             raise InputError(f"sequence '{args.seq}' has {seq.shape[1]} vertices but template '{args.template}' has "
                              f"{len(template)}", "pass the template of the mesh the sequence was made for")
     fps = args.fps if args.fps is not None else (stored_fps or DEFAULT_FPS)
-    camera = "fit" if args.camera in (None, "auto") else args.camera
+    camera = args.camera
     audio, rate, heard = args.audio, SAMPLE_RATE, args.audio
     if audio is None and stored_audio is not None:  # the speech an Animation saved with its motion
         (audio, rate), heard = stored_audio, f"the audio stored in {Path(args.seq).name}"
