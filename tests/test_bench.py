@@ -114,6 +114,11 @@ def test_bench_warns_before_it_runs_on_a_busy_machine(monkeypatch, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert main(["bench", "scan"]) == 0
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.8, 1.2, 0.9))  # a wrong name is refused before the warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["bench", "nope"]) == 2
+    assert "unknown benchmark(s) ['nope']" in capsys.readouterr().err
 
 
 # -- bench gpu: the same code runs on the CPU here (no GPU in the test suite) -------------------------------------

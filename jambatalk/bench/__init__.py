@@ -76,6 +76,12 @@ def _call(target: str, **kwargs):
     return getattr(importlib.import_module(module_name), func)(**kwargs)
 
 
+def check_names(names: list[str]) -> None:
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise InputError(f"unknown benchmark(s) {unknown}", f"choose from: {', '.join(BENCHMARKS)}")
+
+
 def run_benchmarks(names: list[str] | None = None, quick: bool = False) -> list[Record]:
     """The records of the benchmarks ``names`` (default: all of them, less those of :data:`CONDITIONAL` that cannot
     run here, each said on stderr)."""
@@ -89,9 +95,7 @@ def run_benchmarks(names: list[str] | None = None, quick: bool = False) -> list[
                 print(f"bench: {name} skipped: {exc.problem}", file=sys.stderr)
             else:
                 names.append(name)
-    unknown = [n for n in names if n not in BENCHMARKS]
-    if unknown:
-        raise InputError(f"unknown benchmark(s) {unknown}", f"choose from: {', '.join(BENCHMARKS)}")
+    check_names(names)
     records: list[Record] = []
     for name in names:
         records.extend(_call(BENCHMARKS[name], quick=quick))
@@ -111,6 +115,8 @@ def busy_machine() -> tuple[float, int] | None:
 def cli_bench(args) -> int:
     from ..fileio import atomic_path, check_output_path
 
+    if args.name:
+        check_names([args.name])
     if args.json:
         check_output_path(args.json, file=True)  # before the benchmarks, which take minutes
     if args.name in CONDITIONAL:
