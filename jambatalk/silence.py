@@ -27,7 +27,7 @@ import numpy as np
 from .audio import SAMPLE_RATE
 from .config import SilenceGateConfig
 
-__all__ = ["SilenceGateConfig", "SilenceGate", "silence_gains"]
+__all__ = ["SilenceGateConfig", "SilenceGate", "QuietSpeechCheck", "silence_gains"]
 
 
 def _frames(seconds: float, fps: float) -> int:
@@ -54,6 +54,11 @@ class SilenceGate:
     def delay(self) -> int:
         """Frames of future audio a gain needs (the attack)."""
         return self.attack
+
+    @property
+    def loudest_db(self) -> float:
+        """The loudest complete frame's mean square so far, in dB re full scale (-inf before any)."""
+        return self._peak
 
     def reset(self) -> None:
         self._pending = np.zeros(0, dtype=np.float32)  # samples of the frame being filled
@@ -124,6 +129,48 @@ class SilenceGate:
         self.reset()
         self.push(audio)
         return self.gains(final=True, n_frames=n_frames)[:n_frames]
+
+
+class QuietSpeechCheck:
+    """Whether the gate's absolute floor closed the mouth on speech: a quiet recording's frames under
+    ``floor_db`` count as pauses, though the level rule (within ``threshold_db`` of the loudest) hears speech.
+
+    It runs a second gate without the floor on the same audio and, frame by frame, adds up how much gain the
+    floor took away; :meth:`warn` warns where that is more than a tenth of the frames seen. Push the same
+    samples as to the gate, and hand :meth:`add` each batch of the gate's gains as they come out.
+    """
+
+    SHARE = 0.1
+
+    def __init__(self, cfg: SilenceGateConfig, fps: float, sample_rate: int = SAMPLE_RATE):
+        import dataclasses
+
+        self.floor_db = cfg.floor_db
+        self._heard = SilenceGate(dataclasses.replace(cfg, floor_db=-400.0), fps, sample_rate)
+        self.reset()
+
+    def reset(self) -> None:
+        self._heard.reset()
+        self.lost, self.frames = 0.0, 0
+
+    def push(self, samples: np.ndarray) -> None:
+        self._heard.push(samples)
+
+    def add(self, gains: np.ndarray, final: bool = False, n_frames: Optional[int] = None) -> None:
+        """Count the gate's next ``gains`` (from its ``gains(final, n_frames)``) against the gate without floor."""
+        heard = self._heard.gains(final, n_frames)[: len(gains)]
+        self.lost += float(np.clip(heard - gains[: len(heard)], 0, None).sum())
+        self.frames += len(heard)
+
+    def warn(self, stacklevel: int = 2) -> None:
+        import warnings
+
+        share = self.lost / max(self.frames, 1)
+        if share > self.SHARE:
+            warnings.warn(f"the speech is quiet (its loudest frame is at {self._heard.loudest_db:.0f} dBFS): the "
+                          f"silence gate took frames under {self.floor_db:g} dBFS for pauses and closed the mouth in "
+                          f"{share:.0%} of the animation; raise the recording's level, or turn the gate off "
+                          "(silence_gate=False, --silence-gate off)", stacklevel=stacklevel + 1)
 
 
 def silence_gains(audio: np.ndarray, fps: float, n_frames: int, cfg: Optional[SilenceGateConfig] = None,

@@ -78,7 +78,7 @@ class Stream:
                  context: float = 1.0, norm_seconds: float = 10.0, subject: Optional[int] = None,
                  silence_gate: Optional[bool] = None, device=None):
         from .api import _as_model
-        from .silence import SilenceGate
+        from .silence import QuietSpeechCheck, SilenceGate
 
         net = _as_model(model, device)
         if net.head is None:
@@ -131,6 +131,7 @@ class Stream:
         self.template = torch.as_tensor(np.asarray(tpl.detach().cpu() if torch.is_tensor(tpl) else tpl,
                                                    dtype=np.float32), device=net.device).reshape(-1, 3)
         self.gate = SilenceGate(net.cfg.silence_gate, net.fps, sr) if net.gates_silence(silence_gate) else None
+        self._quiet = None if self.gate is None else QuietSpeechCheck(net.cfg.silence_gate, net.fps, sr)
         self.reset()
 
     # -- properties ----------------------------------------------------------------------------
@@ -168,6 +169,7 @@ class Stream:
         self._gains = np.zeros(0, dtype=np.float32)  # gains awaiting their frame
         if self.gate is not None:
             self.gate.reset()
+            self._quiet.reset()
 
     @property
     def _n_feats(self) -> int:
@@ -248,7 +250,9 @@ class Stream:
         if self.gate is None:
             return self._to_vertices(offsets)
         self._held = torch.cat([self._held, offsets])
-        self._gains = np.concatenate([self._gains, self.gate.gains(final, n_total)])
+        gains = self.gate.gains(final, n_total)
+        self._quiet.add(gains, final, n_total)
+        self._gains = np.concatenate([self._gains, gains])
         n = min(len(self._held), len(self._gains))
         out = self._to_vertices(self._held[:n], self._gains[:n])
         self._held, self._gains = self._held[n:], self._gains[n:]
@@ -267,6 +271,7 @@ class Stream:
         if x.size:
             if self.gate is not None:
                 self.gate.push(x)
+                self._quiet.push(x)
             self._buf = np.concatenate([self._buf, x])
             self._csum = np.concatenate([self._csum, self._csum[-1] + np.cumsum(x, dtype=np.float64)])
             self._csq = np.concatenate([self._csq, self._csq[-1] + np.cumsum(np.square(x, dtype=np.float64))])
@@ -280,6 +285,8 @@ class Stream:
             return self._empty()
         out = self._advance(final=True)
         self._closed = True
+        if self._quiet is not None:
+            self._quiet.warn(stacklevel=3)  # over the whole utterance, as animate() does
         return out
 
     def _prefix(self, arr: np.ndarray, index: int) -> float:

@@ -148,6 +148,30 @@ def test_quiet_speech_that_the_floor_silences_is_warned_about():
     assert 0.25 < still.mean() < 0.5  # the -62 dBFS middle, speech to the level rule, rests
 
 
+def test_a_stream_of_quiet_speech_is_warned_about_at_its_flush():
+    """Stream warns as predict does, once, over the whole utterance, when it is flushed."""
+    import warnings
+
+    model = _model(gate=True)
+    quiet = np.concatenate([_noise(0.6, -45.0, 1), _noise(0.8, -62.0, 3), _noise(0.6, -45.0, 5)])
+    for audio, warned in ((_speech_with_pauses(), False), (quiet, True)):
+        stream = Stream(model, lookahead=0.0, block=0.2, context=0.6, norm_seconds=3.0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for pos in range(0, len(audio), 1600):
+                stream.push(audio[pos: pos + 1600])
+            assert not caught  # nothing while the utterance goes on
+            stream.flush()
+        messages = [str(w.message) for w in caught]
+        assert len(messages) == int(warned), messages
+        if warned:
+            assert "the speech is quiet (its loudest frame is at -4" in messages[0]
+            with pytest.warns(UserWarning) as one_pass:
+                model.predict(quiet)
+            assert str(one_pass[0].message) == messages[0]  # the same share as in one pass
+            assert caught[0].filename == __file__  # blames the caller's line
+
+
 def test_gated_stream_equals_its_one_pass_and_states_its_latency():
     model = _model(gate=True)
     audio = _speech_with_pauses()

@@ -272,23 +272,14 @@ class JambaTalk(nn.Module):
 
     def silence_gains(self, audio, n_frames: int) -> np.ndarray:
         """The silence gate's gain for each of ``n_frames`` frames of 16 kHz ``audio``, (n_frames,)."""
-        import dataclasses
-        import warnings
-
-        from ..silence import silence_gains
+        from ..silence import QuietSpeechCheck, SilenceGate
 
         cfg, sr = self.cfg.silence_gate, self.cfg.audio.sample_rate
-        gains = silence_gains(audio, self.cfg.fps, n_frames, cfg, sr)
-        # a quiet recording: frames under the absolute floor count as pauses, though the level rule hears speech
-        heard = silence_gains(audio, self.cfg.fps, n_frames, dataclasses.replace(cfg, floor_db=-400.0), sr)
-        lost = float(np.clip(heard - gains, 0, None).sum()) / max(n_frames, 1)
-        if lost > 0.1:
-            chunks = np.array_split(np.asarray(audio, dtype=np.float64).reshape(-1), max(n_frames, 1))
-            loudest = 10 * np.log10(max(max(float(np.mean(c * c)) for c in chunks if c.size), 1e-40))
-            warnings.warn(f"the speech is quiet (its loudest frame is at {loudest:.0f} dBFS): the silence gate took "
-                          f"frames under {cfg.floor_db:g} dBFS for pauses and closed the mouth in {lost:.0%} of the "
-                          "animation; raise the recording's level, or turn the gate off (silence_gate=False, "
-                          "--silence-gate off)", stacklevel=3)
+        gains = SilenceGate(cfg, self.cfg.fps, sr).gains_for(audio, n_frames)
+        check = QuietSpeechCheck(cfg, self.cfg.fps, sr)
+        check.push(audio)
+        check.add(gains, final=True, n_frames=n_frames)
+        check.warn(stacklevel=3)
         return gains
 
     @torch.no_grad()
