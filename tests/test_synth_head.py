@@ -76,6 +76,23 @@ def test_from_template_rejects_missing_lips():
         Head.from_template(h.vertices, h.faces, {"lips": [0, 1, h.n_vertices + 5]})
 
 
+def test_from_template_refuses_a_lip_region_made_for_another_mesh():
+    """FLAME's lip indices are all in range on the bigger BIWI mesh, but land all over it: refused, where the BIWI
+    mesh's own lip region (its whole mouth area) is taken."""
+    from jambatalk.mesh import load_mesh
+    from jambatalk.pickles import load_data
+
+    vertices, faces = load_mesh(real_file("BIWI.ply"))
+    with open(real_file("FLAME_masks.pkl"), "rb") as f:
+        flame = load_data(f)
+    assert flame["lips"].max() < len(vertices)
+    with pytest.raises(InputError, match=r"'lips' region is scattered .* median 2\d% .*made for another mesh"):
+        Head.from_template(vertices, faces, flame)
+    with open(real_file("BIWI_lip.pkl"), "rb") as f:
+        biwi_lips = np.asarray(load_data(f))
+    assert len(Head.from_template(vertices, faces, {"lips": biwi_lips}).regions["lower_lip"])
+
+
 def test_from_template_flame():
     from jambatalk.mesh import load_mesh
 

@@ -26,6 +26,10 @@ __all__ = ["Head", "default_head", "derive_weights", "REQUIRED_REGIONS", "WEIGHT
 #: Regions every :class:`Head` has.
 REQUIRED_REGIONS = ("lips", "upper_lip", "lower_lip", "jaw", "upper_face", "eyelids", "brows")
 #: Per-vertex weight fields every :class:`Head` has, each (V,) float32 in [0, 1].
+#: the most a lip region's vertices may lie from their centre (median), as a share of the head's bounding-box
+#: diagonal: FLAME's lips lie within 4.4%, BIWI's (the whole mouth area) within 11.6%, and indices made for
+#: another mesh scatter over the whole head (FLAME's lips on the BIWI mesh: 24.7%).
+LIPS_SPREAD_MAX = 0.2
 WEIGHT_NAMES = ("jaw", "lip_seal", "lips", "upper_lip", "lower_lip", "eyelid_upper", "eyelid_lower", "brows")
 
 
@@ -90,6 +94,14 @@ class Head:
             if idx.size and (idx.min() < 0 or idx.max() >= len(vertices)):
                 raise InputError(f"region '{name}' indexes past the template's {len(vertices)} vertices",
                                  "use regions made for this topology")
+        lips = vertices[regions["lips"]]
+        spread = float(np.median(np.linalg.norm(lips - lips.mean(axis=0), axis=1)))
+        size = float(np.linalg.norm(np.ptp(vertices, axis=0)))
+        if spread > LIPS_SPREAD_MAX * size:
+            raise InputError(f"the 'lips' region is scattered over the template: its vertices lie a median "
+                             f"{spread / size:.0%} of the head's size from their centre, where a mouth's lie within "
+                             f"{LIPS_SPREAD_MAX:.0%} (FLAME's: 4%, BIWI's: 12%), so the regions were made for "
+                             "another mesh", "use regions made for this mesh's vertex order")
         weights, derived, anchors = derive_weights(vertices, regions)
         merged = {**derived, **{k: v for k, v in regions.items() if k not in derived or k == "lips"}}
         if "forehead" in regions or "eye_region" in regions:
