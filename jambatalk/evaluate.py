@@ -71,13 +71,16 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     acc = SequenceMetrics(lip_idx, upper_idx)
-    err_sum, n_frames, first = None, 0, None
+    err_sum, n_frames, first, apart = None, 0, None, {}
     try:
         # predictions go to a temporary folder that replaces pred/ only once every sequence is done
         with atomic_dir(out / "pred") as pred_dir:
             for i in tqdm(range(len(dataset)), desc=f"test {split}", disable=not progress, dynamic_ncols=True):
                 item = dataset[i]
                 gt = np.asarray(item["vertices"], dtype=np.float32)
+                share = template_offset(gt, item["template"])
+                if share > OFFSET_SHARE_MAX:
+                    apart[item["name"]] = share
                 with torch.no_grad():
                     pred = model.predict(item["audio"], item["template"], n_frames=len(gt))
                 _finite(pred, ckpt, f" for {item['name']}")
@@ -98,7 +101,32 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     _plots(out, spec, root, ckpt, first, err_sum / max(n_frames, 1), lip_idx, lip_opening)
+    if apart:
+        import warnings
+
+        worst = max(apart, key=apart.get)
+        warnings.warn(f"{len(apart)} of {len(dataset)} {split} sequences lie far from their template (their mean "
+                      f"frame a median {apart[worst]:.0%} of the head's size from it in '{worst}'; speech moves a "
+                      f"face's median vertex far less): the predictions start from the template, so LVE and MVE "
+                      f"count that offset; check that templates.pkl in '{root}' holds each subject's neutral face, "
+                      "in the same units and pose as vertices_npy/", stacklevel=2)
     return report
+
+
+#: the most the median vertex of a sequence's mean frame may lie from its template, as a share of the head's size
+#: (bounding-box diagonal), before ``jambatalk test`` warns: speech moves the lips and jaw by millimetres and leaves
+#: most vertices still (in the built-in corpus the share is at most 1e-9), while a template in other units, in
+#: another pose or of another subject lies centimetres away (5% of a 30 cm head is 1.5 cm).
+OFFSET_SHARE_MAX = 0.05
+
+
+def template_offset(gt: np.ndarray, template: np.ndarray) -> float:
+    """How far a sequence (T, V, 3) lies from its template (V, 3): the median vertex distance between the mean
+    frame and the template, as a share of the template's bounding-box diagonal."""
+    template = np.asarray(template, dtype=np.float64).reshape(-1, 3)
+    mean = np.asarray(gt, dtype=np.float64).reshape(len(gt), -1, 3).mean(axis=0)
+    size = float(np.linalg.norm(np.ptp(template, axis=0))) or 1.0
+    return float(np.median(np.linalg.norm(mean - template, axis=1))) / size
 
 
 def _check_pred_folder(pred: Path) -> None:

@@ -236,6 +236,34 @@ def test_debug_config_trains_and_evaluates_from_the_cli(corpus, tmp_path):
     shutil.rmtree(run)
 
 
+def test_test_warns_when_the_ground_truth_lies_far_from_its_template(corpus, tmp_path):
+    """Templates 10 cm off the recorded faces (another pose, units or subject) inflate LVE and MVE by the offset:
+    jambatalk test still reports, but says so, naming the worst sequence; the corpus as made gives no warning."""
+    import pickle
+    import warnings
+
+    from jambatalk.cli import main
+
+    run = tmp_path / "run"
+    args = ["--config", str(ROOT / "configs" / "debug.yaml"), f"data.root={corpus}", "data.generate=false"]
+    assert main(["train", "--out", str(run), *args, "train.max_steps=1", "train.val_every=0"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["test", "--checkpoint", str(run), "--out", str(tmp_path / "eval"), *args]) == 0
+    moved = tmp_path / "moved"
+    shutil.copytree(corpus, moved)
+    with open(moved / "templates.pkl", "rb") as f:
+        templates = pickle.load(f)
+    with open(moved / "templates.pkl", "wb") as f:
+        pickle.dump({k: np.asarray(v) + [0.1, 0.0, 0.0] for k, v in templates.items()}, f)
+    n_test = len(json.loads((corpus / "splits.json").read_text())["test"])
+    with pytest.warns(UserWarning, match=rf"{n_test} of {n_test} test sequences lie far from their template .* "
+                      r"median \d+% of the head's size .* LVE and MVE count that offset"):
+        assert main(["test", "--checkpoint", str(run), "--out", str(tmp_path / "eval2"), "--config",
+                     str(ROOT / "configs" / "debug.yaml"), f"data.root={moved}", "data.generate=false"]) == 0
+    assert json.loads((tmp_path / "eval2" / "report.json").read_text())["overall"]["mve"] > 0.05
+
+
 def test_a_corpus_made_on_another_mesh_trains_and_tests_on_that_mesh(tmp_path):
     """A corpus written by ``synth --template`` of another mesh brings its own head: the model animates that
     mesh's vertices, the lip reader and LVE read its lips (regions.json), and the checkpoint stores its faces
