@@ -42,7 +42,10 @@ def _seed_all(seed: int) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The RNG states, in types that ``torch.load(weights_only=True)`` reads (NumPy's key as a tensor)."""
+    name, key, *rest = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(key.astype(np.int64)), *rest),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -50,10 +53,41 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, key, *rest = state["numpy"]  # key: a tensor, or a NumPy array in states written before
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _read_trainer_state(path: Path):
+    """``torch.load`` of a trainer state without running code from the file: tensors, numbers, strings and
+    containers, and (in states written before the NumPy RNG key was kept as a tensor) NumPy arrays."""
+    import pickle
+
+    try:
+        from numpy._core.multiarray import _reconstruct  # NumPy 2
+    except ImportError:  # NumPy 1
+        from numpy.core.multiarray import _reconstruct
+    allowed = [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    safe = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+    try:
+        if safe is None:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        with safe(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise
+        try:
+            known = {f"{o.__module__}.{o.__name__}" for o in allowed}
+            named = ", ".join(g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in known)
+        except Exception:  # noqa: BLE001 - torch < 2.5, or a file it cannot list
+            named = ""
+        raise CheckpointError(f"cannot resume: '{path}' was not read: it calls Python code{f' ({named})' if named else ''}"
+                              ", which a trainer state written by jambatalk train does not, and reading it would run "
+                              "that code", "resume only runs you made yourself; start a new run without --resume, "
+                              "or from its weights alone with train.init_from=...") from None
 
 
 def _check_out_dir(out: Path) -> None:
@@ -413,7 +447,9 @@ class Trainer:
             f"{folder / 'experiment.yaml'})", damaged_fix,
             "resume with the run's config unchanged, or start a new --out with train.init_from=... for a different model")
         try:
-            state = torch.load(state_path, map_location="cpu", weights_only=False)
+            state = _read_trainer_state(state_path)
+        except CheckpointError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: pickle or zip errors
             raise CheckpointError(f"cannot resume: '{state_path}' cannot be read ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0][:200]})", damaged_fix) from None

@@ -62,7 +62,7 @@ def test_resume_gives_the_same_losses_and_weights(corpus, tmp_path):
     lb = dict((s, v) for s, v in resumed.history["train/total"])
     assert la.keys() == lb.keys() and len(la) == 6
     assert all(la[s] == lb[s] for s in la)
-    state = torch.load(tmp_path / "part" / "last" / "trainer_state.pt", weights_only=False)
+    state = torch.load(tmp_path / "part" / "last" / "trainer_state.pt", weights_only=True)  # tensors and numbers
     assert state["step"] == 6
 
 
@@ -82,6 +82,40 @@ def test_resume_from_a_changed_config_or_a_damaged_checkpoint_is_a_checkpoint_er
         match = "is damaged"
     with pytest.raises(CheckpointError, match=match):
         Trainer(_cfg(corpus, "train.max_steps=2", *extra), run, resume=True, progress=False)
+
+
+def test_resume_reads_the_trainer_state_without_running_code_from_it(corpus, tmp_path):
+    """trainer_state.pt is read with weights_only: a state that asks for a Python callable is refused, naming it,
+    before it runs; a state written before the NumPy RNG key was kept as a tensor (a NumPy array) still resumes,
+    to the same random numbers."""
+    import random
+
+    from jambatalk.errors import CheckpointError
+    from jambatalk.train import _rng_state
+
+    run = tmp_path / "run"
+    Trainer(_cfg(corpus, "train.max_steps=1", "train.val_every=0"), run, progress=False).fit()
+    path = run / "last" / "trainer_state.pt"
+    state = torch.load(path, weights_only=True)
+    state["rng"]["numpy"] = np.random.get_state()  # as written before
+    torch.save(state, path)
+    expected = np.random.random(3)
+    np.random.seed(123)
+    Trainer(_cfg(corpus, "train.max_steps=2", "train.val_every=0"), run, resume=True, progress=False)
+    np.testing.assert_array_equal(np.random.random(3), expected)
+    assert isinstance(_rng_state()["numpy"][1], torch.Tensor) and random.getstate()
+
+    ran = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.mkdir, (str(ran),)
+
+    state["history"] = {"x": Payload()}
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"was not read: it calls Python code \((posix|os|nt)\.mkdir\)"):
+        Trainer(_cfg(corpus, "train.max_steps=2"), run, resume=True, progress=False)
+    assert not ran.exists()
 
 
 def test_resume_refuses_changed_optimiser_and_batch_settings_and_allows_a_longer_run(corpus, tmp_path, capsys):
