@@ -165,10 +165,22 @@ def test_mamba_inner_with_decays_far_below_the_floor_leaves_the_float_mode_alone
 
 
 @pytest.mark.parametrize("d_state", [16, 8])
-def test_mamba_inner_gives_the_same_values_on_any_number_of_threads(compiled, d_state):
+def test_mamba_inner_gives_the_same_values_on_any_number_of_threads(compiled, d_state, monkeypatch):
     """Long enough to be shared between threads (where the library is built with OpenMP): the conv's rows and
     the scan's blocks of channels are independent, so one thread and three give the same bits, and the
-    PyTorch path's values."""
+    PyTorch path's values. PyTorch's own product between the two kernels (x_proj) runs on one thread in both:
+    its BLAS splits the sums by thread count on some CPUs (AVX-512), which is not the kernels' doing."""
+    linear = cpu_scan.F.linear
+
+    def one_thread_linear(*args):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return linear(*args)
+        finally:
+            torch.set_num_threads(threads)
+
+    monkeypatch.setattr(cpu_scan.F, "linear", one_thread_linear)
     args = cpu_scan.mamba_check_inputs(batch=2, d_inner=72, d_state=d_state, dt_rank=3, d_conv=4, length=700, seed=7)
     previous = torch.get_num_threads()
     try:
