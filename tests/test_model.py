@@ -348,3 +348,66 @@ def test_kept_derived_is_made_again_exactly_when_a_parameter_changes():
     assert len(made) == 6
     with torch.no_grad(), pytest.raises(ValueError, match="direct submodules"):
         kept_derived(outer, "_other", ("inner.inner.weight",), lambda w: w)
+
+
+# -- mixed precision: bfloat16 autocast (train.amp on CUDA) runs here on the CPU, whose autocast casts the same
+# -- products to bfloat16 -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n_subjects,top_k,train", [(0, 1, True), (2, 1, False), (2, 2, True), (2, 2, False)])
+def test_the_model_trains_and_validates_under_bfloat16_autocast(n_subjects, top_k, train):
+    """Under autocast the PyTorch scan's backward got bfloat16 gradients ('expected scalar type BFloat16 but found
+    Float'), and a top-1 MoE under a float32 residual (a style embedding) wrote bfloat16 rows into float32 ones;
+    a training step and a validation forward now run, with finite gradients and outputs near float32's."""
+    cfg = model_preset("tiny")
+    cfg.n_subjects, cfg.decoder.moe.top_k, cfg.decoder.moe.n_experts = n_subjects, top_k, 3
+    torch.manual_seed(0)
+    model = JambaTalk(cfg, template=np.random.default_rng(0).normal(size=(cfg.n_vertices, 3)).astype(np.float32))
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.05)  # (zero at initialisation)
+    model.train(train)
+    audio = torch.randn(2, 16000, generator=torch.Generator().manual_seed(1))
+    kwargs = dict(audio_lengths=torch.tensor([16000, 12000]), frame_lengths=torch.tensor([25, 18]), n_frames=25,
+                  lip_reading=train, subject_index=torch.tensor([1, 0]) if n_subjects else None)
+    with torch.set_grad_enabled(train):
+        ref = model(audio, **kwargs).vertices.float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(audio, **kwargs)
+    assert torch.isfinite(out.vertices).all()
+    a, b = ((v.detach().float() - model.template).flatten() for v in (ref, out.vertices))
+    assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) > 0.9  # the same motion, to bfloat16's precision
+    if train:
+        model.zero_grad()
+        (out.vertices.float().pow(2).mean() + out.aux_loss).backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+        assert model.decoder.layers[0].mixer.A_log.grad is not None  # through the scan
+
+
+def test_the_compiled_mamba_path_stays_out_of_autocast(monkeypatch):
+    """The compiled CPU Mamba path read in_proj's output as float32 whatever its dtype: under CPU autocast it was
+    handed bfloat16 rows (heap corruption). It now leaves autocast to the PyTorch path, and refuses other dtypes."""
+    from jambatalk.model.mamba import MambaMixer
+    from jambatalk.ops import cpu_scan
+
+    if not cpu_scan.available():
+        pytest.skip(f"the compiled CPU scan is unavailable here: {cpu_scan.why_unavailable()}")
+    calls = []
+    inner = cpu_scan._mamba_inner
+    monkeypatch.setattr(cpu_scan, "_mamba_inner", lambda lib, xz, *a, **k: calls.append(xz.dtype) or inner(lib, xz, *a, **k))
+    torch.manual_seed(0)
+    mixer = MambaMixer(DecoderConfig(d_model=64, d_state=16)).eval()
+    x = torch.randn(1, 200, 64)
+    with torch.no_grad():
+        ref = mixer(x)
+        assert calls == [torch.float32]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = mixer(x)
+    assert calls == [torch.float32]  # the autocast call took the PyTorch path
+    assert (y.float() - ref).abs().max() < 0.05 * ref.abs().max()
+    weights, xz = mixer._kernel_weights().inner, torch.randn(1, 10, 2 * mixer.d_inner)
+    with pytest.raises(ValueError, match="takes float32 CPU tensors, got in_proj's output in torch.bfloat16"):
+        cpu_scan.mamba_inner_prepared(xz.bfloat16(), weights)
+    with pytest.raises(ValueError, match="got x_proj's output in torch.bfloat16"), torch.autocast("cpu", torch.bfloat16):
+        cpu_scan.mamba_inner_prepared(xz, weights)
+    with pytest.raises(ValueError, match="compiled scan takes float32 CPU tensors, got u in torch.float64"):
+        cpu_scan.scan_forward(*(t.double() for t in (torch.randn(1, 4, 6), torch.rand(1, 4, 6), -torch.rand(4, 8),
+                                                    torch.randn(1, 8, 6), torch.randn(1, 8, 6))))

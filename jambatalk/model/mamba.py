@@ -31,7 +31,7 @@ from torch import nn
 from ..config import DecoderConfig
 from ..errors import InputError
 from ..ops import cpu_scan
-from ..ops.selective_scan import conv_kernel_for, selective_scan
+from ..ops.selective_scan import autocast_on, conv_kernel_for, selective_scan
 from .blocks import kept_derived
 
 __all__ = ["MambaMixer", "MambaCache"]
@@ -144,8 +144,8 @@ class MambaMixer(nn.Module):
     def _compiled_applies(self, x: torch.Tensor) -> bool:
         """Whether this call may take the compiled CPU path: inference (no gradient wanted) on float32 CPU
         tensors with ``use_kernels="auto"``, where the library builds."""
-        if self.use_kernels != "auto" or x.device.type != "cpu" or x.dtype != torch.float32:
-            return False
+        if self.use_kernels != "auto" or x.device.type != "cpu" or x.dtype != torch.float32 or autocast_on("cpu"):
+            return False  # under autocast in_proj would hand the kernels bfloat16 rows
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
             return False
         return (self.d_state <= cpu_scan.MAX_STATE and self._parameters["A_log"].dtype == torch.float32

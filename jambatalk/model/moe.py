@@ -106,7 +106,7 @@ class MoE(nn.Module):
             token, slot = (experts == e).nonzero(as_tuple=True)
             if token.numel() == 0:
                 continue
-            out.index_add_(0, token, self._expert(e, flat[token]) * weights[token, slot, None])
+            out.index_add_(0, token, (self._expert(e, flat[token]) * weights[token, slot, None]).to(out.dtype))
         return out.reshape(shape), self._balance(logits, token_mask)
 
     def _switch_inference(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -118,7 +118,7 @@ class MoE(nn.Module):
             token = (expert == e).nonzero().squeeze(1)
             if token.numel():
                 y = self._expert(e, x.index_select(0, token), in_place=True)
-                out.index_copy_(0, token, y.mul_(prob.index_select(0, token).unsqueeze(1)))
+                out.index_copy_(0, token, y.mul_(prob.index_select(0, token).unsqueeze(1)).to(out.dtype))
         return out
 
     def route(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -199,7 +199,17 @@ def why_unavailable() -> Optional[str]:
     return _STATE.get("why")
 
 
+def _check_float32(t: torch.Tensor, what: str, path: str = "Mamba path") -> None:
+    """The kernels read and write float32 CPU memory, nothing else: any other tensor is refused before a call."""
+    if t.dtype != torch.float32 or t.device.type != "cpu":
+        raise ValueError(f"the compiled {path} takes float32 CPU tensors, got {what} in {t.dtype} on {t.device} "
+                         "(under autocast?)")
+
+
 def _call(lib: SimpleNamespace, u, delta, A, B, C, h0):
+    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C), ("h0", h0)):
+        if t is not None:
+            _check_float32(t, name, "scan")
     batch, d_inner, length = u.shape
     d_state = A.shape[1]
     u, delta, A = u.contiguous(), delta.contiguous(), A.contiguous()
@@ -260,6 +270,9 @@ def mamba_weights(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias
 
 
 def _mamba_inner(lib: SimpleNamespace, xz, weights: MambaWeights, conv_state=None, ssm_state=None):
+    _check_float32(xz, "in_proj's output")
+    if conv_state is not None:
+        _check_float32(conv_state, "the conv state")
     batch, length, two_inner = xz.shape
     d_inner, (d_conv, _), (d_state, _) = two_inner // 2, weights.conv_weight.shape, weights.A2.shape
     dt_rank = weights.dt_weight.shape[0]
@@ -269,6 +282,7 @@ def _mamba_inner(lib: SimpleNamespace, xz, weights: MambaWeights, conv_state=Non
     lib.conv(xz.data_ptr(), two_inner, None if prev is None else prev.data_ptr(), weights.conv_weight.data_ptr(),
              weights.conv_bias.data_ptr(), u.data_ptr(), batch, length, d_inner, d_conv, torch.get_num_threads())
     x_dbl = F.linear(u, weights.x_proj_weight)  # (batch, L, dt_rank + 2 d_state): [dt | B | C]
+    _check_float32(x_dbl, "x_proj's output")
     h = (xz.new_zeros(batch, d_state, d_inner) if ssm_state is None  # a new tensor: the kernel writes into it
          else ssm_state.transpose(1, 2).float().clone(memory_format=torch.contiguous_format))
     y = xz.new_empty(batch, length, d_inner)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError, MissingDependencyError
 
-__all__ = ["selective_scan", "selective_scan_ref", "chunk_size_for", "inference_block_for", "kernel_available",
+__all__ = ["autocast_on", "selective_scan", "selective_scan_ref", "chunk_size_for", "inference_block_for", "kernel_available",
            "conv_kernel_for", "USE_KERNELS"]
 
 #: Accepted values of ``use_kernels``.
@@ -213,8 +213,8 @@ class _ScanCore(torch.autograd.Function):
         d_state = A.shape[1]
         n_chunks = h.shape[2]
         pad = n_chunks * T - length
-        if g_y is None:
-            g_y = torch.zeros_like(u)
+        g_y = torch.zeros_like(u) if g_y is None else g_y.float()
+        g_last = None if g_last is None else g_last.float()
         du = delta * u
         # dL/dh[t] = C[t] g_y[t] + exp(delta[t+1] A) dL/dh[t+1]: the recurrence backwards in time
         delta_next = F.pad(delta[..., 1:], (0, pad + 1))
@@ -313,8 +313,20 @@ def _compiled_scan_applies(u, delta, A, delta_softplus: bool) -> bool:
     return bool((A <= 0).all()) and (delta_softplus or bool((delta >= 0).all()))
 
 
+def autocast_on(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` here (torch 2.1 to 2.3 ask per device in other names)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 def _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state,
                 use_kernels="never"):
+    if autocast_on(u.device.type):  # the scan is float32 throughout: autocast would hand bf16 gradients back to it
+        with torch.autocast(u.device.type, enabled=False):
+            return _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                               initial_state, use_kernels)
     dtype_in = u.dtype
     u, delta, A, B, C = (t.float() for t in (u, delta, A, B, C))
     if delta_bias is not None:
