@@ -98,3 +98,35 @@ def test_results_of_another_budget_stop_the_comparison_and_only_the_asked_seeds_
     proc = subprocess.run(args + ["--epochs", "1"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1].split()[1:3] == ["1", "1.000e-05"]  # seed 0 alone
+
+
+@pytest.mark.parametrize("case", ["too_big", "nan"])
+def test_export_default_checks_the_model_before_it_replaces_the_destination(tmp_path, case):
+    """An export over the size limit replaced --dst (by default the built-in model) and then reported the limit;
+    a model with NaN weights exported with exit 0. Both are refused now, with --dst as it was."""
+    import numpy as np
+    import torch
+
+    from jambatalk.config import model_preset
+    from jambatalk.model import JambaTalk
+
+    cfg = model_preset("tiny")
+    model = JambaTalk(cfg, template=np.ones((cfg.n_vertices, 3), np.float32),
+                      faces=np.array([[0, 1, 2]], np.int64))
+    if case == "nan":
+        with torch.no_grad():
+            model.head.bias.fill_(float("nan"))
+    model.save_pretrained(tmp_path / "ck")
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "model.safetensors").write_bytes(b"the model in place")
+    limit = ["-c", "import runpy, sys; sys.argv = sys.argv[1:]; "
+             "g = runpy.run_path(sys.argv[0], run_name='x'); g['main'].__globals__['LIMIT_MB'] = 0.001; "
+             "from jambatalk.errors import script_exit; sys.exit(script_exit('export_default', g['main']))"]
+    proc = subprocess.run([sys.executable, *(limit if case == "too_big" else []), str(TOOL.parent / "export_default.py"),
+                           str(tmp_path / "ck"), "--dst", str(dst)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert ("over the 0 MB limit" if case == "too_big" else "non-finite weights (head.bias)") in proc.stderr
+    assert sorted(p.name for p in dst.iterdir()) == ["model.safetensors"]
+    assert (dst / "model.safetensors").read_bytes() == b"the model in place"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dst")]

@@ -18,20 +18,33 @@ LIMIT_MB = 25.0
 
 
 def main(argv=None) -> int:
+    import tempfile
+
+    import torch
+
+    from jambatalk.errors import CheckpointError
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="model folder, e.g. runs/default/best")
     parser.add_argument("--dst", default=str(default_model_path()), help="destination (default: the package's)")
     args = parser.parse_args(argv)
     model = JambaTalk.from_pretrained(args.checkpoint)
     if not model.faces.numel() or not model.template.abs().sum():
-        print("error: the checkpoint carries no template or faces; train it through `jambatalk train`", file=sys.stderr)
-        return 2
-    dst = model.save_pretrained(Path(args.dst))
-    size = sum(p.stat().st_size for p in dst.iterdir()) / 2**20
-    print(f"wrote {dst} ({size:.1f} MB, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters)")
+        raise CheckpointError(f"'{args.checkpoint}' carries no template or faces", "train it through `jambatalk train`")
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"'{args.checkpoint}' has non-finite weights ({', '.join(bad[:3])}"
+                              f"{', ...' if len(bad) > 3 else ''}), which animate() would refuse",
+                              "export a checkpoint saved before the run diverged")
+    dst = Path(args.dst)
+    # written beside --dst first: an export that fails a check leaves the model there as it was
+    with tempfile.TemporaryDirectory(prefix=f".{dst.name}-", dir=dst.parent if dst.parent.is_dir() else None) as tmp:
+        size = sum(f.stat().st_size for f in model.save_pretrained(Path(tmp) / "model").iterdir()) / 2**20
     if size > LIMIT_MB:
-        print(f"error: {size:.1f} MB is over the {LIMIT_MB:.0f} MB limit for the built-in model", file=sys.stderr)
-        return 2
+        raise CheckpointError(f"the model takes {size:.1f} MB, over the {LIMIT_MB:.0f} MB limit for the built-in "
+                              f"model; '{dst}' was left as it was", "export a smaller model (e.g. the default preset)")
+    dst = model.save_pretrained(dst)  # atomic: the folder is replaced whole
+    print(f"wrote {dst} ({size:.1f} MB, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters)")
     return 0
 
 
