@@ -225,3 +225,29 @@ def test_missing_template_is_refused_before_writing(raw, tmp_path):
 def test_missing_faces_folder_is_explained(tmp_path):
     with pytest.raises(DatasetError, match="no faces/ folder"):
         preprocess_biwi(tmp_path, tmp_path / "out", show_progress=False)
+
+
+@pytest.mark.parametrize("others", [["01.tar"], ["01"], ["01", "01.tar"]])
+def test_the_emotional_take_is_found_before_a_bare_numbered_one(tmp_path, others):
+    """faces/F2/01.tar (or an extracted 01/) beside e01.tar was written as F2_e01 with e01's audio: both names mean
+    sentence 1, and the bare number won. e01 is the take jambatalk uses; an extracted e01/ is read before its .tar."""
+    from jambatalk.data.biwi import find_sequences
+
+    subject = tmp_path / "faces" / "F2"
+    subject.mkdir(parents=True)
+    frame = np.zeros((3, 3), np.float32)
+    for name in ["e01.tar", *others]:
+        folder = subject / (name[:-4] + "_tmp" if name.endswith(".tar") else name)
+        folder.mkdir()
+        write_vl(folder / "frame_1.vl", frame)
+        if name.endswith(".tar"):
+            with tarfile.open(subject / name, "w") as tar:
+                tar.add(folder / "frame_1.vl", arcname="frame_1.vl")
+            (folder / "frame_1.vl").unlink()
+            folder.rmdir()
+    (seq,) = find_sequences(tmp_path)
+    assert seq.sentence == "e01" and seq.archive == subject / "e01.tar"
+    (subject / "e01").mkdir()
+    write_vl(subject / "e01" / "frame_1.vl", frame)
+    (seq,) = find_sequences(tmp_path)
+    assert seq.archive is None and seq.frames == [subject / "e01" / "frame_1.vl"]

@@ -270,12 +270,15 @@ def find_sequences(src: str | os.PathLike, subjects: tuple[str, ...] | None = No
     out = []
     for subject in subjects:
         template = src / "rigid_scans" / f"{subject}.obj"
-        entries = {}
+        entries, rank = {}, {}
         for entry in sorted((faces_dir / subject).iterdir()) if (faces_dir / subject).is_dir() else []:
             stem = entry.name[:-4] if entry.name.endswith(".tar") else entry.name
             sentence = _sentence_id(stem) if (entry.is_dir() or entry.name.endswith(".tar")) else None
-            if sentence and (sentence not in entries or entry.is_dir()):
-                entries[sentence] = entry
+            # the emotional take's own name (eNN) before a bare number (NN, in the corpus the neutral reading
+            # of the same sentence), and an extracted folder before its archive
+            order = (stem.startswith("e"), entry.is_dir())
+            if sentence and (sentence not in entries or order > rank[sentence]):
+                entries[sentence], rank[sentence] = entry, order
         for sentence, entry in sorted(entries.items()):
             frames, archive = _frames_in(entry)
             out.append(RawSequence(subject, sentence, frames, archive, template, _find_audio(src, subject, sentence)))
