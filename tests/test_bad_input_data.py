@@ -468,6 +468,27 @@ def test_vocaset_float_audio_of_integer_range_fails_its_sequence_instead_of_clip
         preprocess_vocaset(src, tmp_path / "out", show_progress=False)
 
 
+def test_vocaset_int16_samples_in_a_wider_integer_type_are_kept(tmp_path):
+    """int16-range samples stored as int64 (a list of ints pickled) were read as 64-bit PCM: all-zero wavs, exit 0."""
+    import numpy as np
+    import soundfile as sf
+
+    from jambatalk.data.vocaset import preprocess_vocaset
+
+    src = _vocaset_raw(tmp_path)
+    kept = {}
+
+    def widen(data):
+        entry = _first(_first(data))
+        kept["audio"] = entry["audio"].copy()
+        entry["audio"] = entry["audio"].astype(np.int64)
+
+    _repickle(src / "raw_audio_fixed.pkl", widen)
+    preprocess_vocaset(src, tmp_path / "out", show_progress=False)
+    peaks = sorted(np.abs(sf.read(str(w), dtype="int16")[0]).max() for w in (tmp_path / "out" / "wav").glob("*.wav"))
+    assert peaks[0] > 0.5 * np.abs(kept["audio"]).max()  # every recording at its level, none silent
+
+
 def test_biwi_frames_missing_inside_a_sequence_are_reported(tmp_path):
     """Frames deleted from the middle of a sequence were joined up silently, so the rest ran ahead of the speech;
     the sequence is still written (tracking can drop frames) and named in a warning and the summary."""

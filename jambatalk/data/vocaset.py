@@ -171,6 +171,10 @@ def _to_int16(audio, what: str) -> np.ndarray:
         raise DatasetError(f"{what}: audio has shape {audio.shape}, not (samples,)", "re-download the audio")
     if audio.dtype == np.int16:
         return audio
+    if audio.dtype.kind == "i" and audio.min() >= -32768 and audio.max() <= 32767:
+        # int16 samples in a wider type (a list of ints pickled as int64): read as 32-bit PCM they were all
+        # but silent (a peak of 2^-16)
+        return audio.astype(np.int16)
     from ..audio import to_mono_float
     from ..errors import InputError
 
