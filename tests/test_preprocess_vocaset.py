@@ -195,3 +195,40 @@ def test_cli_runs_and_reports_errors(raw, tmp_path, capsys):
     assert main(["preprocess", "vocsaet", "--src", str(raw["src"]), "--dst", str(dst)]) == 2
     err = capsys.readouterr().err  # only the datasets it can preprocess are offered
     assert "unknown dataset 'vocsaet'; choose one of: biwi, vocaset" in err and "synthetic" not in err
+
+
+def test_a_run_into_an_existing_folder_adds_new_subjects_to_its_templates(raw, tmp_path):
+    """A second run that brings another subject wrote its sequences but kept the old templates.pkl, so the folder
+    could not be read ('has no template for subjects [...]; run the preprocessing again', which did not help).
+    The new subjects are added; a subject whose template changed is refused, naming it, unless --overwrite."""
+    from jambatalk.errors import DatasetError
+
+    dst = tmp_path / "out"
+    tables = {}
+    for name in ("templates.pkl", "subj_seq_to_idx.pkl", "raw_audio_fixed.pkl"):  # a first release: one subject
+        with open(raw["src"] / name, "rb") as f:
+            tables[name] = pickle.load(f)
+        with open(raw["src"] / name, "wb") as f:
+            pickle.dump({SUBJECTS[0]: tables[name][SUBJECTS[0]]}, f, protocol=2)
+    preprocess_vocaset(raw["src"], dst, show_progress=False)
+    with open(dst / "templates.pkl", "rb") as f:
+        assert sorted(pickle.load(f)) == [SUBJECTS[0]]
+    for name, table in tables.items():
+        with open(raw["src"] / name, "wb") as f:
+            pickle.dump(table, f, protocol=2)
+    full = tables["templates.pkl"]
+    preprocess_vocaset(raw["src"], dst, show_progress=False)
+    with open(dst / "templates.pkl", "rb") as f:
+        table = pickle.load(f)
+    assert sorted(table) == sorted(SUBJECTS)
+    for s in SUBJECTS:
+        np.testing.assert_array_equal(table[s], full[s].astype(np.float32))
+    changed = {**full, SUBJECTS[1]: full[SUBJECTS[1]] + 0.01}
+    with open(raw["src"] / "templates.pkl", "wb") as f:
+        pickle.dump(changed, f, protocol=2)
+    with pytest.raises(DatasetError, match=rf"holds other templates than the raw data for subjects \['{SUBJECTS[1]}'\].*"
+                       "--overwrite"):
+        preprocess_vocaset(raw["src"], dst, show_progress=False)
+    preprocess_vocaset(raw["src"], dst, overwrite=True, show_progress=False)
+    with open(dst / "templates.pkl", "rb") as f:
+        np.testing.assert_array_equal(pickle.load(f)[SUBJECTS[1]], changed[SUBJECTS[1]].astype(np.float32))

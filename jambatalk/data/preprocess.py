@@ -210,11 +210,30 @@ def check_templates(templates: dict[str, np.ndarray], where: str = "",
 
 
 def write_templates(dst: Path, templates: dict[str, np.ndarray], overwrite: bool) -> bool:
-    """Write ``templates.pkl`` ({subject: (V, 3) float32}); returns False when it existed and was kept."""
+    """Write ``templates.pkl`` ({subject: (V, 3) float32}); returns False when it existed and was kept.
+
+    Without ``overwrite`` an existing file keeps its subjects and gains the new ones (a run that adds subjects
+    to a folder); a subject whose template there differs from ``templates`` is a DatasetError: the folder was
+    made from other data."""
     path = dst / "templates.pkl"
-    if path.is_file() and not overwrite:
-        return False
     table = check_templates(templates)
+    if path.is_file() and not overwrite:
+        from ..pickles import load_data
+
+        fix = "pass --overwrite to write the folder again from this raw data, or a new --dst"
+        try:
+            with open(path, "rb") as f:
+                held = {str(k): np.asarray(v, dtype=np.float32).reshape(-1, 3) for k, v in dict(load_data(f)).items()}
+        except Exception as exc:  # noqa: BLE001 - damaged, foreign or refused
+            raise DatasetError(f"'{path}' cannot be read ({type(exc).__name__}: {exc})", fix) from None
+        other = sorted(s for s in set(held) & set(table)
+                       if held[s].shape != table[s].shape or not np.allclose(held[s], table[s], rtol=0, atol=1e-6))
+        if other:
+            raise DatasetError(f"'{path}' holds other templates than the raw data for subjects {other}: the folder "
+                               "was made from other data", fix)
+        if set(table) <= set(held):
+            return False
+        table = {**held, **{s: v for s, v in table.items() if s not in held}}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             pickle.dump(table, f, protocol=4)
