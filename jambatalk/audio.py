@@ -26,6 +26,9 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768000
 #: the largest sample magnitude taken: float PCM lies within [-1, 1], and integer PCM stored as floats within 2^31;
 #: beyond, the samples are not audio (values near 3e38 overflowed the model, whose output then looked damaged)
 MAX_AMPLITUDE = 1e10
+#: float samples beyond this are integer PCM stored as floats (float PCM lies within [-1, 1]; a mix can overshoot
+#: a little): they are scaled as 16-bit PCM (to 32768) or 32-bit PCM (beyond)
+INTEGER_RANGE_PEAK = 2.0
 
 
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -250,4 +253,10 @@ def load_audio(audio, sample_rate: int | None = None, *, name: str | None = None
     if peak > MAX_AMPLITUDE:
         raise InputError(f"{label} has samples as large as {peak:.3g}, out of range for audio (float samples lie "
                          "within [-1, 1])", "check the recording or array: re-export it, or scale it into [-1, 1]")
+    if peak > INTEGER_RANGE_PEAK:  # integer PCM stored as floats: at its own scale a video's sound track clips
+        scale = 32768.0 if peak <= 32768.0 else 2.0 ** 31
+        warnings.warn(f"{label} holds float samples as large as {peak:.6g}, far outside [-1, 1]: integer samples "
+                      f"stored as floats, read as {'16' if scale == 32768.0 else '32'}-bit PCM (divided by "
+                      f"{scale:.0f}); store floats within [-1, 1] to keep this message away", stacklevel=2)
+        mono = mono / np.float32(scale)
     return resample(mono, int(sr), SAMPLE_RATE)

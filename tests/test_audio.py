@@ -127,3 +127,22 @@ def test_missing_and_non_audio_files(tmp_path):
     assert "(soundfile: " in str(err.value) and "; ffmpeg: " in str(err.value)  # both decoders, by name
     with pytest.raises(InputError, match="folder"):
         load_audio(tmp_path)
+
+
+def test_integer_samples_stored_as_floats_are_read_at_their_level(tmp_path):
+    """A float wav (or array) holding int16-range values was kept at that scale: its video's AAC track clipped at
+    0 dBFS. It is read as 16-bit PCM, with a warning; floats within [-1, 1] (a little over, too) are untouched."""
+    rng = np.random.default_rng(0)
+    speech = (rng.normal(size=16000) * 0.1).clip(-0.9, 0.9).astype(np.float32)
+    sf.write(str(tmp_path / "i.wav"), speech * 32768, SAMPLE_RATE, subtype="FLOAT")
+    with pytest.warns(UserWarning, match=r"i.wav' holds float samples as large as \d+\.?\d*, far outside \[-1, 1\]: "
+                      r"integer samples stored as floats, read as 16-bit PCM"):
+        loaded = load_audio(tmp_path / "i.wav")
+    np.testing.assert_allclose(loaded, speech, atol=1e-6)
+    with pytest.warns(UserWarning, match="read as 32-bit PCM"):
+        np.testing.assert_allclose(load_audio(speech * 2.0**31, sample_rate=SAMPLE_RATE), speech, atol=1e-6)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(load_audio(speech * 1.5, sample_rate=SAMPLE_RATE), speech * 1.5)

@@ -199,7 +199,9 @@ def test_samples_out_of_audio_range_blame_the_audio(model_dir, speech, tmp_path)
         animate(path, model=model_dir)
     with pytest.raises(InputError, match=r"audio array has samples as large as 1e\+20"):
         load_audio(speech / np.abs(speech).max() * 1e20, 16000)
-    assert len(animate(speech * 32768, model=model_dir, sample_rate=16000)) == 25  # int16 PCM held as floats
+    with pytest.warns(UserWarning, match="integer samples stored as floats, read as 16-bit PCM"):
+        anim = animate(speech * 32768, model=model_dir, sample_rate=16000)  # int16 PCM held as floats
+    assert len(anim) == 25 and np.abs(anim.audio).max() <= 1.0
 
 
 @pytest.mark.parametrize("argv, message", [
