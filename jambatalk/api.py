@@ -9,7 +9,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, is_real_number, load_audio
+from .audio import SAMPLE_RATE, is_real_number, is_whole_number, load_audio
 from .errors import CheckpointError, InputError
 
 __all__ = ["Animation", "animate", "load_model", "default_model_path", "resample_frames", "stream_file", "live_delays",
@@ -83,10 +83,10 @@ class Animation:
             raise InputError(f"cannot write '{path}': it is a folder", "choose a file name that is not a folder")
         if suffix == ".npy":
             with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a handle: numpy names no file itself
-                np.save(f, self.vertices.astype(np.float32))
+                np.save(f, np.asarray(self.vertices, dtype=np.float32))  # no copy of float32 frames
         elif suffix == ".npz":
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.savez(f, vertices=self.vertices.astype(np.float32), template=self.template,
+                np.savez(f, vertices=np.asarray(self.vertices, dtype=np.float32), template=self.template,
                          faces=np.zeros((0, 3), np.int64) if self.faces is None else self.faces,
                          fps=np.float64(self.fps), audio=self.audio, sample_rate=np.int64(SAMPLE_RATE))
         elif suffix == ".mp4":
@@ -95,7 +95,8 @@ class Animation:
                                  "vertex array)", "pass a template mesh file (.ply/.obj) or save as .npy/.npz")
             from .render import render_video
 
-            render_video(path, self.vertices, self.faces, fps=self.fps, audio=self.audio, sample_rate=SAMPLE_RATE,
+            audio = self.audio if np.size(self.audio) else None  # no speech: a silent video
+            render_video(path, self.vertices, self.faces, fps=self.fps, audio=audio, sample_rate=SAMPLE_RATE,
                          size=size, progress=progress)
         else:  # a folder of per-frame meshes
             fmt = (mesh_format if mesh_format.startswith(".") else f".{mesh_format}").lower()
@@ -132,6 +133,15 @@ class Animation:
         if np.shape(self.template) != v.shape[1:]:
             raise InputError(f"this animation's template has shape {np.shape(self.template)}, its frames "
                              f"{v.shape[1:]}", "give the template the frames were made from")
+        if self.faces is not None:
+            f = np.asarray(self.faces)
+            if f.ndim != 2 or f.shape[1] != 3 or f.dtype.kind not in "iu":
+                raise InputError(f"this animation's faces have shape {f.shape} and dtype {f.dtype}, not (F, 3) "
+                                 "vertex indices", "give triangles as an (F, 3) integer array, or faces=None")
+            if f.size and (f.min() < 0 or f.max() >= v.shape[1]):
+                raise InputError(f"this animation's faces index vertices {int(f.min())} to {int(f.max())}, but its "
+                                 f"frames have {v.shape[1]} vertices", "give the faces of the mesh the frames were "
+                                 "made for, or faces=None")
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> Animation:
@@ -162,7 +172,13 @@ class Animation:
                                  "Animation.save", fix)
             fps = _stored_fps(data["fps"], path, fix)
             faces = data["faces"] if data["faces"].size else None
-            return cls(data["vertices"], data["template"], faces, fps, data["audio"])
+            audio = data["audio"]
+            if "sample_rate" in data.files and audio.size:  # an Animation's speech is 16 kHz
+                rate = data["sample_rate"]
+                if rate.size != 1 or not is_whole_number(rate.item()):
+                    raise InputError(f"'{path}' stores sample_rate {rate.tolist()!r}, not one whole number", fix)
+                audio = load_audio(audio, int(rate.item()), name=f"the audio stored in '{path}'")
+            return cls(data["vertices"], data["template"], faces, fps, audio)
 
 
 def _stored_fps(value: np.ndarray, path, fix: str) -> float:

@@ -111,12 +111,42 @@ def test_save_refuses_what_load_and_render_would_refuse_to_read_back(model_dir, 
     for bad, match in ((dataclasses.replace(anim, fps=-1.0), "fps is -1.0"),
                        (dataclasses.replace(anim, fps=float("nan")), "fps is nan"),
                        (dataclasses.replace(anim, vertices=nan), "NaN or infinite in 1 of .* frames \\(first: frame 3\\)"),
-                       (dataclasses.replace(anim, template=anim.template[:10]), "template has shape \\(10, 3\\)")):
-        for name in ("a.npz", "a.npy"):
+                       (dataclasses.replace(anim, template=anim.template[:10]), "template has shape \\(10, 3\\)"),
+                       (dataclasses.replace(anim, faces=anim.faces + 5000), "faces index vertices 5000 to .* but its "
+                        "frames have"),
+                       (dataclasses.replace(anim, faces=anim.faces[:, :2]), "faces have shape \\(\\d+, 2\\)")):
+        for name in ("a.npz", "a.npy", "frames"):
             with pytest.raises(InputError, match=match):
                 bad.save(tmp_path / name)
     assert not any(tmp_path.iterdir())
     assert sorted(p.suffix for p in anim.save(tmp_path / "frames", mesh_format="PLY").iterdir()) == [".ply"] * len(anim)
+
+
+def test_an_animation_saved_with_audio_at_another_rate_loads_at_16_khz(model_dir, wav, tmp_path):
+    """Animation.load took an .npz's audio as 16 kHz whatever its sample_rate said: 22.05 kHz speech played
+    slowed down (5.1 s read as 7 s). It is resampled; a list of frames saves too."""
+    import dataclasses
+
+    from jambatalk.audio import resample
+
+    anim = animate(wav, model=model_dir)
+    np.savez(tmp_path / "a.npz", vertices=anim.vertices, template=anim.template, faces=anim.faces, fps=anim.fps,
+             audio=resample(anim.audio, 16000, 22050), sample_rate=22050)
+    back = Animation.load(tmp_path / "a.npz")
+    assert abs(len(back.audio) - len(anim.audio)) <= 1
+    np.testing.assert_allclose(back.audio[100:-100], anim.audio[100:len(back.audio) - 100], atol=0.02)
+    listed = dataclasses.replace(anim, vertices=list(anim.vertices))
+    np.testing.assert_array_equal(Animation.load(listed.save(tmp_path / "b.npz")).vertices, anim.vertices)
+
+
+def test_an_animation_without_speech_renders_a_silent_video(model_dir, wav, tmp_path):
+    import dataclasses
+
+    av = pytest.importorskip("av")
+    anim = dataclasses.replace(animate(wav, model=model_dir), audio=np.zeros(0, np.float32))
+    with av.open(str(anim.save(tmp_path / "silent.mp4", size=64, progress=False))) as c:
+        assert not [s for s in c.streams if s.type == "audio"]
+        assert sum(1 for _ in c.decode(video=0)) == len(anim)
 
 
 def test_save_into_a_folder_holding_other_files_is_refused(model_dir, wav, tmp_path, monkeypatch):
