@@ -489,6 +489,29 @@ def test_vocaset_int16_samples_in_a_wider_integer_type_are_kept(tmp_path):
     assert peaks[0] > 0.5 * np.abs(kept["audio"]).max()  # every recording at its level, none silent
 
 
+def test_vocaset_frames_missing_inside_a_sequence_are_reported(tmp_path):
+    """A frame number missing from subj_seq_to_idx.pkl was joined over silently: frames are kept by position, so every
+    one after the gap is a captured frame later and the motion runs ahead of the speech. It is named, as BIWI's are."""
+    from jambatalk.data.preprocess import PreprocessWarning
+    from jambatalk.data.vocaset import preprocess_vocaset
+
+    src = _vocaset_raw(tmp_path)
+    names = {}
+
+    def drop_frame_3(data):
+        subject = sorted(data)[0]
+        sentence = sorted(data[subject])[0]
+        names["seq"] = f"{subject}_{sentence}"
+        frames = data[subject][sentence]
+        del frames[sorted(frames, key=int)[2]]
+
+    _repickle(src / "subj_seq_to_idx.pkl", drop_frame_3)
+    with pytest.warns(PreprocessWarning, match=rf"1 sequences have frames missing inside them .* runs ahead of the "
+                      rf"speech.*{names['seq']} \(1 frames: numbers 3-3\)"):
+        report = preprocess_vocaset(src, tmp_path / "out", show_progress=False)
+    assert names["seq"] in report.written
+
+
 def test_biwi_frames_missing_inside_a_sequence_are_reported(tmp_path):
     """Frames deleted from the middle of a sequence were joined up silently, so the rest ran ahead of the speech;
     the sequence is still written (tracking can drop frames) and named in a warning and the summary."""

@@ -43,6 +43,7 @@ from .preprocess import (
     check_src_dst,
     check_templates,
     copy_spec_files,
+    gap_note,
     prepare_dst,
     progress,
     require_usable,
@@ -365,9 +366,7 @@ def preprocess_biwi(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite
             n_frames, n_samples, note = align_lengths(len(frames), spec.fps, len(samples), rate)
             gaps = seq.frame_gaps()
             if gaps:  # kept, as tracking can drop frames, but the frames after a gap run ahead of the speech
-                report.gaps.append(f"{seq.name} ({sum(b - a - 1 for a, b in gaps)} frames: numbers "
-                                   f"{', '.join(f'{a + 1}-{b - 1}' for a, b in gaps[:3])}"
-                                   + (", ..." if len(gaps) > 3 else "") + ")")
+                report.gaps.append(gap_note(seq.name, gaps))
             if note:
                 report.trimmed.append(f"{seq.name} ({note})")
             write_sequence(dst, seq.name, frames[:n_frames], samples[:n_samples], rate)

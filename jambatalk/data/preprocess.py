@@ -38,6 +38,7 @@ __all__ = [
     "sequence_done",
     "write_sequence",
     "write_templates",
+    "gap_note",
     "align_lengths",
     "check_finite",
     "copy_spec_files",
@@ -238,6 +239,12 @@ def write_templates(dst: Path, templates: dict[str, np.ndarray], overwrite: bool
         with open(tmp, "wb") as f:
             pickle.dump(table, f, protocol=4)
     return True
+
+
+def gap_note(name: str, gaps: list) -> str:
+    """A sequence's frames missing inside it, from the (a, b) jumps in its frame numbers, for the report."""
+    return (f"{name} ({sum(b - a - 1 for a, b in gaps)} frames: numbers "
+            f"{', '.join(f'{a + 1}-{b - 1}' for a, b in gaps[:3])}" + (", ..." if len(gaps) > 3 else "") + ")")
 
 
 def check_src_dst(src: Path, dst, dataset: str) -> None:

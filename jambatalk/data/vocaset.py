@@ -32,6 +32,7 @@ from .preprocess import (
     check_src_dst,
     check_templates,
     copy_spec_files,
+    gap_note,
     prepare_dst,
     progress,
     require_usable,
@@ -118,11 +119,18 @@ def _frame_key(key) -> int:
 
 def load_index_map(path: str | os.PathLike) -> dict[tuple[str, str], np.ndarray]:
     """subj_seq_to_idx.pkl -> {(subject, sentence): rows of data_verts, in frame order}."""
+    return _load_index(path)[0]
+
+
+def _load_index(path: str | os.PathLike) -> tuple[dict[tuple[str, str], np.ndarray], dict[tuple[str, str], list]]:
+    """:func:`load_index_map`, and each sequence's gaps: (a, b) for each jump in its frame numbers from a to
+    b > a + 1 (frames missing inside it)."""
     data = load_pickle(path)
     if not isinstance(data, dict):
         raise DatasetError(f"'{path}' holds {type(data).__name__}, not {{subject: {{sentence: {{frame: row}}}}}}",
                            f"use VOCASET's subj_seq_to_idx.pkl (see {_README})")
     out: dict[tuple[str, str], np.ndarray] = {}
+    gaps: dict[tuple[str, str], list] = {}
     for subject, sentences in data.items():
         if not isinstance(sentences, dict):
             raise DatasetError(f"'{path}': entry '{subject}' is {type(sentences).__name__}, not a dict of sentences",
@@ -137,7 +145,9 @@ def load_index_map(path: str | os.PathLike) -> dict[tuple[str, str], np.ndarray]
                 raise DatasetError(f"'{path}': {subject}/{sentence} maps frame {bad!r} to {frames[bad]!r}, not a row "
                                    "number of data_verts.npy", f"use VOCASET's subj_seq_to_idx.pkl (see {_README})")
             out[(str(subject), str(sentence))] = np.asarray([frames[k] for k in keys], dtype=np.int64)
-    return out
+            numbers = [_frame_key(k) for k in keys]
+            gaps[(str(subject), str(sentence))] = [(a, b) for a, b in zip(numbers, numbers[1:]) if b - a > 1]
+    return out, gaps
 
 
 def load_raw_audio(path: str | os.PathLike) -> dict[tuple[str, str], tuple[np.ndarray, int]]:
@@ -230,7 +240,7 @@ def preprocess_vocaset(src: str | os.PathLike, dst: str | os.PathLike, *, overwr
     paths = {name: _raw_path(src, name) for name in RAW_FILES}
     n_vertices = spec.n_vertices
     header = check_data_verts(paths["data_verts.npy"], n_vertices)
-    index = load_index_map(paths["subj_seq_to_idx.pkl"])
+    index, gaps = _load_index(paths["subj_seq_to_idx.pkl"])
     _check_rows(index, header.shape[0], paths["data_verts.npy"])
     audio = load_raw_audio(paths["raw_audio_fixed.pkl"])
     templates = load_pickle(paths["templates.pkl"])
@@ -289,6 +299,8 @@ def preprocess_vocaset(src: str | os.PathLike, dst: str | os.PathLike, *, overwr
             n_frames, n_samples, note = align_lengths(len(frames), fps, len(samples), rate)
             if note:
                 report.trimmed.append(f"{name} ({note})")
+            if gaps[(subject, sentence)]:  # kept, as BIWI's are, but every frame after a gap runs ahead of the speech
+                report.gaps.append(gap_note(name, gaps[(subject, sentence)]))
             write_sequence(dst, name, frames[:n_frames], samples[:n_samples], rate)
         except DatasetError as exc:
             report.failed[name] = exc.problem
