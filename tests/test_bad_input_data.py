@@ -374,6 +374,22 @@ def _biwi_raw(src: Path, sentences: dict[str, dict]) -> Path:
     return src
 
 
+def test_biwi_a_nan_rigid_scan_is_named_before_any_output(tmp_path):
+    """A 'v nan ...' line in a rigid scan failed as 'a mesh has total surface area 0.0; the frame is degenerate',
+    naming no file or subject, as the area was taken before the NaN check."""
+    from jambatalk.data.biwi import preprocess_biwi
+
+    src = _biwi_raw(tmp_path / "raw", {"e01": {}})
+    scan = src / "rigid_scans" / "F2.obj"
+    lines = scan.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("v "))
+    lines[first] = "v nan 0.0 0.0"
+    scan.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"the template of F2 in '\S+rigid_scans' has non-finite vertex coordinates"):
+        preprocess_biwi(src, tmp_path / "out", show_progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_biwi_frames_of_another_vertex_count_or_nan_audio_fail_only_their_sequence(tmp_path):
     import numpy as np
     from test_preprocess_biwi import SR, V

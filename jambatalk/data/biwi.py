@@ -342,8 +342,10 @@ def preprocess_biwi(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite
     require_usable(spec.name, len(sequences), usable, f"'{src / 'faces'}'", missing,
                    f"put the eNN frame folders (or .tar archives) in faces/<S>/ and the recordings in audio/ "
                    f"(see {_README})")
+    # the raw scans first: normalising a NaN scan failed on its area, naming neither the file nor the subject
+    check_templates({s: v for s, (v, _) in meshes.items()}, f"'{src / 'rigid_scans'}'",
+                    "the scan is damaged; download rigid_scans again")
     templates = {s: normalize_mesh(v, f) for s, (v, f) in meshes.items()}
-
     check_templates(templates, f"'{src / 'rigid_scans'}'", "the scan is damaged; download rigid_scans again")
     dst = prepare_dst(dst)
     report = PreprocessReport(spec.name, dst)
