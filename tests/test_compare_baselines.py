@@ -130,3 +130,16 @@ def test_export_default_checks_the_model_before_it_replaces_the_destination(tmp_
     assert sorted(p.name for p in dst.iterdir()) == ["model.safetensors"]
     assert (dst / "model.safetensors").read_bytes() == b"the model in place"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dst")]
+
+
+def test_a_run_that_fails_stops_the_comparison_in_one_line_with_its_reason(tmp_path):
+    """A training run that failed ended the comparison in a RuntimeError traceback that only pointed at the log."""
+    data = tmp_path / "data"
+    (data / "vertices_npy").mkdir(parents=True)  # a corpus without sequences: training refuses it
+    proc = subprocess.run([sys.executable, str(TOOL), "--data", str(data), "--out", str(tmp_path / "out"),
+                           "--decoders", "jambatalk", "--seeds", "0", "--epochs", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("compare_baselines: error: jambatalk train failed (exit 2): ") and "see " in line
+    assert "jambatalk train: error:" in line  # the run's own reason, from its log

@@ -411,3 +411,16 @@ def test_the_compiled_mamba_path_stays_out_of_autocast(monkeypatch):
     with pytest.raises(ValueError, match="compiled scan takes float32 CPU tensors, got u in torch.float64"):
         cpu_scan.scan_forward(*(t.double() for t in (torch.randn(1, 4, 6), torch.rand(1, 4, 6), -torch.rand(4, 8),
                                                     torch.randn(1, 8, 6), torch.randn(1, 8, 6))))
+
+
+def test_predict_names_a_template_of_another_mesh():
+    """A template of another vertex count failed deep in the head ("shape '[9138]' is invalid for input of size
+    70110"), e.g. tools/eval_default.py on a corpus made on another mesh."""
+    from jambatalk.errors import InputError
+
+    cfg = model_preset("tiny")
+    model = JambaTalk(cfg, template=np.zeros((cfg.n_vertices, 3), np.float32))
+    with pytest.raises(InputError, match=rf"template has {cfg.n_vertices + 7} vertices but the model animates meshes "
+                       rf"of {cfg.n_vertices}"):
+        model.predict(np.zeros(16000, np.float32), np.zeros((cfg.n_vertices + 7, 3), np.float32))
+    assert model.predict(np.zeros(16000, np.float32), torch.ones(cfg.n_vertices, 3)).shape[1:] == (cfg.n_vertices, 3)

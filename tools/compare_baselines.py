@@ -43,7 +43,11 @@ def _run(argv: list[str], log: Path) -> None:
     with open(log, "w") as f:
         proc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed (exit {proc.returncode}); see {log}")
+        from jambatalk.errors import TrainingError
+
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        raise TrainingError(f"{' '.join(argv[2:4])} failed (exit {proc.returncode})"
+                            + (f": {lines[-1].strip()[:300]}" if lines else ""), f"see {log}")
 
 
 def run_one(decoder: str, seed: int, data: Path, out: Path, epochs: int) -> Path:
@@ -160,4 +164,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jambatalk.errors import script_exit
+
+    sys.exit(script_exit("compare_baselines", main))

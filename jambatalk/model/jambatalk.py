@@ -251,6 +251,10 @@ class JambaTalk(nn.Module):
         ``silence_gate`` closes the mouth in pauses (:mod:`jambatalk.silence`); None: the model's
         setting (``cfg.silence_gate.enabled``).
         """
+        if template is not None:  # before the encoder: a template of another mesh failed in the head's reshape
+            from ..mesh import check_vertices
+
+            template = check_vertices(template, "template", self.cfg.n_vertices)
         was = self.training
         self.eval()
         try:
