@@ -163,12 +163,23 @@ def _plots(out: Path, spec, root: Path, ckpt: Path, first, per_vertex, lip_idx, 
             plot_loss_curves(out / "loss_curves.png", curves)
 
 
+#: config keys that only training reads: given to jambatalk test they would be ignored (it evaluates whole sequences
+#: as recorded, with the checkpoint's own model)
+TRAINING_ONLY = ("train.", "loss.", "data.max_seconds", "data.augment")
+
+
 def cli_test(args) -> int:
-    model_keys = [o.split("=", 1)[0] for o in args.overrides if o.split("=", 1)[0].split(".")[0] in ("model", "preset")]
+    keys = [o.split("=", 1)[0] for o in args.overrides]
+    model_keys = [k for k in keys if k.split(".")[0] in ("model", "preset")]
     if model_keys:
         raise ConfigError(f"{', '.join(model_keys)}: jambatalk test evaluates the checkpoint's own model (its "
                           "config.json), so model overrides would be ignored",
                           "leave them out; train a model with them to evaluate it")
+    ignored = [k for k in keys if k.startswith(TRAINING_ONLY)]
+    if ignored:
+        raise ConfigError(f"{', '.join(ignored)}: only training reads these (jambatalk test evaluates whole sequences "
+                          "as recorded), so the overrides would be ignored",
+                          "leave them out; data.dataset and data.root choose the data, --split the split")
     cfg = load_experiment(args.config, args.overrides)
     report = evaluate(cfg, args.checkpoint, args.out, split=args.split)
     o = report["overall"]

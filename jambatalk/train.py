@@ -538,7 +538,16 @@ def train(cfg: ExperimentConfig, out_dir, resume: bool = False, progress: bool =
     return trainer
 
 
+#: model settings that training takes from the dataset (:func:`complete_model_config`), whatever the config says
+DATASET_FACTS = ("model.n_vertices", "model.fps", "model.dataset", "model.lip_indices", "model.phoneme_head")
+
+
 def cli_train(args) -> int:
+    facts = [o.split("=", 1)[0] for o in args.overrides if o.split("=", 1)[0] in DATASET_FACTS]
+    if facts:
+        raise ConfigError(f"{', '.join(facts)}: training takes these from the dataset (data.dataset, data.root), so "
+                          "the overrides would be ignored", "leave them out; the vertex count, frame rate and lip "
+                          "mask follow the data (model.phoneme_head follows loss.audio_phonemes)")
     torch.set_flush_denormal(True)  # subnormal floats slow CPU kernels by orders of magnitude
     cfg = load_experiment(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem

@@ -189,6 +189,18 @@ def test_test_does_not_generate_a_corpus_where_data_root_is_missing(tmp_path, ca
     line = _cli_error(capsys, ["test", "--config", str(DEBUG), "--checkpoint", str(DEFAULT_MODEL_DIR), "--out",
                                str(tmp_path / "eval"), "model.decoder.d_model=8"])  # was ignored without a word
     assert "model.decoder.d_model: jambatalk test evaluates the checkpoint's own model" in line
+    line = _cli_error(capsys, ["test", "--config", str(DEBUG), "--checkpoint", str(DEFAULT_MODEL_DIR), "--out",
+                               str(tmp_path / "eval"), "train.lr=5", "data.max_seconds=1"])  # were ignored too
+    assert "train.lr, data.max_seconds: only training reads these" in line and "data.root choose the data" in line
+    assert not (tmp_path / "eval").exists()
+
+
+def test_train_refuses_overrides_of_what_the_dataset_decides(tmp_path, capsys):
+    """model.fps=60 and model.n_vertices=100 trained and saved 30 fps and the dataset's vertex count, silently."""
+    line = _cli_error(capsys, ["train", "--config", str(DEBUG), "--out", str(tmp_path / "run"), "model.fps=60",
+                               "model.n_vertices=100", "train.max_steps=1"])
+    assert "model.fps, model.n_vertices: training takes these from the dataset" in line
+    assert not (tmp_path / "run").exists()
 
 
 def test_non_finite_training_vertices_are_named_when_read(tmp_path, capsys):

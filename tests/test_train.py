@@ -317,9 +317,9 @@ def test_a_corpus_made_on_another_mesh_trains_and_tests_on_that_mesh(tmp_path):
     root = tmp_path / "corpus"
     generate_corpus(root, n_sentences=4, seed=0, template=other, workers=1, progress=False)
     run = tmp_path / "run"
-    args = ["--config", str(ROOT / "configs" / "debug.yaml"), f"data.root={root}", "data.generate=false",
-            "data.max_seconds=1.5"]
-    assert main(["train", "--out", str(run), *args, "train.max_steps=1", "train.val_every=0"]) == 0
+    args = ["--config", str(ROOT / "configs" / "debug.yaml"), f"data.root={root}", "data.generate=false"]
+    assert main(["train", "--out", str(run), *args, "data.max_seconds=1.5", "train.max_steps=1",
+                 "train.val_every=0"]) == 0
     model = JambaTalk.from_pretrained(run / "last")
     assert model.cfg.n_vertices == len(vertices) != head.n_vertices
     assert model.cfg.lip_indices == sorted(int(i) for i in lips)
