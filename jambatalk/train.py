@@ -46,8 +46,8 @@ def _rng_state() -> dict:
     name, key, *rest = np.random.get_state()
     state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(key.astype(np.int64)), *rest),
              "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # this process's GPU only: a run may resume
+        state["cuda"] = torch.cuda.get_rng_state()                  # with another number of GPUs
     return state
 
 
@@ -57,7 +57,11 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state((name, np.asarray(key, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        if isinstance(cuda, (list, tuple)):  # every GPU's, as states were written before
+            cuda = cuda[torch.cuda.current_device()] if torch.cuda.current_device() < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
 
 
 def _read_trainer_state(path: Path):
@@ -100,11 +104,16 @@ def _check_out_dir(out: Path) -> None:
     check_output_folder(out)
 
 
-def _resolve_device(name: str, local_rank: int) -> torch.device:
-    """train.device as a torch device; a CUDA or MPS device that this machine does not have is a ConfigError."""
+def _resolve_device(name: str, local_rank: int, distributed: bool = False) -> torch.device:
+    """train.device as a torch device; a CUDA or MPS device that this machine does not have is a ConfigError, and
+    so is one GPU named for every process of a distributed run."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
+    if distributed and device.type == "cuda" and name != "cuda":
+        raise ConfigError(f"train.device is '{name}' in a distributed run: every process would take that one GPU "
+                          "(NCCL: 'Duplicate GPU detected')", "use train.device=cuda or auto: each process takes "
+                          "the GPU of its LOCAL_RANK (CUDA_VISIBLE_DEVICES picks which GPUs)")
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if device.index >= count:
@@ -209,7 +218,7 @@ class Trainer:
         tc = cfg.train
         if tc.threads:
             torch.set_num_threads(tc.threads)
-        self.device = _resolve_device(tc.device, self.local_rank)
+        self.device = _resolve_device(tc.device, self.local_rank, self.distributed)
         if self.distributed and not torch.distributed.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend)
@@ -370,7 +379,7 @@ class Trainer:
         from .data import collate
 
         self.model.eval()
-        sums = torch.zeros(2 * len(self.VAL_TERMS), dtype=torch.float64, device=self.device)
+        sums = [0.0] * (2 * len(self.VAL_TERMS))  # Python floats: MPS has no float64 tensors
         for i in range(self.rank, len(self.val_set), self.world):
             losses = self._forward(self._to_device(collate([self.val_set[i]])), train=False)
             for j, k in enumerate(self.VAL_TERMS):
@@ -378,7 +387,9 @@ class Trainer:
                     sums[j] += float(losses[k])
                     sums[len(self.VAL_TERMS) + j] += 1
         if self.distributed:
-            torch.distributed.all_reduce(sums)
+            reduced = torch.tensor(sums, dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(reduced)
+            sums = reduced.tolist()
         n = len(self.VAL_TERMS)
         return {k: float(sums[j] / sums[n + j]) for j, k in enumerate(self.VAL_TERMS) if sums[n + j] > 0}
 

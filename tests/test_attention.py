@@ -219,3 +219,18 @@ def test_key_padding_mask_hides_padded_frames():
     padded = torch.cat([x, torch.randn(1, 4, 32) * 100], dim=1)
     mask = torch.tensor([[True] * 9 + [False] * 4])
     torch.testing.assert_close(attn(padded, key_padding_mask=mask)[:, :9], attn(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("span", ["window", "causal", "bidirectional"])
+def test_no_query_is_left_without_keys_by_padding(span):
+    """A padded frame whose whole span was padding had every key masked: CUDA's memory-efficient attention (torch
+    before 2.5) gave NaN for such rows, which reached the real frames through 0 * NaN. Each query now keeps its own
+    key; the real frames' outputs are unchanged."""
+    torch.manual_seed(3)
+    attn = GQAttention(_cfg(attention_span=span, window=3, lookahead=1)).eval()
+    valid = torch.tensor([[True] * 6 + [False] * 10])  # padding longer than the window
+    mask = attn._mask(0, 16, 0, 16, attn.span, attn.window, attn.lookahead, valid, torch.zeros(1))
+    assert mask.any(dim=-1).all()  # every query row keeps a key
+    assert not mask[0, 0, :6, 6:].any()  # real frames still see no padding
+    x = torch.randn(1, 16, 32)
+    torch.testing.assert_close(attn(x, key_padding_mask=valid)[:, :6], attn(x[:, :6]), rtol=1e-5, atol=1e-5)

@@ -103,6 +103,17 @@ def test_invalid_config_values_are_config_errors_naming_the_key():
     assert cfg.train.device == "cuda:1" and cfg.data.max_seconds == 0.1
 
 
+def test_one_gpu_named_for_every_process_of_a_distributed_run_is_refused():
+    """train.device=cuda:1 under torchrun put every rank on GPU 1 (NCCL: 'Duplicate GPU detected')."""
+    from jambatalk.errors import ConfigError
+    from jambatalk.train import _resolve_device
+
+    with pytest.raises(ConfigError, match="'cuda:1' in a distributed run: every process would take that one GPU.*"
+                       "use train.device=cuda or auto"):
+        _resolve_device("cuda:1", local_rank=0, distributed=True)
+    assert str(_resolve_device("cpu", local_rank=1, distributed=True)) == "cpu"
+
+
 def test_a_device_this_machine_lacks_is_refused_before_the_run_folder(tmp_path, capsys):
     import torch
 

@@ -190,7 +190,13 @@ class GQAttention(nn.Module):
             return None if bias is None else bias[None, None]
         m = key_valid[:, None, None, :]
         allowed = span_mask(q_start, n_q, k_start, n_k, span, window, lookahead, like.device)
-        return m if allowed is None else (m & allowed[None, None])
+        m = m if allowed is None else (m & allowed[None, None])
+        # every query sees at least its own key: a padded frame whose whole span is padding would otherwise have
+        # no key at all, a row that CUDA's memory-efficient attention (torch < 2.5) turned into NaN, which reached
+        # the real frames through 0 * NaN; valid frames see their own key anyway, and padded ones are not scored
+        own = (torch.arange(q_start, q_start + n_q, device=like.device)[:, None]
+               == torch.arange(k_start, k_start + n_k, device=like.device)[None, :])
+        return m | own[None, None]
 
     # -- one pass ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, key_padding_mask: Optional[torch.Tensor] = None, pos_offset: int = 0):
