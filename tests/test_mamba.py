@@ -182,3 +182,44 @@ def test_on_cuda_the_conv_and_the_scan_go_to_the_kernels_in_their_layout(monkeyp
         cache = kernels.allocate_cache(2)
         torch.testing.assert_close(kernels.step(x[:, :9], cache), torch_path(x)[:, :9], rtol=1e-5, atol=1e-6)
     assert "scan" not in calls
+
+
+def test_a_channels_last_conv_input_the_kernel_would_refuse_stays_on_pytorch(monkeypatch):
+    """causal-conv1d takes a channels-last input only with the channels and its other strides in multiples of 8,
+    and fails otherwise instead of falling back: such a mixer (d_inner 12) keeps PyTorch's conv on CUDA, and one of
+    d_inner 16 uses the kernel."""
+    from jambatalk.ops.selective_scan import conv_kernel_for
+
+    _fake_kernels(monkeypatch)
+    for d_inner, expected in ((12, False), (16, True)):
+        xz = torch.randn(2, 9, 2 * d_inner).transpose(1, 2)  # as a mixer's in_proj output, viewed (B, 2 d_inner, L)
+        x_in = xz.chunk(2, dim=1)[0]
+        assert (conv_kernel_for(x_in, 4, "auto") is not None) == expected, d_inner
+    assert conv_kernel_for(torch.randn(2, 12, 9), 4, "auto") is not None  # contiguous (B, C, L): any width
+
+
+def test_on_cuda_a_long_prediction_runs_its_scans_in_the_kernel(monkeypatch):
+    """predict() ran the Mamba layers of a sequence longer than decode_chunk in chunks carrying a state, which
+    mamba-ssm's kernel cannot continue: on CUDA they all fell back on the PyTorch scan. With the kernel there the
+    whole sequence goes through it in one pass, with the chunked path's result."""
+    import numpy as np
+
+    from jambatalk.config import model_preset
+    from jambatalk.model import JambaTalk
+
+    cfg = model_preset("tiny")
+    cfg.decoder.use_kernels = "always"  # (auto would take the compiled CPU path on these CPU tensors)
+    torch.manual_seed(0)
+    model = JambaTalk(cfg, template=np.zeros((cfg.n_vertices, 3), np.float32)).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.05)
+    model.decode_chunk = 16
+    audio = np.random.default_rng(0).normal(size=16000 * 2).astype(np.float32) * 0.1
+    calls = _fake_kernels(monkeypatch)
+    with monkeypatch.context() as m:
+        m.setattr(model, "_scan_kernel_runs", lambda x: False)  # as before: 60 frames in chunks of 16
+        chunked = model.predict(audio)
+    assert "scan" not in calls  # a chunk continuing a state stays on the PyTorch scan
+    whole = model.predict(audio)
+    assert calls.count("scan") == sum(1 for name in cfg.decoder.schedule if "mamba" in name)
+    np.testing.assert_allclose(whole, chunked, rtol=1e-4, atol=1e-5)

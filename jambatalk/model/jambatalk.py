@@ -266,6 +266,14 @@ class JambaTalk(nn.Module):
         finally:
             self.train(was)
 
+    def _scan_kernel_runs(self, x: torch.Tensor) -> bool:
+        """Whether mamba-ssm's kernel runs this model's scans on ``x``: a long sequence then goes through the Mamba
+        layers in one pass (the kernel's memory grows linearly with it too), as chunks carrying a state would fall
+        back on the PyTorch scan, which the kernel cannot continue."""
+        from ..ops.selective_scan import kernel_available, on_cuda
+
+        return on_cuda(x) and self.cfg.decoder.use_kernels != "never" and kernel_available()
+
     def gates_silence(self, silence_gate: Optional[bool] = None) -> bool:
         """Whether inference closes the mouth in pauses: ``silence_gate``, or the model's setting when None."""
         if silence_gate is None:
@@ -311,8 +319,8 @@ class JambaTalk(nn.Module):
             offsets = self.decoder.generate(x)[0].view(n_frames, V, 3)
             return ((offsets if g is None else offsets * g) + tpl).float().cpu().numpy()
         with self.long_context(int(window_seconds * self.cfg.fps / 2)):
-            if n_frames > self.decode_chunk:  # Mamba layers in chunks carrying their state: bounded memory
-                h = self.decoder.forward_long(x, self.decode_chunk)
+            if n_frames > self.decode_chunk and not self._scan_kernel_runs(x):
+                h = self.decoder.forward_long(x, self.decode_chunk)  # Mamba layers in chunks carrying their state
             else:
                 h, _ = self.decoder(x)
         out = np.empty((n_frames, V, 3), dtype=np.float32)

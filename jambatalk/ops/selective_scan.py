@@ -388,8 +388,13 @@ def on_cuda(t: torch.Tensor) -> bool:
 
 def conv_kernel_for(x: torch.Tensor, width: int, use_kernels: str):
     """causal-conv1d's fused conv where it may run on ``x`` (CUDA, ``use_kernels`` not "never", a width of 2
-    to 4 as its kernel takes, the package installed), else None."""
+    to 4 as its kernel takes, the package installed), else None. A channels-last ``x`` (stride 1 over the
+    channels, as a Mamba mixer's view of in_proj's output) also needs the channels and the other two strides in
+    multiples of 8, which the kernel checks and fails on rather than falling back."""
     if use_kernels == "never" or not 2 <= width <= 4 or not on_cuda(x):
+        return None
+    if x.dim() == 3 and x.stride(1) == 1 and x.shape[2] > 1 and (
+            x.shape[1] % 8 or x.stride(0) % 8 or x.stride(2) % 8):
         return None
     return conv_kernel()
 
@@ -450,8 +455,11 @@ def selective_scan(
         use_kernels: "auto" uses mamba-ssm's CUDA kernel when it is installed and the tensors are
             on CUDA (and no ``initial_state`` is given: the kernel has no such input); on CPU without
             gradients, the compiled scan of :mod:`jambatalk.ops.cpu_scan` where it builds; else the
-            PyTorch path. "always" raises :class:`MissingDependencyError` when the kernel cannot
-            run; "never" always uses the PyTorch path.
+            PyTorch path. "always" raises :class:`MissingDependencyError` when the kernel is not
+            installed or the tensors are not on CUDA; "never" always uses the PyTorch path. A scan that
+            continues an ``initial_state`` (a streamed chunk) runs on the PyTorch path whatever the setting,
+            as the kernel has no such input; :meth:`JambaTalk.predict` therefore runs long sequences in one
+            pass where the kernel runs.
 
     Returns:
         y (batch, d_inner, L) in ``u``'s dtype, or ``(y, last_state)`` when ``return_last_state``.
