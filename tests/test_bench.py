@@ -162,3 +162,22 @@ def test_gpu_rtf_and_train_records_compare_jambatalk_with_the_transformer_only_d
     hybrid, twin = preset_config("vocaset", "jambatalk"), preset_config("vocaset", "transformer")
     assert twin.decoder.schedule == ["attention"] * 6 != hybrid.decoder.schedule and twin.decoder.d_model == 512
     assert twin.audio == hybrid.audio and twin.n_vertices == hybrid.n_vertices == 5023
+
+
+def test_bench_gpu_leaves_out_a_section_that_runs_out_of_memory_and_runs_the_rest(monkeypatch):
+    """One out-of-memory error lost every record bench gpu had measured; the section is now left out, said so."""
+    import jambatalk.bench.gpu as gpu
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(gpu, "device_for_bench", lambda: torch.device("cpu"))
+    monkeypatch.setattr(gpu, "rtf_records", oom)
+    monkeypatch.setattr(gpu, "train_records", lambda device, steps: [Record("gpu/train/x", 1.0, "steps/s")])
+    monkeypatch.setattr(gpu, "scan_records", lambda device, lengths, reps: [Record("gpu/scan/y", 2.0, "ms")])
+    with pytest.warns(UserWarning, match="bench gpu: rtf ran out of GPU memory on cpu .*Tried to allocate"):
+        records = gpu.run(quick=True)
+    assert [r.name for r in records] == ["gpu/train/x", "gpu/scan/y"]
+    monkeypatch.setattr(gpu, "rtf_records", lambda *a, **k: 1 / 0)  # other errors still stop it
+    with pytest.raises(ZeroDivisionError):
+        gpu.run(quick=True)

@@ -283,3 +283,14 @@ def test_dataset_spec_names_resolve_to_their_camera():
         pytest.skip("no dataset spec with a fixed camera under a name of its own")
     for spec in named:  # a spec name stands for the camera preset the spec names
         assert resolve_camera(spec.name) is CAMERA_PRESETS[spec.camera]
+
+
+def test_bfloat16_tensors_are_taken_as_vertices_and_errors():
+    """Tensors from a bfloat16 model (autocast on a GPU) failed: numpy has no bfloat16."""
+    import torch
+
+    from jambatalk.render.renderer import check_sequence
+
+    pred = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]]).bfloat16()
+    np.testing.assert_array_equal(check_sequence(pred), [[[0, 0, 0], [1, 0, 0]]])
+    np.testing.assert_allclose(error_colors(pred, pred.float() + 0.25, vmax=0.5)[0, 0], colormap(np.sqrt(3) / 2))

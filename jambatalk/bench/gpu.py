@@ -136,9 +136,39 @@ def rtf_records(device, seconds: tuple[float, ...] = (10.0, 60.0, 600.0), sizes:
                                   baseline="transformer", baseline_value=took["transformer"],
                                   params={"ratio": "JambaTalk time / Transformer-only time"}))
         del models
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        _free(device)
     return records
+
+
+def _free(device) -> None:
+    """Give the cached blocks of ``device`` (not just the current GPU's) back between sizes and after a failure."""
+    import torch
+
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.empty_cache()
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(exc, oom)) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+
+
+def _section(name: str, fn, device) -> list[Record]:
+    """``fn()``'s records; a section that runs out of GPU memory is left out with a warning, and the others run."""
+    import warnings
+
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - only out-of-memory is caught; the rest is re-raised
+        if not _out_of_memory(exc):
+            raise
+        _free(device)
+        warnings.warn(f"bench gpu: {name} ran out of GPU memory on {device} ({str(exc).splitlines()[0][:160]}); its "
+                      "records are left out (free the GPU of other work, or run with --quick)", stacklevel=2)
+        return []
 
 
 def train_records(device, steps: int = 20) -> list[Record]:
@@ -206,6 +236,8 @@ def scan_records(device, lengths: tuple[int, ...] = (600, 3000), batch: int = SC
 
 def run(quick: bool = False) -> list[Record]:
     device = device_for_bench()
-    return (rtf_records(device, seconds=(10.0, 60.0) if quick else (10.0, 60.0, 600.0), reps=3 if quick else 5)
-            + train_records(device, steps=5 if quick else 20)
-            + scan_records(device, lengths=(600,) if quick else (600, 3000), reps=5 if quick else 20))
+    return (_section("rtf", lambda: rtf_records(device, seconds=(10.0, 60.0) if quick else (10.0, 60.0, 600.0),
+                                                reps=3 if quick else 5), device)
+            + _section("train", lambda: train_records(device, steps=5 if quick else 20), device)
+            + _section("scan", lambda: scan_records(device, lengths=(600,) if quick else (600, 3000),
+                                                    reps=5 if quick else 20), device))

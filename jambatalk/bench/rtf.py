@@ -111,7 +111,7 @@ def _jamba_decode(model, x, window_seconds: float = 20.0):
 
 
 def _ff_decode(model, ff, x):
-    return (ff.generate(x)[0].view(x.shape[1], -1, 3) + model.template).numpy()
+    return (ff.generate(x)[0].view(x.shape[1], -1, 3) + model.template).cpu().numpy()
 
 
 def _best(fn, reps: int) -> float:

@@ -67,7 +67,7 @@ def error_colors(pred, gt, vmax: Optional[float] = None, cmap: Optional[str] = N
 
 
 def _as_seq(x, name: str) -> np.ndarray:
-    a = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float32)
+    a = np.asarray(x.detach().cpu().float() if hasattr(x, "detach") else x, dtype=np.float32)  # bfloat16 too
     if a.ndim == 2 and a.shape[1] % 3 == 0:
         a = a.reshape(len(a), -1, 3)
     if a.ndim != 3 or a.shape[2] != 3:

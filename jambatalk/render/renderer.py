@@ -31,7 +31,10 @@ def image_size(size: Union[int, tuple[int, int]], even: bool = False) -> tuple[i
 
 
 def _as_array(x) -> np.ndarray:
-    return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
+    if hasattr(x, "detach"):  # a tensor on any device, in any dtype (numpy has no bfloat16)
+        x = x.detach().cpu()
+        x = x.float() if x.is_floating_point() else x
+    return np.asarray(x)
 
 
 def check_faces(faces, n_vertices: Optional[int] = None) -> np.ndarray:
