@@ -161,6 +161,22 @@ def _triangles(faces) -> np.ndarray:
     return np.unique(np.sort(np.asarray(faces, dtype=np.int64).reshape(-1, 3), axis=1), axis=0)
 
 
+def _edges(faces) -> np.ndarray:
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    return np.unique(np.sort(f[:, [[0, 1], [1, 2], [2, 0]]].reshape(-1, 2), axis=1), axis=0)
+
+
+def _shared_edges(faces, model_faces) -> float:
+    """The share of ``faces``' edges that are edges of ``model_faces``."""
+    a, b = _edges(faces), _edges(model_faces)
+    key = max(int(a.max(initial=0)), int(b.max(initial=0))) + 1
+    return float(np.isin(a[:, 0] * key + a[:, 1], b[:, 0] * key + b[:, 1]).mean()) if len(a) else 0.0
+
+
+#: the share of a template's edges that must be the model's where its triangles differ: quads split along their
+#: other diagonals keep two thirds (the quads' own edges), a mesh of the same vertices in another order next to none
+SAME_ORDER_EDGES = 0.5
+
 #: how far, as a share of the head's extent, a template's vertices may lie (median, centroids aligned) from the
 #: model's own template: other identities of one dataset lie within 3.5% (BIWI's 14 subjects), a shuffled vertex
 #: order 31% apart
@@ -178,8 +194,11 @@ def check_template_fits(vertices, faces, model_vertices, model_faces, what: str 
     fix_order = "use a mesh with the model's topology and vertex order (e.g. one from the dataset it was trained on)"
     if faces is not None and model_faces is not None and len(model_faces) and len(faces):
         if not np.array_equal(_triangles(faces), _triangles(model_faces)):
-            raise InputError(f"{what} has the model's {len(v)} vertices but other faces: its vertices are in another "
-                             "order, or it is another mesh", fix_order)
+            shared = _shared_edges(faces, model_faces)
+            if shared < SAME_ORDER_EDGES:  # a polygon mesh split into other triangles keeps its polygons' edges
+                raise InputError(f"{what} has the model's {len(v)} vertices but other faces ({shared:.0%} of its "
+                                 "edges are the model's): its vertices are in another order, or it is another mesh",
+                                 fix_order)
     ratio = _extent(v) / max(_extent(ref), 1e-12)
     if not 1 / 3 <= ratio <= 3:
         unit = next((f" (in {name}, where the model's is in metres?)" for name, k in (("millimetres", 1000.0),
@@ -198,7 +217,8 @@ def load_template_for(template, model) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`load_template` for a :class:`~jambatalk.model.JambaTalk`: its vertex count, and the fit to its own mesh
     (:func:`check_template_fits`) checked."""
     vertices, faces = load_template(template, n_vertices=model.cfg.n_vertices)
-    check_template_fits(vertices, faces, model.template.detach().cpu().numpy(), model.faces.cpu().numpy())
+    what = f"template '{template}'" if isinstance(template, (str, os.PathLike)) else "template"
+    check_template_fits(vertices, faces, model.template.detach().cpu().numpy(), model.faces.cpu().numpy(), what)
     return vertices, faces
 
 
