@@ -110,8 +110,8 @@ def load_templates_pkl(path: str | os.PathLike, subject: str | None = None) -> d
     return {k: check_vertices(v, f"template '{k}' in '{path}'") for k, v in data.items()}
 
 
-def _pickle_contents(path: Path) -> str:
-    """Say what a .pkl passed without ``:SUBJECT`` holds, for the error that asks for one."""
+def _pickle_contents(path: Path) -> tuple[str, str]:
+    """(problem, fix) saying what a .pkl passed without ``:SUBJECT`` holds, for the error that asks for one."""
     data = _read_pickle_dict(path)
     shapes = [np.shape(v) if isinstance(v, np.ndarray) else None for v in data.values()]
     names = ", ".join(sorted(map(str, data))[:8]) + (", ..." if len(data) > 8 else "")

@@ -171,6 +171,10 @@ def render_eval(args) -> list[Path]:
                              "pass the ground truth of this evaluation's dataset with --gt-dir")
         n = len(pred) if gt is None else min(len(pred), len(gt))
         pairs[name] = (pred[:n], None if gt is None else gt[:n])
+    if args.gt_dir and all(g is None for _, g in pairs.values()):  # asked for, found for no prediction
+        raise InputError(f"--gt-dir '{gt_dir}' holds the ground truth of none of the predictions (e.g. "
+                         f"'{next(iter(pairs))}.npy')", "pass the folder of this evaluation's ground truth "
+                         "(the dataset's vertices_npy/), or leave --gt-dir out")
     out_dir.mkdir(parents=True, exist_ok=True)
     vmax = args.vmax
     if vmax is None:
@@ -180,7 +184,8 @@ def render_eval(args) -> list[Path]:
     for k, (name, (pred, gt)) in enumerate(pairs.items()):
         audio = _find_audio(audio_dir, name)
         path = out_dir / f"{name}.mp4"
-        print(f"[{k + 1}/{len(pairs)}] {path}" + ("" if audio else " (no audio)"), file=sys.stderr)
+        print(f"[{k + 1}/{len(pairs)}] {path}" + ("" if audio else " (no audio)")
+              + ("" if gt is not None else " (no ground truth: the prediction alone)"), file=sys.stderr)
         common = dict(fps=fps, audio=audio, size=args.size, camera=camera, backend=args.backend)
         if gt is not None:
             render_comparison(path, pred, gt, faces, vmax=vmax,

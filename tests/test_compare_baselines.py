@@ -143,3 +143,15 @@ def test_a_run_that_fails_stops_the_comparison_in_one_line_with_its_reason(tmp_p
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("compare_baselines: error: jambatalk train failed (exit 2): ") and "see " in line
     assert "jambatalk train: error:" in line  # the run's own reason, from its log
+
+
+def test_eval_default_writes_strict_json_with_null_for_what_it_could_not_measure():
+    """A recording without silence gave silence_opening_rel NaN, written as NaN: not JSON."""
+    import math
+    import runpy
+
+    finite_or_null = runpy.run_path(str(TOOL.parent / "eval_default.py"), run_name="x")["_finite_or_null"]
+    res = {"real": {"a.wav": {"r": 0.5, "silence_opening_rel": math.nan, "n": [1.0, math.inf], "frames": 3}}}
+    text = json.dumps(finite_or_null(res), allow_nan=False)
+    assert json.loads(text) == {"real": {"a.wav": {"r": 0.5, "silence_opening_rel": None, "n": [1.0, None],
+                                                   "frames": 3}}}

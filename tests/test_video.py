@@ -276,6 +276,11 @@ def test_render_eval_script(tmp_path, mesh):
     assert (a["width"], a["frames"], a["rate"], a["audio_codec"]) == (120, 5, 20, "aac")
     assert (b["width"], b["frames"], b["audio"]) == (40, 4, [])
     assert render_eval.main([str(ev), "--template", str(template), "--names", "zzz"]) == 2
+    # a --gt-dir holding none of the predictions' ground truth rendered them alone, without a word
+    (tmp_path / "elsewhere").mkdir()
+    assert render_eval.main([str(ev), "--template", str(template), "--gt-dir", str(tmp_path / "elsewhere"), "--out",
+                             str(tmp_path / "v2")]) == 2
+    assert not (tmp_path / "v2").exists()
 
 
 def test_render_eval_takes_the_faces_of_the_evaluated_data(tmp_path, mesh, capsys):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -139,9 +140,19 @@ def main(argv=None) -> int:
         for name, r in res["real"].items():
             print(f"{name:>32}: r = {r['r']:.3f}; mouth opening in silence {r['silence_opening_rel']:.3f} of speech "
                   f"({r['silent_frames']} silent frames)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
+    if args.json:  # strict JSON: a figure with nothing to measure (no silence in a recording) is null, not NaN
+        Path(args.json).write_text(json.dumps(_finite_or_null(res), indent=2, allow_nan=False))
     return 0
+
+
+def _finite_or_null(value):
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 if __name__ == "__main__":
