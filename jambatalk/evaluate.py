@@ -123,10 +123,11 @@ OFFSET_SHARE_MAX = 0.05
 def template_offset(gt: np.ndarray, template: np.ndarray) -> float:
     """How far a sequence (T, V, 3) lies from its template (V, 3): the median vertex distance between the mean
     frame and the template, as a share of the template's bounding-box diagonal."""
+    from .mesh import extent
+
     template = np.asarray(template, dtype=np.float64).reshape(-1, 3)
     mean = np.asarray(gt, dtype=np.float64).reshape(len(gt), -1, 3).mean(axis=0)
-    size = float(np.linalg.norm(np.ptp(template, axis=0))) or 1.0
-    return float(np.median(np.linalg.norm(mean - template, axis=1))) / size
+    return float(np.median(np.linalg.norm(mean - template, axis=1))) / (extent(template) or 1.0)
 
 
 def _check_pred_folder(pred: Path) -> None:

@@ -152,8 +152,10 @@ def load_template(template, n_vertices: int | None = None) -> tuple[np.ndarray, 
     return check_vertices(template, "template", n_vertices), None
 
 
-def _extent(vertices: np.ndarray) -> float:
-    return float(np.linalg.norm(vertices.max(axis=0) - vertices.min(axis=0)))
+def extent(vertices) -> float:
+    """A mesh's size: its bounding box's diagonal (the head's size that fit and offset checks compare against)."""
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    return float(np.linalg.norm(v.max(axis=0) - v.min(axis=0)))
 
 
 def _triangles(faces) -> np.ndarray:
@@ -199,14 +201,14 @@ def check_template_fits(vertices, faces, model_vertices, model_faces, what: str 
                 raise InputError(f"{what} has the model's {len(v)} vertices but other faces ({shared:.0%} of its "
                                  "edges are the model's): its vertices are in another order, or it is another mesh",
                                  fix_order)
-    ratio = _extent(v) / max(_extent(ref), 1e-12)
+    ratio = extent(v) / max(extent(ref), 1e-12)
     if not 1 / 3 <= ratio <= 3:
         unit = next((f" (in {name}, where the model's is in metres?)" for name, k in (("millimetres", 1000.0),
                      ("centimetres", 100.0)) if 0.5 * k <= ratio <= 2 * k), "")
-        raise InputError(f"{what} is {ratio:.3g} times the size of the model's own ({_extent(v):.3g} against "
-                         f"{_extent(ref):.3g} corner to corner){unit}; the model's offsets would barely move it",
+        raise InputError(f"{what} is {ratio:.3g} times the size of the model's own ({extent(v):.3g} against "
+                         f"{extent(ref):.3g} corner to corner){unit}; the model's offsets would barely move it",
                          "scale the mesh to the model's units (metres for FLAME, VOCASET and the built-in model)")
-    drift = float(np.median(np.linalg.norm((v - v.mean(axis=0)) - (ref - ref.mean(axis=0)), axis=1))) / _extent(ref)
+    drift = float(np.median(np.linalg.norm((v - v.mean(axis=0)) - (ref - ref.mean(axis=0)), axis=1))) / extent(ref)
     if drift > TEMPLATE_DRIFT:
         raise InputError(f"{what}'s vertices lie far from where the model's template has them (median {drift:.0%} "
                          "of the head's size apart, where faces of other people lie within 4%): its vertices are in "

@@ -18,11 +18,10 @@ LIMIT_MB = 25.0
 
 
 def main(argv=None) -> int:
-    import tempfile
-
     import torch
 
     from jambatalk.errors import CheckpointError
+    from jambatalk.fileio import atomic_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="model folder, e.g. runs/default/best")
@@ -37,13 +36,11 @@ def main(argv=None) -> int:
                               f"{', ...' if len(bad) > 3 else ''}), which animate() would refuse",
                               "export a checkpoint saved before the run diverged")
     dst = Path(args.dst)
-    # written beside --dst first: an export that fails a check leaves the model there as it was
-    with tempfile.TemporaryDirectory(prefix=f".{dst.name}-", dir=dst.parent if dst.parent.is_dir() else None) as tmp:
-        size = sum(f.stat().st_size for f in model.save_pretrained(Path(tmp) / "model").iterdir()) / 2**20
-    if size > LIMIT_MB:
-        raise CheckpointError(f"the model takes {size:.1f} MB, over the {LIMIT_MB:.0f} MB limit for the built-in "
-                              f"model; '{dst}' was left as it was", "export a smaller model (e.g. the default preset)")
-    dst = model.save_pretrained(dst)  # atomic: the folder is replaced whole
+    with atomic_dir(dst) as tmp:  # replaces --dst only once the size is checked: a refused export leaves it as it was
+        size = sum(f.stat().st_size for f in model.save_pretrained(tmp).iterdir()) / 2**20
+        if size > LIMIT_MB:
+            raise CheckpointError(f"the model takes {size:.1f} MB, over the {LIMIT_MB:.0f} MB limit for the built-in "
+                                  f"model; '{dst}' was left as it was", "export a smaller model (e.g. the default preset)")
     print(f"wrote {dst} ({size:.1f} MB, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters)")
     return 0
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from ..mesh import check_vertices
+from ..mesh import check_vertices, extent
 
 __all__ = ["Head", "default_head", "derive_weights", "REQUIRED_REGIONS", "WEIGHT_NAMES"]
 
@@ -96,7 +96,7 @@ class Head:
                                  "use regions made for this topology")
         lips = vertices[regions["lips"]]
         spread = float(np.median(np.linalg.norm(lips - lips.mean(axis=0), axis=1)))
-        size = float(np.linalg.norm(np.ptp(vertices, axis=0)))
+        size = extent(vertices)
         if spread > LIPS_SPREAD_MAX * size:
             raise InputError(f"the 'lips' region is scattered over the template: its vertices lie a median "
                              f"{spread / size:.0%} of the head's size from their centre, where a mouth's lie within "
