@@ -402,6 +402,8 @@ class TrainConfig:
     epochs: int = 100
     max_steps: int = 0  # > 0: stop after this many optimizer steps
     batch_size: int = 1
+    # > 0: processes that read, crop and collate the train split's batches ahead of the steps (0: the training
+    # process reads them between steps); the batches are the same with any number
     num_workers: int = 0
     amp: bool = True  # mixed precision on CUDA only
     seed: int = 0

@@ -41,6 +41,17 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+#: streams of derived seeds: an item's crop and augmentation, and a step's dropout (the model's random draws)
+_ITEM_STREAM, _STEP_STREAM = 0, 1
+
+
+def _derived_seed(*parts: int) -> int:
+    """A 63-bit seed of its non-negative integer parts, statistically independent of any other parts' seed:
+    a training item's crop, or a rank's dropout in one step, is a function of the run's seed and where it
+    falls, not of what ran before (any number of loader workers, ranks, or a resumed run draws the same)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0]) >> 1
+
+
 def _rng_state() -> dict:
     """The RNG states, in types that ``torch.load(weights_only=True)`` reads (NumPy's key as a tensor)."""
     name, key, *rest = np.random.get_state()
@@ -207,6 +218,67 @@ def complete_model_config(cfg: ExperimentConfig, spec, root: Path, asr_vocab: in
 # ----------------------------------------------------------------------------- trainer
 
 
+class _ItemOrError(torch.utils.data.Dataset):
+    """A dataset read in loader workers: an item, or the JambaTalkError its read raised, handed back whole
+    (the loader would re-raise it with a traceback for its message, and without its fix)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        from .errors import JambaTalkError
+
+        try:
+            return self.dataset[index]
+        except JambaTalkError as exc:
+            return exc
+
+
+def _collate_or_error(items: list):
+    from .data import collate
+    from .errors import JambaTalkError
+
+    failed = [x for x in items if isinstance(x, JambaTalkError)]
+    return failed[0] if failed else collate(items)
+
+
+class _EpochBatches:
+    """The batch sampler of a loader that lives across epochs: the batches it is handed."""
+
+    def __init__(self):
+        self.batches: list = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _WorkerLoader:
+    """``train.num_workers`` processes that read and collate the train split's batches ahead of the steps. They
+    live until the trainer's run ends (each keeps its audio cache between epochs); each epoch hands them its
+    batches."""
+
+    def __init__(self, dataset, num_workers: int, pin_memory: bool):
+        self.sampler = _EpochBatches()
+        self.loader = torch.utils.data.DataLoader(
+            _ItemOrError(dataset), batch_sampler=self.sampler, collate_fn=_collate_or_error, num_workers=num_workers,
+            pin_memory=pin_memory, persistent_workers=True)
+
+    def epoch(self, batches: list):
+        from .errors import JambaTalkError
+
+        self.sampler.batches = batches
+        for batch in self.loader:
+            if isinstance(batch, JambaTalkError):
+                raise batch
+            yield batch
+
+
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True):
         from .data import SequenceDataset, get_spec
@@ -271,6 +343,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(math.ceil(len(self.train_set) / self.world) / tc.batch_size)
         self.total_steps = tc.max_steps or tc.epochs * self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.loader = None  # the worker processes reading the train split (train.num_workers > 0), made on first use
         self.step = 0
         self.epoch = 0
         self.best = float("inf")
@@ -331,14 +404,27 @@ class Trainer:
         order = (order + order[: n - len(order)])[self.rank::self.world]
         return order
 
+    def _epoch_batches(self, epoch: int, skip: int) -> list[list[tuple[int, int]]]:
+        """This rank's batches of an epoch from its ``skip``-th on, each a list of (item index, item seed): the
+        seed (of the run's seed, the epoch and the item's place in the whole epoch's order) draws its crop and
+        augmentation, so that every loader worker reads the same item, and a resumed run the same batches."""
+        order = self._epoch_order(epoch)
+        seed, bs = self.cfg.train.seed, self.cfg.train.batch_size
+        items = [(j, _derived_seed(seed, _ITEM_STREAM, epoch, self.rank + p * self.world))
+                 for p, j in enumerate(order)]
+        return [items[i: i + bs] for i in range(skip * bs, len(items), bs)]
+
     def _batches(self, epoch: int, skip: int):
         from .data import collate
 
-        order = self._epoch_order(epoch)
-        bs = self.cfg.train.batch_size
-        for i in range(skip * bs, len(order), bs):
-            # random crops draw from the torch RNG, whose state checkpoints save and restore
-            yield collate([self.train_set[j] for j in order[i: i + bs]])
+        batches = self._epoch_batches(epoch, skip)
+        if not self.cfg.train.num_workers:
+            for batch in batches:
+                yield collate([self.train_set[x] for x in batch])
+            return
+        if self.loader is None:
+            self.loader = _WorkerLoader(self.train_set, self.cfg.train.num_workers, self.device.type == "cuda")
+        yield from self.loader.epoch(batches)
 
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -360,6 +446,8 @@ class Trainer:
             return compute_losses(out, batch, self.cfg.loss, self.cfg.model, self.teacher)
 
     def train_step(self, batch: dict) -> dict[str, float]:
+        # this step's dropout on this rank (replicas with the same masks drop the same units of different data)
+        torch.manual_seed(_derived_seed(self.cfg.train.seed, _STEP_STREAM, self.step, self.rank))
         self.net.train()
         losses = self._forward(self._to_device(batch), train=True)
         self.optimizer.zero_grad(set_to_none=True)
@@ -494,28 +582,31 @@ class Trainer:
         tc = self.cfg.train
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress, desc="train",
                    dynamic_ncols=True)
-        while self.step < self.total_steps:
-            done_in_epoch = self.step - self.epoch * self.steps_per_epoch
-            for batch in self._batches(self.epoch, done_in_epoch):
-                losses = self.train_step(batch)
-                if not math.isfinite(losses["total"]):  # the weights are poisoned from here on: stop, keep the saves
-                    bar.close()
-                    saved = [n for n in ("last", "best") if (self.out / n).is_dir()]
-                    raise TrainingError(
-                        f"training diverged at step {self.step}: the loss is {losses['total']} "
-                        f"({', '.join(f'{k} {v:.4g}' for k, v in sorted(losses.items()) if k != 'total')}); "
-                        + (f"the checkpoints saved before it ({' and '.join(f'{n}/' for n in saved)}) in "
-                           f"'{self.out}' are kept" if saved else "no checkpoint had been saved"),
-                        "lower train.lr (or raise train.warmup_steps), or check the data for broken sequences")
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses['total']:.4g}", epoch=self.epoch)
-                if self.step % tc.log_every == 0 or self.step == 1:
-                    self._log("train", losses)
-                if self.step >= self.total_steps:
-                    break
-            if self.step - self.epoch * self.steps_per_epoch >= self.steps_per_epoch:
-                self.epoch += 1
-                self._end_of_epoch()
+        try:
+            while self.step < self.total_steps:
+                done_in_epoch = self.step - self.epoch * self.steps_per_epoch
+                for batch in self._batches(self.epoch, done_in_epoch):
+                    losses = self.train_step(batch)
+                    if not math.isfinite(losses["total"]):  # the weights are poisoned from here on: stop, keep the saves
+                        bar.close()
+                        saved = [n for n in ("last", "best") if (self.out / n).is_dir()]
+                        raise TrainingError(
+                            f"training diverged at step {self.step}: the loss is {losses['total']} "
+                            f"({', '.join(f'{k} {v:.4g}' for k, v in sorted(losses.items()) if k != 'total')}); "
+                            + (f"the checkpoints saved before it ({' and '.join(f'{n}/' for n in saved)}) in "
+                               f"'{self.out}' are kept" if saved else "no checkpoint had been saved"),
+                            "lower train.lr (or raise train.warmup_steps), or check the data for broken sequences")
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses['total']:.4g}", epoch=self.epoch)
+                    if self.step % tc.log_every == 0 or self.step == 1:
+                        self._log("train", losses)
+                    if self.step >= self.total_steps:
+                        break
+                if self.step - self.epoch * self.steps_per_epoch >= self.steps_per_epoch:
+                    self.epoch += 1
+                    self._end_of_epoch()
+        finally:
+            self.loader = None  # its worker processes end with it
         bar.close()
         self._save("last")
         if self.rank == 0 and not (self.out / "best").exists():

@@ -197,3 +197,17 @@ def test_training_augmentation_changes_the_audio_only_and_follows_the_torch_seed
     assert not np.allclose(a["audio"], c["audio"])
     np.testing.assert_array_equal(a["vertices"], ref["vertices"])
     assert a["phonemes"] == ref["phonemes"]
+
+
+def test_an_item_read_with_a_seed_draws_its_crop_and_augmentation_from_that_seed_alone(root):
+    """(index, seed) reads: the same item in any process and whatever the torch RNG has drawn (loader workers)."""
+    ds = SequenceDataset(SPEC, root, "train", max_seconds=0.2, augment=True)
+    torch.manual_seed(0)
+    a = ds[(2, 11)]
+    torch.rand(100)
+    b = ds[(2, 11)]
+    np.testing.assert_array_equal(a["vertices"], b["vertices"])
+    np.testing.assert_array_equal(a["audio"], b["audio"])
+    others = [ds[(2, seed)] for seed in range(12, 20)]
+    assert len({int(o["vertices"][0, 0, 0]) for o in others + [a]}) > 3  # other windows
+    assert not any(np.array_equal(o["audio"], a["audio"]) for o in others)

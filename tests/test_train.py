@@ -66,6 +66,81 @@ def test_resume_gives_the_same_losses_and_weights(corpus, tmp_path):
     assert state["step"] == 6
 
 
+def test_loader_workers_read_the_same_batches_and_a_run_resumes_with_another_number(corpus, tmp_path):
+    """train.num_workers > 0 reads the train split in worker processes (it was accepted and ignored): their crops and
+    augmented audio are the in-process reads', so a run made with two workers and resumed with none ends on the
+    weights and losses of a run made in one go."""
+    extra = ("data.augment=true", "model.decoder.dropout=0.1")
+    full = Trainer(_cfg(corpus, "train.max_steps=6", *extra), tmp_path / "full", progress=False)
+    full.fit()
+    part = Trainer(_cfg(corpus, "train.max_steps=3", "train.num_workers=2", *extra), tmp_path / "part",
+                   progress=False)
+    first = next(part._batches(0, 0))
+    reads = part.loader.loader._iterator._workers  # the worker processes that read it
+    assert len({w.pid for w in reads}) == 2 and os.getpid() not in {w.pid for w in reads}
+    want = full._epoch_batches(0, 0)[0]
+    from jambatalk.data import collate
+    in_process = collate([full.train_set[x] for x in want])
+    assert first["names"] == in_process["names"]
+    for key in ("audio", "vertices", "frame_mask"):
+        torch.testing.assert_close(first[key], in_process[key], rtol=0, atol=0, msg=key)
+    part.fit()
+    assert part.loader is None and not any(w.is_alive() for w in reads)  # the workers end with the run
+    resumed = Trainer(_cfg(corpus, "train.max_steps=6", *extra), tmp_path / "part", resume=True, progress=False)
+    resumed.fit()
+    a, b = _weights(tmp_path / "full" / "last"), _weights(tmp_path / "part" / "last")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert full.history["train/total"] == part.history["train/total"] + resumed.history["train/total"][3:]
+
+
+def test_each_epoch_crops_anew_and_ranks_share_the_single_process_items_but_not_dropout(corpus, tmp_path):
+    """An item's crop and augmentation follow the run's seed, the epoch and the item's place in the epoch's whole
+    order: every epoch draws new windows, and two ranks read exactly the items of a one-process run between them.
+    Dropout follows the step and the rank: replicas drew the same masks (every rank seeded alike)."""
+    cfg = _cfg(corpus, "train.max_steps=2", "model.decoder.dropout=0.3")
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    one = [x for b in tr._epoch_batches(0, 0) for x in b]
+    assert len({s for _, s in one}) == len(one)
+    later = dict(x for b in tr._epoch_batches(1, 0) for x in b)
+    assert all(later[j] != s for j, s in one)  # a new window every epoch
+    items = {}
+    for rank in (0, 1):
+        tr.rank, tr.world = rank, 2
+        items[rank] = [x for b in tr._epoch_batches(0, 0) for x in b]
+    interleaved = [x for pair in zip(items[0], items[1]) for x in pair]
+    assert interleaved[: len(one)] == one
+    tr.rank, tr.world = 0, 1
+
+    from jambatalk.data import collate
+
+    batch = collate([tr.train_set[(0, 1)]])
+    state = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    losses = []
+    for rank in (0, 1, 0):  # step 1 from the same weights on rank 0, rank 1 and rank 0 again
+        tr.model.load_state_dict(state)
+        tr.step, tr.rank = 0, rank
+        losses.append(tr.train_step(batch)["total"])
+    assert losses[0] == losses[2]  # a step's dropout is the same on the same rank
+    assert losses[0] != losses[1]  # and another on another rank
+
+
+def test_a_dataset_error_in_a_loader_worker_is_raised_with_its_fix(corpus, tmp_path):
+    root = tmp_path / "corpus"
+    shutil.copytree(corpus, root)
+    name = json.loads((root / "splits.json").read_text())["train"][-1]  # not the first: the trainer reads it
+    path = root / "vertices_npy" / f"{name}.npy"
+    arr = np.load(path)
+    arr[2, 0] = np.nan
+    np.save(path, arr)
+    tr = Trainer(_cfg(root, "train.max_steps=50", "train.num_workers=2", "train.val_every=0"), tmp_path / "run",
+                 progress=False)
+    with pytest.raises(DatasetError) as info:
+        tr.fit()
+    assert "non-finite vertex coordinates" in info.value.problem and name in info.value.problem
+    assert "Traceback" not in str(info.value) and "preprocessing" in info.value.fix
+
+
 @pytest.mark.parametrize("case", ["changed_config", "truncated_weights", "truncated_state"])
 def test_resume_from_a_changed_config_or_a_damaged_checkpoint_is_a_checkpoint_error(case, corpus, tmp_path):
     from jambatalk.errors import CheckpointError

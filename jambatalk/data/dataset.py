@@ -76,6 +76,10 @@ class SequenceDataset(torch.utils.data.Dataset):
         augment: pass every read's audio through a new random room, microphone and noise
             (:func:`jambatalk.synth.augment.random_training_augmentation`, seeded from the torch RNG
             like the crops, so a seeded run is repeatable); for training splits only.
+
+    An item is read by its index, or by ``(index, seed)``: the crop and the augmentation then draw
+    from a generator of that seed instead of the torch RNG, so that the item is the same in whichever
+    process reads it (the trainer's loader workers).
     """
 
     def __init__(self, spec: Union[str, DatasetSpec], root: str | os.PathLike, split: str, *,
@@ -151,9 +155,13 @@ class SequenceDataset(torch.utils.data.Dataset):
             self._finite.add(name)
         return arr
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: Union[int, tuple[int, int]]) -> dict:
         from ..audio import SAMPLE_RATE
 
+        generator = None
+        if isinstance(index, tuple):
+            index, seed = index
+            generator = torch.Generator().manual_seed(int(seed))
         name = self.names[index]
         subject = split_name(name)[0]
         template = self.templates[subject]
@@ -173,7 +181,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         if self.max_seconds > 0:
             window = max(1, int(self.max_seconds * fps + 1e-6))
             if n_frames > window:
-                start = int(torch.randint(0, n_frames - window + 1, (1,)).item())
+                start = int(torch.randint(0, n_frames - window + 1, (1,), generator=generator).item())
                 n_frames = window
         vertices = np.array(raw[start:start + n_frames], dtype=np.float32).reshape(n_frames, n_vertices, 3)
         if start or n_frames < raw.shape[0]:
@@ -188,7 +196,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         if self.augment:
             from ..synth.augment import augment, random_training_augmentation
 
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator).item()))
             audio = augment(audio, SAMPLE_RATE, random_training_augmentation(rng))
         item = {
             "name": name,
