@@ -56,6 +56,20 @@ class NotAvailableError(JambaTalkError):
     """A capability that this version of jambatalk does not provide yet."""
 
 
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by the function calling this name the first caller outside
+    jambatalk and torch (a decorator such as ``torch.no_grad`` adds frames that fixed levels miscount)."""
+    import os
+    import sys
+
+    skip = tuple(os.path.dirname(m.__file__) + os.sep for m in (sys.modules[__package__], sys.modules.get("torch"))
+                 if m is not None and getattr(m, "__file__", None))
+    frame, level = sys._getframe(1), 1  # the caller of warnings.warn: stacklevel 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(skip):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def require(module: str, extra: str | None = None, purpose: str | None = None):
     """Import an optional module at the point of use, or raise a clear error naming the fix."""
     import importlib

@@ -162,15 +162,18 @@ class QuietSpeechCheck:
         self.lost += float(np.clip(heard - gains[: len(heard)], 0, None).sum())
         self.frames += len(heard)
 
-    def warn(self, stacklevel: int = 2) -> None:
+    def warn(self) -> None:
+        """Warn, naming the first caller outside jambatalk, where the floor closed the mouth on a tenth of the frames."""
         import warnings
+
+        from .errors import outside_stacklevel
 
         share = self.lost / max(self.frames, 1)
         if share > self.SHARE:
             warnings.warn(f"the speech is quiet (its loudest frame is at {self._heard.loudest_db:.0f} dBFS): the "
                           f"silence gate took frames under {self.floor_db:g} dBFS for pauses and closed the mouth in "
                           f"{share:.0%} of the animation; raise the recording's level, or turn the gate off "
-                          "(silence_gate=False, --silence-gate off)", stacklevel=stacklevel + 1)
+                          "(silence_gate=False, --silence-gate off)", stacklevel=outside_stacklevel())
 
 
 def silence_gains(audio: np.ndarray, fps: float, n_frames: int, cfg: Optional[SilenceGateConfig] = None,

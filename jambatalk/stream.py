@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import SAMPLE_RATE, is_real_number
+from .audio import SAMPLE_RATE, is_real_number, to_mono_float
 from .errors import ConfigError, InputError
 from .model.audio_encoder import frames_for_samples
 
@@ -40,19 +40,27 @@ __all__ = ["Stream"]
 
 
 def _samples(samples, what: str) -> np.ndarray:
-    """Audio given to ``what`` (an array or tensor of 16 kHz mono samples) as float32; an InputError for a file
-    name, text, something that holds no numbers, or NaN / infinite samples."""
-    if isinstance(samples, (str, bytes, os.PathLike)):
-        raise InputError(f"{what} takes audio samples (an array of 16 kHz mono floats), not a file name or text "
-                         f"({samples!r})", "read a file with jambatalk.load_audio(path) and pass the array it returns")
+    """Audio given to ``what`` (a 1-D array or tensor of 16 kHz mono samples) as float32, integer PCM scaled into
+    [-1, 1] by its type's range as :func:`jambatalk.load_audio` scales it; an InputError for a file name, text,
+    None, something that holds no numbers (bool and complex too), more than one channel, or NaN / infinite samples."""
+    if isinstance(samples, (str, bytes, os.PathLike)) or samples is None:
+        raise InputError(f"{what} takes audio samples (an array of 16 kHz mono floats), not "
+                         f"{'a file name or text' if samples is not None else 'None'} ({samples!r})",
+                         "read a file with jambatalk.load_audio(path) and pass the array it returns")
     if torch.is_tensor(samples):
         samples = samples.detach().cpu()
         samples = samples.float() if samples.is_floating_point() else samples  # numpy has no bfloat16
     try:
-        x = np.asarray(samples, dtype=np.float32)
+        x = np.asarray(samples)
+        if x.dtype.kind not in "iuf":
+            raise TypeError(f"dtype {x.dtype}")
     except (TypeError, ValueError) as exc:
         raise InputError(f"{what} takes audio samples (an array of 16 kHz mono floats), not "
                          f"{type(samples).__name__} ({exc})", "pass a 1-D float array") from None
+    if x.ndim != 1:
+        raise InputError(f"{what} takes a 1-D array of 16 kHz mono samples, got shape {x.shape}",
+                         "pass one channel, e.g. samples.mean(axis=1) for stereo")
+    x = to_mono_float(x, f"the audio given to {what}") if x.dtype.kind in "iu" else x.astype(np.float32, copy=False)
     if x.size and not np.all(np.isfinite(x)):
         raise InputError(f"the audio given to {what} contains NaN or infinite samples", "clean the input signal")
     return x
@@ -265,9 +273,6 @@ class Stream:
         if self._closed:
             raise InputError("this stream was flushed", "call reset() to start a new utterance")
         x = _samples(samples, "Stream.push")
-        if x.ndim != 1:
-            raise InputError(f"Stream.push takes a 1-D array of 16 kHz mono samples, got shape {x.shape}",
-                             "pass one channel, e.g. samples.mean(axis=1) for stereo")
         if x.size:
             if self.gate is not None:
                 self.gate.push(x)
@@ -286,7 +291,7 @@ class Stream:
         out = self._advance(final=True)
         self._closed = True
         if self._quiet is not None:
-            self._quiet.warn(stacklevel=3)  # over the whole utterance, as animate() does
+            self._quiet.warn()  # over the whole utterance, as animate() does
         return out
 
     def _prefix(self, arr: np.ndarray, index: int) -> float:
@@ -357,7 +362,7 @@ class Stream:
     def offline(self, audio) -> np.ndarray:
         """What pushing ``audio`` (16 kHz mono) in any chunks and flushing returns, computed in one pass
         (the whole decoder at once); (T, V, 3). Does not touch the stream's state."""
-        x = _samples(audio, "Stream.offline").reshape(-1)
+        x = _samples(audio, "Stream.offline")
         N = len(x)
         enc = self.model.audio_encoder
         csum = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])

@@ -141,8 +141,14 @@ def test_quiet_speech_that_the_floor_silences_is_warned_about():
         model.predict(loud)
     quiet = np.concatenate([_noise(0.6, -45.0, 1), _noise(0.8, -62.0, 3), _noise(0.6, -45.0, 5)])
     with pytest.warns(UserWarning, match=r"the speech is quiet \(its loudest frame is at -4\d dBFS\).*closed the "
-                      r"mouth in (3\d|4\d)% of the animation.*silence_gate=False"):
+                      r"mouth in (3\d|4\d)% of the animation.*silence_gate=False") as caught:
         gated = model.predict(quiet)
+    assert caught[0].filename == __file__  # the caller's line, not torch's no_grad wrapper
+    with pytest.warns(UserWarning, match="the speech is quiet") as caught:
+        import jambatalk
+
+        jambatalk.animate(quiet, model=model, sample_rate=16000)
+    assert caught[0].filename == __file__
     tpl = model.template.numpy()
     still = np.abs(gated - tpl).reshape(len(gated), -1).max(axis=1) == 0
     assert 0.25 < still.mean() < 0.5  # the -62 dBFS middle, speech to the level rule, rests
@@ -170,6 +176,9 @@ def test_a_stream_of_quiet_speech_is_warned_about_at_its_flush():
                 model.predict(quiet)
             assert str(one_pass[0].message) == messages[0]  # the same share as in one pass
             assert caught[0].filename == __file__  # blames the caller's line
+            with pytest.warns(UserWarning) as offline:
+                stream.offline(quiet)
+            assert offline[0].filename == __file__
 
 
 def test_gated_stream_equals_its_one_pass_and_states_its_latency():

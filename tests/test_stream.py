@@ -115,6 +115,32 @@ def test_bad_pushes_are_refused():
         stream.push(np.zeros(10, np.float32))
 
 
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((800, 2), np.float32), "1-D.*shape \\(800, 2\\)"),  # stereo: offline read it as one signal twice as long
+    (np.zeros((2, 800), np.float32), "1-D"),
+    (np.zeros(800, bool), "dtype bool"),
+    (np.zeros(800, np.complex64), "dtype complex64"),
+    (None, "not None"),
+])
+def test_push_and_offline_refuse_what_is_not_one_channel_of_samples(bad, match):
+    stream = Stream(_model(), lookahead=0.1)
+    for take in (stream.push, stream.offline):
+        with pytest.raises(InputError, match=match):
+            take(bad)
+
+
+@pytest.mark.filterwarnings("ignore:the speech is quiet")
+def test_integer_pcm_is_scaled_into_the_float_range_as_load_audio_scales_it():
+    """int16 chunks were taken unscaled (+-32768), so the gate's -60 dBFS floor and the decoder saw other audio."""
+    stream = Stream(_model(), lookahead=0.1, silence_gate=True)
+    audio = _speechlike(1.5, 3) * 0.003  # quiet speech, under the gate's -60 dBFS floor: a still face
+    pcm = np.round(audio * 32767).astype(np.int16)
+    want = stream.offline(pcm.astype(np.float32) / 32768)
+    np.testing.assert_allclose(stream.offline(pcm), want, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(_push_all(stream, pcm, [700]), want, rtol=0, atol=1e-5)
+    assert np.abs(want - want[:1]).max() == 0
+
+
 def test_cli_animate_stream_reports_latency_and_matches_offline(tmp_path, capsys):
     import soundfile as sf
 

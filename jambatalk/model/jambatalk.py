@@ -291,7 +291,7 @@ class JambaTalk(nn.Module):
         check = QuietSpeechCheck(cfg, self.cfg.fps, sr)
         check.push(audio)
         check.add(gains, final=True, n_frames=n_frames)
-        check.warn(stacklevel=3)
+        check.warn()
         return gains
 
     @torch.no_grad()
