@@ -41,7 +41,14 @@ def resample_frames(vertices: np.ndarray, src_fps: float, dst_fps: float,
     i0 = np.clip(np.floor(t).astype(int), 0, len(vertices) - 1)
     i1 = np.clip(i0 + 1, 0, len(vertices) - 1)
     w = (t - i0)[:, None, None].astype(np.float32)
-    return ((1 - w) * vertices[i0] + w * vertices[i1]).astype(np.float32)
+    out = np.empty((n, *np.shape(vertices)[1:]), dtype=np.float32)
+    # in blocks of about 4 M coordinates: each term is as large as its block, not as the whole output (10 min at
+    # 60 fps of a FLAME head is 1.2 GB, and five such arrays were made)
+    step = max(1, (1 << 22) // max(1, int(np.prod(np.shape(vertices)[1:]))))
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        out[a:b] = (1 - w[a:b]) * vertices[i0[a:b]] + w[a:b] * vertices[i1[a:b]]
+    return out
 
 
 @dataclass

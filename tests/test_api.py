@@ -68,6 +68,14 @@ def test_fps_resampling(model_dir, wav):
     seq = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32)
     up = resample_frames(seq, 10, 20)
     assert len(up) == 20 and up[1, 0, 0] == pytest.approx(0.5)
+    # large meshes are interpolated a few frames at a time (into the output): each frame, blocks' edges included,
+    # lies between its two neighbours at its own instant
+    big = np.random.default_rng(1).standard_normal((7, 700_000, 3), dtype=np.float32)
+    down = resample_frames(big, 30, 25)
+    t = np.arange(len(down)) * 30 / 25
+    lo = np.floor(t).astype(int)
+    w = (t - lo).astype(np.float32)[:, None, None]
+    np.testing.assert_array_equal(down, (1 - w) * big[lo] + w * big[np.minimum(lo + 1, 6)])
     # every whole frame the speech holds: 1.03 s at 60 fps is 61 frames, though 30 whole frames at 30 fps span 1.0 s
     speech = np.random.default_rng(0).normal(scale=0.1, size=16480).astype(np.float32)
     for fps, n in ((60, 61), (25, 25), (24, 24), (50, 51)):
