@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -95,8 +96,11 @@ def check_not_input(output: str | os.PathLike, *inputs) -> None:
 def _output_error(exc: OSError, path: Path, tmp: Path) -> InputError | None:
     """An InputError naming ``path`` for an OSError about writing its temporary ``tmp`` (a file or a folder:
     anything in it), or ``path`` itself; None for any other OSError."""
-    if exc.filename is None:
-        return None
+    if exc.filename is None:  # numpy's and ffmpeg pipes' errors name no file: only a full disk is the output's
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return None
+        return InputError(f"cannot write '{path}': {exc.strerror or exc}",
+                          "free space on that disk, or choose an output path on another disk")
     named = Path(os.fsdecode(exc.filename))
     if named not in (tmp, path) and tmp not in named.parents:
         return None

@@ -223,3 +223,23 @@ def test_sigterm_ends_a_forked_worker_as_without_the_handler(monkeypatch):
     monkeypatch.setattr(cli, "_handler", lambda name: command)
     assert cli.main(["synth", "--dst", "unused"]) == 0
     assert codes == [-signal.SIGTERM]
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_full_disk_named_by_no_file_is_the_outputs_error(tmp_path, kind):
+    """numpy's writes raise ENOSPC without a file name: it passed through as an OSError ('internal error' from the
+    command line); another nameless OSError still passes through."""
+    import errno
+
+    from jambatalk.fileio import atomic_dir, atomic_path
+
+    out = tmp_path / ("x.npy" if kind == "file" else "frames")
+    writer = atomic_path if kind == "file" else atomic_dir
+    with pytest.raises(InputError, match=r"cannot write '.*(x.npy|frames)': No space left on device; free space"):
+        with writer(out):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OSError, match="Interrupted") as info:
+        with writer(out):
+            raise OSError(errno.EINTR, "Interrupted system call")
+    assert not isinstance(info.value, InputError)
+    assert list(tmp_path.iterdir()) == []

@@ -133,6 +133,55 @@ def test_bad_input_leaves_no_file(tmp_path, mesh, case, match):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_video_named_other_than_mp4_is_refused(tmp_path, mesh):
+    """render_video wrote MP4 data under any name (x.avi, a name without extension)."""
+    vertices, faces = mesh
+    for name in ("x.avi", "noext"):
+        with pytest.raises(InputError, match=f"cannot write a video as .*{name}.*written as .mp4 files"):
+            render_video(tmp_path / name, _motion(vertices, 2), faces, fps=30, size=32, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    render_video(tmp_path / "UPPER.MP4", _motion(vertices, 2), faces, fps=30, size=32, progress=False)
+
+
+def _fake_ffmpeg(tmp_path, monkeypatch, said: str, status: int):
+    """An ffmpeg that reads nothing, says ``said`` and exits with ``status`` (a full disk, a crash)."""
+    import imageio_ffmpeg
+
+    exe = tmp_path / "fake-ffmpeg"
+    exe.write_text(f"#!/bin/sh\necho 'first line of the log' >&2\necho '{said}' >&2\nexit {status}\n")
+    exe.chmod(0o755)
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(exe))
+
+
+@pytest.mark.parametrize("said, status, error, match", [
+    ("Error writing trailer: No space left on device", 228, InputError,
+     r"cannot write the video '.*out.mp4': the disk is full \(ffmpeg: .*No space left on device\); free space"),
+    ("Conversion failed!", 1, None, r"ffmpeg failed \(exit status 1\) while encoding the video '.*out.mp4' "
+     r"\(first line of the log / Conversion failed!\); run it again.*-version"),
+])
+def test_ffmpeg_failing_is_an_error_that_names_the_video_and_the_fix(tmp_path, mesh, monkeypatch, capsys, said,
+                                                                      status, error, match):
+    """ffmpeg's failures (a full disk, a crash) were RuntimeErrors carrying its whole log: 'internal error' from
+    the command line, exit 1. They keep an existing video and leave no temporary file."""
+    from jambatalk.errors import JambaTalkError
+
+    vertices, faces = mesh
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    out = folder / "out.mp4"
+    out.write_bytes(b"an earlier video")
+    _fake_ffmpeg(tmp_path, monkeypatch, said, status)
+    with pytest.raises(error or JambaTalkError, match=match):
+        render_video(out, _motion(vertices, 40), faces, fps=30, size=32, progress=False)
+    template = _write_template(tmp_path / "template.ply", vertices, faces)
+    np.save(tmp_path / "seq.npy", _motion(vertices, 40))
+    assert main(["render", str(tmp_path / "seq.npy"), "--template", str(template), "--out", str(out),
+                 "--size", "32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "internal error" not in err and "out.mp4" in err
+    assert out.read_bytes() == b"an earlier video" and sorted(folder.iterdir()) == [out]
+
+
 def test_missing_output_folder_is_refused(tmp_path, mesh):
     vertices, faces = mesh
     with pytest.raises(InputError, match="does not exist"):

@@ -8,6 +8,7 @@ Files appear whole or not at all (:func:`jambatalk.fileio.atomic_path`).
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import subprocess
@@ -21,7 +22,7 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 
 from ..audio import SAMPLE_RATE, load_audio
-from ..errors import InputError
+from ..errors import InputError, JambaTalkError
 from ..fileio import atomic_path, check_output_path
 from .camera import Camera
 from .colors import error_colors
@@ -77,9 +78,11 @@ class FFmpegWriter:
     """
 
     def __init__(self, path: Union[str, os.PathLike], width: int, height: int, fps: float,
-                 audio_path: Optional[str] = None, *, crf: int = 18, preset: str = "veryfast", buffers: int = 3):
+                 audio_path: Optional[str] = None, *, crf: int = 18, preset: str = "veryfast", buffers: int = 3,
+                 name: Union[str, os.PathLike, None] = None):
         import imageio_ffmpeg
 
+        self.name = Path(name if name is not None else path)  # the video that errors name (path: its temporary)
         if width % 2 or height % 2:
             raise InputError(f"video size {width}x{height} has an odd side", "H.264 (yuv420p) needs even sizes")
         rate = Fraction(fps).limit_denominator(1001)
@@ -130,9 +133,25 @@ class FFmpegWriter:
         self._log.seek(0)
         return self._log.read().decode(errors="replace").strip()
 
+    def _failure(self, status: str) -> JambaTalkError:
+        """The error for ffmpeg's failure (``status``: how it ended): its log's last lines (the log of a failed
+        encoder repeats the error around the writer's), and, where the disk is full, that fix."""
+        log = self._ffmpeg_log()
+        lines = [line.strip() for line in log.splitlines() if line.strip()]
+        said = " / ".join(lines[-2:])[-300:] or f"{type(self.error).__name__}: {self.error}"
+        full = "No space left on device" in log or getattr(self.error, "errno", None) == errno.ENOSPC
+        if full:
+            return InputError(f"cannot write the video '{self.name}': the disk is full (ffmpeg: {said})",
+                              "free space on that disk, or choose an output path on another disk")
+        return JambaTalkError(f"ffmpeg {status} while encoding the video '{self.name}' ({said})",
+                              "run it again; if it fails again, check that imageio-ffmpeg's ffmpeg runs: "
+                              "python -c \"import imageio_ffmpeg as f, subprocess; "
+                              "subprocess.run([f.get_ffmpeg_exe(), '-version'])\"")
+
     def _fail(self):
         self.abort()
-        raise RuntimeError(f"ffmpeg failed while encoding the video: {self._ffmpeg_log() or self.error}")
+        code = self.proc.returncode  # ffmpeg's own exit status, or the signal that abort() sent (< 0)
+        raise self._failure(f"failed (exit status {code})" if code and code > 0 else "stopped")
 
     def close(self) -> None:
         """Flush the queued frames and wait for ffmpeg to finish the file."""
@@ -144,9 +163,9 @@ class FFmpegWriter:
             self.error = self.error or exc
         code = self.proc.wait()
         if code != 0 or self.error is not None:
-            log = self._ffmpeg_log()
+            error = self._failure(f"failed (exit status {code})" if code else "stopped taking frames")
             self._log.close()
-            raise RuntimeError(f"ffmpeg failed (exit status {code}): {log or self.error}")
+            raise error
         self._log.close()
 
     def abort(self) -> None:
@@ -172,12 +191,15 @@ def _encode(path, n_frames: int, size: tuple[int, int], fps: float, audio: Optio
     from tqdm.auto import tqdm
 
     path = check_output_path(path)
+    if path.suffix.lower() != ".mp4":  # the file is an MP4 whatever its name says
+        raise InputError(f"cannot write a video as '{path}': videos are written as .mp4 files",
+                         f"name it {path.with_suffix('.mp4').name}")
     with tempfile.TemporaryDirectory(prefix="jambatalk-video-") as scratch, atomic_path(path, suffix=".mp4") as tmp:
         audio_path = None
         if audio is not None:
             audio_path = os.path.join(scratch, "audio.wav")
             sf.write(audio_path, audio, SAMPLE_RATE, subtype="FLOAT")
-        writer = FFmpegWriter(tmp, size[0], size[1], fps, audio_path, crf=crf)
+        writer = FFmpegWriter(tmp, size[0], size[1], fps, audio_path, crf=crf, name=path)
         try:
             with tqdm(total=n_frames, unit="frame", desc=f"rendering {path.name}", disable=not progress) as bar:
                 for i in range(n_frames):
