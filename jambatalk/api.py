@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -427,7 +428,7 @@ def cli_animate(args) -> int:
                                    device=args.device)
     else:
         anim = animate(args.audio, args.template, args.checkpoint, silence_gate=gate, device=args.device)
-    anim.save(out, mesh_format=args.mesh_format or "obj")
+    anim.save(out, mesh_format=args.mesh_format or "obj", progress=sys.stderr.isatty())  # no bars in logs
     if report:
         print(report)
     print(f"wrote {out} ({len(anim)} frames at {anim.fps:g} fps, {anim.duration:.2f} s)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 __all__ = ["cli_demo"]
@@ -12,10 +13,12 @@ def cli_demo(args) -> int:
     from .audio import SAMPLE_RATE
     from .errors import InputError
     from .fileio import check_not_input, check_output_path
+    from .render.renderer import image_size
 
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
-        raise InputError(f"the demo writes a video, not '{out.suffix}'", "pass --out NAME.mp4")
+        raise InputError(f"the demo writes a video, and --out '{out}' is not an .mp4 file", "pass --out NAME.mp4")
+    image_size(args.size)  # before the speech is made and animated
     check_output_path(out, file=True)
     check_not_input(out, args.audio)
     if args.audio and args.text is not None:
@@ -37,6 +40,6 @@ def cli_demo(args) -> int:
                              "ms of sound)", "pass a sentence with words")
         sample_rate, source = SAMPLE_RATE, f"espeak-ng: \"{text}\""
     anim = animate(audio, sample_rate=sample_rate)
-    anim.save(Path(out), size=args.size)
+    anim.save(Path(out), size=args.size, progress=sys.stderr.isatty())  # no progress bars in logs
     print(f"wrote {out}: {len(anim)} frames at {anim.fps:g} fps ({anim.duration:.1f} s) from {source}")
     return 0

@@ -215,6 +215,33 @@ def test_demo_refuses_empty_or_competing_speech(tmp_path, capsys, argv, message)
     assert not list(tmp_path.iterdir())
 
 
+def test_demo_refuses_a_bad_size_or_name_before_it_makes_speech(tmp_path, capsys, monkeypatch):
+    """--size 0 was refused after the speech was synthesised and animated; --out without an extension said 'not
+    ""'."""
+    import jambatalk.synth
+
+    def speak(*args, **kwargs):
+        raise AssertionError("the speech was made before the arguments were checked")
+
+    monkeypatch.setattr(jambatalk.synth, "speak", speak)
+    assert main(["demo", "--out", str(tmp_path / "demo.mp4"), "--size", "0"]) == 2
+    assert "image size 0x0 is outside" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path / "demo_noext")]) == 2
+    assert f"--out '{tmp_path / 'demo_noext'}' is not an .mp4 file; pass --out NAME.mp4" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_render_names_one_mesh_given_as_a_sequence(tmp_path, capsys):
+    v, f = grid_mesh()
+    save_mesh(tmp_path / "grid.ply", v, f)
+    np.save(tmp_path / "one.npy", v.astype(np.float32))
+    assert main(["render", str(tmp_path / "one.npy"), "--template", str(tmp_path / "grid.ply"),
+                 "--out", str(tmp_path / "one.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert f"holds one mesh of shape ({len(v)}, 3), which reads as {len(v)} frames of one vertex" in err
+    assert f"one frame alone as shape (1, {len(v)}, 3)" in err
+
+
 @pytest.mark.skipif(not espeak.available(), reason="libespeak-ng is not installed")
 def test_demo_says_a_sentence_without_words_synthesised_to_almost_nothing(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo.mp4"), "--text", "..."]) == 2

@@ -83,13 +83,14 @@ def test_real_speech_opens_the_mouth_with_energy_and_closes_it_in_silence(model,
         assert checks["silence_opening_rel"] <= 0.1
 
 
-def test_demo_writes_an_mp4_with_audio(tmp_path):
+def test_demo_writes_an_mp4_with_audio(tmp_path, capfd):
     _espeak_or_skip()
     av = pytest.importorskip("av")
     from jambatalk.cli import main
 
     out = tmp_path / "demo.mp4"
     assert main(["demo", "--out", str(out), "--size", "128", "--text", "Papa made a movie."]) == 0
+    assert "rendering" not in capfd.readouterr().err  # no progress bars where stderr is not a terminal (a log)
     with av.open(str(out)) as f:
         assert f.streams.video and f.streams.audio, "no audio stream"
         frames = sum(1 for _ in f.decode(video=0))

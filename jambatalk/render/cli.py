@@ -88,6 +88,10 @@ def cli_render(args) -> int:
             faces = stored_faces
         if faces is None:
             raise InputError(f"template '{args.template}' has no faces", "pass a mesh file (.ply/.obj) with triangles")
+        if len(template) != seq.shape[1] and np.shape(raw) == (len(template), 3):
+            raise InputError(f"sequence '{args.seq}' holds one mesh of shape {np.shape(raw)}, which reads as "
+                             f"{len(template)} frames of one vertex", "save a sequence of shape (frames, "
+                             f"{len(template)}, 3); one frame alone as shape (1, {len(template)}, 3)")
         if len(template) != seq.shape[1]:
             raise InputError(f"sequence '{args.seq}' has {seq.shape[1]} vertices but template '{args.template}' has "
                              f"{len(template)}", "pass the template of the mesh the sequence was made for")
