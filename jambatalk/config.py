@@ -283,16 +283,22 @@ class SilenceGateConfig:
 
     enabled: bool = False
     threshold_db: float = 35.0  # speech: within this many dB of the loudest frame so far ...
-    floor_db: float = -60.0  # ... and louder than this (dB re full scale, mean square over the frame)
+    floor_db: float = -60.0  # ... and louder than this (dB re full scale, mean square over the frame) ...
+    # ... once speech has begun: a frame this many dB above the quietest before it (0: at once), or one as loud
+    # as onset_level_db (room noise before the first word moved the mouth of a stream: it was the loudest so far)
+    onset_db: float = 6.0
+    onset_level_db: float = -30.0
     hold: float = 0.1  # seconds the gain stays at 1 after a speech frame
     release: float = 0.1  # seconds over which it then falls to 0
     attack: float = 0.1  # seconds before the next speech frame over which it rises back to 1
 
     def __post_init__(self):
-        for name in ("threshold_db", "hold", "release", "attack"):
+        for name in ("threshold_db", "onset_db", "hold", "release", "attack"):
             value = getattr(self, name)
             _check(math.isfinite(value) and value >= 0, f"silence_gate.{name} is {value}", f"give {name} >= 0")
         _check(math.isfinite(self.floor_db), f"silence_gate.floor_db is {self.floor_db}", "give a level in dB, e.g. -60")
+        _check(math.isfinite(self.onset_level_db), f"silence_gate.onset_level_db is {self.onset_level_db}",
+               "give a level in dB, e.g. -30")
 
 
 @dataclass

@@ -6,7 +6,10 @@ of every frame is scaled by a gain in [0, 1]:
 
 * each frame's energy is the mean square of the audio it spans, in dB;
 * a frame is **speech** when its energy is within ``threshold_db`` of the loudest frame so far and
-  above the absolute ``floor_db`` (so a silent start or digital silence never counts as speech);
+  above the absolute ``floor_db`` (so a silent start or digital silence never counts as speech), once
+  speech has begun: at the first frame above the floor that lies ``onset_db`` above the quietest frame
+  before it, or reaches ``onset_level_db`` (room noise before the first word is its own loudest frame,
+  so the level rule alone took it for speech);
 * the gain is 1 on speech frames and for ``hold`` seconds after one, falls linearly to 0 over the
   next ``release`` seconds, and rises linearly back to 1 over the ``attack`` seconds before the next
   speech frame (the mouth opens before the sound, as speakers do).
@@ -65,6 +68,8 @@ class SilenceGate:
         self._speech: list[bool] = []  # flags of frames whose gain is not out yet (and the lookahead)
         self._first = 0  # frame index of _speech[0]
         self._peak = -math.inf
+        self._quietest = math.inf  # the quietest complete frame so far, in dB
+        self._onset = False  # whether a frame has risen onset_db above the quietest before it (speech has begun)
         self._since = math.inf  # frames since the last speech frame before _first
 
     def _bounds(self, t0: int, t1: int) -> np.ndarray:
@@ -72,12 +77,18 @@ class SilenceGate:
         return np.round(np.arange(t0, t1, dtype=np.float64) * self.sample_rate / self.fps).astype(np.int64)
 
     def _flags(self, mean_square: np.ndarray) -> list[bool]:
-        """Speech flags of consecutive frames, updating the running peak."""
+        """Speech flags of consecutive frames, updating the running peak, the quietest frame and the onset."""
         with np.errstate(divide="ignore"):
             db = 10.0 * np.log10(mean_square)
         peak = np.maximum.accumulate(np.concatenate([[self._peak], db]))[1:]
-        self._peak = float(peak[-1]) if len(peak) else self._peak
-        return ((db > self.cfg.floor_db) & (db >= peak - self.cfg.threshold_db)).tolist()
+        quietest = np.minimum.accumulate(np.concatenate([[self._quietest], db]))[1:]
+        loud = db > self.cfg.floor_db
+        with np.errstate(invalid="ignore"):  # -inf - -inf: digital silence after digital silence (no rise)
+            rise = (db - quietest) >= self.cfg.onset_db
+        onset = np.logical_or.accumulate(np.concatenate([[self._onset], loud & (rise | (db >= self.cfg.onset_level_db))]))[1:]
+        if len(db):
+            self._peak, self._quietest, self._onset = float(peak[-1]), float(quietest[-1]), bool(onset[-1])
+        return (onset & loud & (db >= peak - self.cfg.threshold_db)).tolist()
 
     def push(self, samples: np.ndarray) -> None:
         """Add audio; every frame it completes gets its speech flag."""
