@@ -162,3 +162,20 @@ def test_a_corpus_the_disk_has_no_room_for_is_refused_before_anything_is_written
                                          r"3\.\d MB\) but 0\.1 GB is free there; pass fewer --sentences"):
         generate_corpus(tmp_path / "new", n_sentences=300, progress=False)
     assert not (tmp_path / "new").exists()
+
+
+def test_a_folder_holding_another_dataset_is_refused_and_left_as_it_was(tmp_path):
+    """synth --dst on a processed VOCASET folder replaced its templates.pkl and mixed its sequences in, exit 0."""
+    from jambatalk.errors import InputError
+
+    dst = tmp_path / "vocaset"
+    (dst / "vertices_npy").mkdir(parents=True)
+    np.save(dst / "vertices_npy" / "FaceTalk_170725_00137_TA_sentence01.npy", np.zeros((3, 15), np.float32))
+    templates = pickle.dumps({"FaceTalk_170725_00137_TA": np.zeros((5, 3), np.float32)})
+    (dst / "templates.pkl").write_bytes(templates)
+    before = sorted(p.relative_to(dst) for p in dst.rglob("*"))
+    with pytest.raises(InputError, match=r"holds a dataset that is not a synthetic corpus \(templates.pkl, "
+                                         r"vertices_npy/FaceTalk_170725_00137_TA_sentence01.npy without meta.json"):
+        generate_corpus(dst, n_sentences=3, progress=False)
+    assert sorted(p.relative_to(dst) for p in dst.rglob("*")) == before
+    assert (dst / "templates.pkl").read_bytes() == templates

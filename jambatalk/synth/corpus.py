@@ -250,6 +250,15 @@ def _check_same_corpus(dst: Path, items: list[dict], params: dict) -> None:
             same["template"] = (meta["template"] == "procedural") == (params["template"] == "procedural")
         if not all(same.values()):
             other = "its meta.json says " + ", ".join(f"{k} {meta[k]!r}" for k in keys)
+    planned_names = {it["name"] for it in items}
+    if meta is None and splits is None:  # a synth run writes splits.json first: this is another dataset's folder
+        found = (["templates.pkl"] if (dst / "templates.pkl").exists() else []) + sorted(
+            f"{sub}/{f.name}" for sub in ("vertices_npy", "wav") if (dst / sub).is_dir()
+            for f in (dst / sub).iterdir() if f.stem not in planned_names)[:3]
+        if found:
+            raise InputError(f"'{dst}' holds a dataset that is not a synthetic corpus ({', '.join(found)} without "
+                             "meta.json or splits.json): synth would replace its templates.pkl and mix its sequences "
+                             "in", "choose a new --dst folder for the corpus")
     if other is None and isinstance(splits, dict) and splits != planned:
         other = "its splits.json lists other sequences"
     if other is None:
