@@ -99,11 +99,10 @@ def _output_error(exc: OSError, path: Path, tmp: Path) -> InputError | None:
     if exc.filename is None:  # numpy's and ffmpeg pipes' errors name no file: only a full disk is the output's
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             return None
-        return InputError(f"cannot write '{path}': {exc.strerror or exc}",
-                          "free space on that disk, or choose an output path on another disk")
-    named = Path(os.fsdecode(exc.filename))
-    if named not in (tmp, path) and tmp not in named.parents:
-        return None
+    else:
+        named = Path(os.fsdecode(exc.filename))
+        if named not in (tmp, path) and tmp not in named.parents:
+            return None
     return InputError(f"cannot write '{path}': {exc.strerror or exc}",
                       "free space on that disk, or choose an output path in a folder you can write to")
 

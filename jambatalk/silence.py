@@ -69,7 +69,7 @@ class SilenceGate:
         self._first = 0  # frame index of _speech[0]
         self._peak = -math.inf
         self._quietest = math.inf  # the quietest complete frame so far, in dB
-        self._onset = False  # whether a frame has risen onset_db above the quietest before it (speech has begun)
+        self._onset = False  # whether speech has begun (a frame onset_db above the quietest, or at onset_level_db)
         self._since = math.inf  # frames since the last speech frame before _first
 
     def _bounds(self, t0: int, t1: int) -> np.ndarray:
@@ -85,7 +85,8 @@ class SilenceGate:
         loud = db > self.cfg.floor_db
         with np.errstate(invalid="ignore"):  # -inf - -inf: digital silence after digital silence (no rise)
             rise = (db - quietest) >= self.cfg.onset_db
-        onset = np.logical_or.accumulate(np.concatenate([[self._onset], loud & (rise | (db >= self.cfg.onset_level_db))]))[1:]
+        begins = loud & (rise | (db >= self.cfg.onset_level_db))
+        onset = np.logical_or.accumulate(np.concatenate([[self._onset], begins]))[1:]
         if len(db):
             self._peak, self._quietest, self._onset = float(peak[-1]), float(quietest[-1]), bool(onset[-1])
         return (onset & loud & (db >= peak - self.cfg.threshold_db)).tolist()

@@ -218,44 +218,22 @@ def complete_model_config(cfg: ExperimentConfig, spec, root: Path, asr_vocab: in
 # ----------------------------------------------------------------------------- trainer
 
 
-class _ItemOrError(torch.utils.data.Dataset):
-    """A dataset read in loader workers: an item, or the JambaTalkError its read raised, handed back whole
-    (the loader would re-raise it with a traceback for its message, and without its fix)."""
+class _BatchReads(torch.utils.data.Dataset):
+    """The train split read a whole batch of (item index, item seed) per index, in loader workers: the batch
+    collated, or the JambaTalkError a read raised, handed back whole (the loader would re-raise it with a
+    traceback for its message, and without its fix)."""
 
     def __init__(self, dataset):
         self.dataset = dataset
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index):
+    def __getitem__(self, batch: list):
+        from .data import collate
         from .errors import JambaTalkError
 
         try:
-            return self.dataset[index]
+            return collate([self.dataset[x] for x in batch])
         except JambaTalkError as exc:
             return exc
-
-
-def _collate_or_error(items: list):
-    from .data import collate
-    from .errors import JambaTalkError
-
-    failed = [x for x in items if isinstance(x, JambaTalkError)]
-    return failed[0] if failed else collate(items)
-
-
-class _EpochBatches:
-    """The batch sampler of a loader that lives across epochs: the batches it is handed."""
-
-    def __init__(self):
-        self.batches: list = []
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
 
 
 class _WorkerLoader:
@@ -264,15 +242,15 @@ class _WorkerLoader:
     batches."""
 
     def __init__(self, dataset, num_workers: int, pin_memory: bool):
-        self.sampler = _EpochBatches()
+        self.batches: list = []  # the loader's sampler: the current epoch's batches, refilled in place
         self.loader = torch.utils.data.DataLoader(
-            _ItemOrError(dataset), batch_sampler=self.sampler, collate_fn=_collate_or_error, num_workers=num_workers,
+            _BatchReads(dataset), batch_size=None, sampler=self.batches, num_workers=num_workers,
             pin_memory=pin_memory, persistent_workers=True)
 
     def epoch(self, batches: list):
         from .errors import JambaTalkError
 
-        self.sampler.batches = batches
+        self.batches[:] = batches
         for batch in self.loader:
             if isinstance(batch, JambaTalkError):
                 raise batch

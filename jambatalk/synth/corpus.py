@@ -250,8 +250,8 @@ def _check_same_corpus(dst: Path, items: list[dict], params: dict) -> None:
             same["template"] = (meta["template"] == "procedural") == (params["template"] == "procedural")
         if not all(same.values()):
             other = "its meta.json says " + ", ".join(f"{k} {meta[k]!r}" for k in keys)
-    planned_names = {it["name"] for it in items}
     if meta is None and splits is None:  # a synth run writes splits.json first: this is another dataset's folder
+        planned_names = {it["name"] for it in items}
         found = (["templates.pkl"] if (dst / "templates.pkl").exists() else []) + sorted(
             f"{sub}/{f.name}" for sub in ("vertices_npy", "wav") if (dst / sub).is_dir()
             for f in (dst / sub).iterdir() if f.stem not in planned_names)[:3]
