@@ -146,6 +146,12 @@ def test_restart_skips_finished_sequences(raw, processed):
     assert (dst / "vertices_npy" / "F2_e01.npy").stat().st_mtime_ns == before
 
 
+def test_a_file_as_source_is_named_as_a_file(raw, tmp_path):
+    some_file = next(p for p in raw["src"].rglob("*") if p.is_file())
+    with pytest.raises(DatasetError, match="is a file, not the corpus' folder"):
+        preprocess_biwi(some_file, tmp_path / "out", show_progress=False)
+
+
 def test_the_source_folder_as_dst_is_refused(raw):
     with pytest.raises(DatasetError, match="is the BIWI source folder itself"):
         preprocess_biwi(raw["src"], raw["src"], overwrite=True, show_progress=False)

@@ -133,6 +133,17 @@ def test_missing_raw_file_names_it(raw, tmp_path):
     assert "raw_audio_fixed.pkl" in str(err.value) and "vocaset/README.md" in err.value.fix
 
 
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_source_that_is_no_folder_is_named_as_such(raw, tmp_path, kind):
+    """A file as --src was reported as a folder that does not exist."""
+    src = raw["src"] / "data_verts.npy" if kind == "file" else tmp_path / "nowhere"
+    with pytest.raises(DatasetError) as err:
+        preprocess_vocaset(src, tmp_path / "out", show_progress=False)
+    said = "is a file, not the corpus' folder" if kind == "file" else "does not exist"
+    assert said in str(err.value) and "--src" in err.value.fix
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_source_folder_as_dst_is_refused_before_a_raw_file_is_touched(raw):
     """--dst equal to --src wrote the processed templates.pkl (float32) over the raw one."""
     before = {p.name: p.read_bytes() for p in raw["src"].iterdir()}

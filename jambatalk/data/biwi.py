@@ -319,9 +319,7 @@ def preprocess_biwi(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite
     """
     spec = get_spec(spec)
     src = Path(src)
-    if not src.is_dir():
-        raise DatasetError(f"BIWI source folder '{src}' does not exist", f"pass the corpus folder (see {_README})")
-    check_src_dst(src, dst, "BIWI")
+    check_src_dst(src, dst, "BIWI", f"pass the corpus folder as --src (see {_README})")
     sequences = find_sequences(src)
     n_vertices = spec.n_vertices
     subjects = sorted({s.subject for s in sequences})

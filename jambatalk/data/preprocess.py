@@ -247,9 +247,14 @@ def gap_note(name: str, gaps: list) -> str:
             f"{', '.join(f'{a + 1}-{b - 1}' for a, b in gaps[:3])}" + (", ..." if len(gaps) > 3 else "") + ")")
 
 
-def check_src_dst(src: Path, dst, dataset: str) -> None:
-    """A DatasetError when the processed folder is the raw one: its files of the same names (templates.pkl, the
-    masks) would be written over the raw data."""
+def check_src_dst(src: Path, dst, dataset: str, fix: str) -> None:
+    """A DatasetError when the raw folder ``src`` is missing or not a folder (``fix`` says what to pass), or when
+    the processed folder is the raw one: its files of the same names (templates.pkl, the masks) would be written
+    over the raw data."""
+    if not src.exists():
+        raise DatasetError(f"{dataset} source folder '{src}' does not exist", fix)
+    if not src.is_dir():
+        raise DatasetError(f"{dataset} source '{src}' is a file, not the corpus' folder", fix)
     if Path(dst).expanduser().resolve() == src.expanduser().resolve():
         raise DatasetError(f"--dst '{dst}' is the {dataset} source folder itself: its templates.pkl and masks would "
                            "be written over the raw files", "pass a new folder as --dst, e.g. data/" + dataset.lower())

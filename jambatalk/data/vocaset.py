@@ -234,9 +234,7 @@ def preprocess_vocaset(src: str | os.PathLike, dst: str | os.PathLike, *, overwr
     """
     spec = get_spec(spec)
     src = Path(src)
-    if not src.is_dir():
-        raise DatasetError(f"VOCASET source folder '{src}' does not exist", f"pass the folder with {RAW_FILES[0]} etc.")
-    check_src_dst(src, dst, "VOCASET")
+    check_src_dst(src, dst, "VOCASET", f"pass the folder with {RAW_FILES[0]} etc. as --src")
     paths = {name: _raw_path(src, name) for name in RAW_FILES}
     n_vertices = spec.n_vertices
     header = check_data_verts(paths["data_verts.npy"], n_vertices)
