@@ -436,11 +436,11 @@ class TrainConfig:
         _check(self.weight_decay >= 0 and math.isfinite(self.weight_decay), f"train.weight_decay is {self.weight_decay}",
                "use 0 (none) or a positive weight decay, e.g. 0.01")
         _check(self.batch_size >= 1, f"train.batch_size is {self.batch_size}", "use a batch size >= 1")
-        _check(self.epochs >= 1 or self.max_steps >= 1, "train.epochs and train.max_steps are both 0",
-               "set one of them")
         _check(self.log_every >= 1, f"train.log_every is {self.log_every}", "log every 1 or more steps")
         for name in ("epochs", "val_every", "save_every", "warmup_steps", "max_steps", "num_workers"):
             _check(getattr(self, name) >= 0, f"train.{name} is {getattr(self, name)}", f"use train.{name} >= 0")
+        _check(self.epochs >= 1 or self.max_steps >= 1, "train.epochs and train.max_steps are both 0",
+               "set one of them")
         _check(0 <= self.seed < 2 ** 32, f"train.seed is {self.seed}", "use a seed in 0 .. 2^32 - 1")
         _check(self.grad_clip >= 0, f"train.grad_clip is {self.grad_clip}", "use 0 (no clipping) or a positive norm")
         _check(isinstance(self.betas, (list, tuple)) and len(self.betas) == 2

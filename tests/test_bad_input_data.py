@@ -97,6 +97,9 @@ def test_invalid_config_values_are_config_errors_naming_the_key():
         with pytest.raises(ConfigError, match=match) as err:
             load_experiment(DEBUG, [override, "train.max_steps=5"])
         assert "--sentences" not in str(err.value)
+    # a negative count is named as such, not as 'both 0', when the other count is 0
+    with pytest.raises(ConfigError, match=r"train.epochs is -1"):
+        load_experiment(DEBUG, ["train.epochs=-1", "train.max_steps=0"])
     # the edges of what is allowed still load
     cfg = load_experiment(DEBUG, ["train.device=cuda:1", "model.lip_reader.dropout=0", "train.weight_decay=0",
                                   "train.epochs=0", "train.max_steps=3", "data.max_seconds=0.1", "data.n_sentences=3"])
