@@ -39,14 +39,18 @@ def _probe(folder: Path, problem: str) -> None:
 
 
 def check_output_path(path: str | os.PathLike, *, file: bool = False, folder: bool = False,
-                      probe: bool = True) -> Path:
+                      probe: bool = True, suffix: str | None = None) -> Path:
     """Refuse an output path that cannot be written, before the work that makes the output: its parent folder
     does not exist or takes no new files (a file is made there and removed to find out: permissions, a
     read-only or immutable folder); with ``file`` (the output is one file) the path is a folder or something
     other than a regular file (a device such as /dev/null would be replaced by the output); with ``folder``
-    (the output is a folder) something other than a folder has its name. ``probe=False`` skips making the
-    file, for callers that make their own there next (the atomic writers)."""
+    (the output is a folder) something other than a folder has its name; with ``suffix`` (such as ".json") the
+    name ends otherwise (a mistyped option value, such as an input's name, would be written over).
+    ``probe=False`` skips making the file, for callers that make their own there next (the atomic writers)."""
     path = Path(path)
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise InputError(f"cannot write '{path}': the output is a {suffix} file and the name ends otherwise",
+                         f"name it NAME{suffix}, e.g. {path.with_suffix(suffix).name}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(

@@ -1,5 +1,6 @@
 """Benchmark plumbing: records, ratios, the stream measurement on a tiny model, bad names."""
 
+import json
 import warnings
 
 import numpy as np
@@ -119,6 +120,22 @@ def test_bench_warns_before_it_runs_on_a_busy_machine(monkeypatch, capsys):
         warnings.simplefilter("error")
         assert main(["bench", "nope"]) == 2
     assert "unknown benchmark(s) ['nope']" in capsys.readouterr().err
+
+
+def test_bench_json_refuses_a_name_that_is_not_json_before_it_runs(monkeypatch, tmp_path, capsys):
+    """--json speech.wav (a mistyped value) overwrote the file with the records."""
+    import jambatalk.bench as bench
+    from jambatalk.cli import main
+
+    ran = []
+    monkeypatch.setattr(bench, "run_benchmarks", lambda names, quick=False: ran.append(names) or [])
+    victim = tmp_path / "speech.wav"
+    victim.write_bytes(b"RIFF")
+    assert main(["bench", "scan", "--json", str(victim)]) == 2
+    assert "the output is a .json file" in capsys.readouterr().err
+    assert victim.read_bytes() == b"RIFF" and ran == []
+    assert main(["bench", "scan", "--json", str(tmp_path / "records.JSON")]) == 0
+    assert json.loads((tmp_path / "records.JSON").read_text()) == [] and ran == [["scan"]]
 
 
 # -- bench gpu: the same code runs on the CPU here (no GPU in the test suite) -------------------------------------

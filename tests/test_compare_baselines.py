@@ -67,6 +67,20 @@ def test_eval_default_refuses_a_real_speech_folder_it_cannot_read_before_evaluat
     assert "Traceback" not in proc.stderr and not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.parametrize("where", ["missing_folder", "not_json"])
+def test_eval_default_refuses_a_json_path_it_cannot_write_before_evaluating(tmp_path, where):
+    """--json into a missing folder failed with a traceback after the whole evaluation."""
+    out = tmp_path / "absent" / "res.json" if where == "missing_folder" else tmp_path / "speech.wav"
+    if where == "not_json":
+        out.write_bytes(b"RIFF")
+    proc = subprocess.run([sys.executable, str(TOOL.parent / "eval_default.py"), "--data", str(tmp_path / "none"),
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert ("does not exist" if where == "missing_folder" else "the output is a .json file") in proc.stderr
+    assert "silence gate" not in proc.stdout  # refused before the model was loaded
+    assert where == "missing_folder" or out.read_bytes() == b"RIFF"
+
+
 @pytest.mark.parametrize("tool", ["export_default.py", "eval_default.py"])
 def test_the_default_model_tools_report_a_missing_checkpoint_in_one_line(tmp_path, tool):
     """A missing checkpoint gave a CheckpointError traceback."""

@@ -30,6 +30,7 @@ import torch
 from jambatalk.api import load_model
 from jambatalk.audio import load_audio
 from jambatalk.data import SequenceDataset, get_spec
+from jambatalk.fileio import atomic_path, check_output_path
 from jambatalk.losses import collapse_ctc, phoneme_targets
 from jambatalk.metrics import SequenceMetrics
 from jambatalk.synth import default_head, lip_gap
@@ -113,6 +114,8 @@ def main(argv=None) -> int:
                         help="close the mouth in pauses (default: the model's setting)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
+    if args.json:  # before the evaluation, which takes minutes
+        check_output_path(args.json, file=True, suffix=".json")
     if args.real is not None:  # checked before the held-out evaluation, which takes minutes
         real = Path(args.real)
         if not real.is_dir():
@@ -141,7 +144,8 @@ def main(argv=None) -> int:
             print(f"{name:>32}: r = {r['r']:.3f}; mouth opening in silence {r['silence_opening_rel']:.3f} of speech "
                   f"({r['silent_frames']} silent frames)")
     if args.json:  # strict JSON: a figure with nothing to measure (no silence in a recording) is null, not NaN
-        Path(args.json).write_text(json.dumps(_finite_or_null(res), indent=2, allow_nan=False))
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(_finite_or_null(res), indent=2, allow_nan=False))
     return 0
 
 

@@ -118,7 +118,7 @@ def cli_bench(args) -> int:
     if args.name:
         check_names([args.name])
     if args.json:
-        check_output_path(args.json, file=True)  # before the benchmarks, which take minutes
+        check_output_path(args.json, file=True, suffix=".json")  # before the benchmarks, which take minutes
     if args.name in CONDITIONAL:
         _call(CONDITIONAL[args.name])  # one that cannot run here says why first
     busy = busy_machine()
