@@ -33,7 +33,9 @@ from jambatalk.errors import InputError, JambaTalkError, script_exit
 from jambatalk.fileio import check_output_folder
 from jambatalk.mesh import load_template
 from jambatalk.render import Camera, camera_preset, render_comparison, render_video, vertex_errors
-from jambatalk.render.renderer import check_sequence
+from jambatalk.render.backends import backend_names
+from jambatalk.render.renderer import check_sequence, image_size
+from jambatalk.render.video import check_fps
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -148,8 +150,17 @@ def render_eval(args) -> list[Path]:
     data_root = Path(report["data_root"]) if report.get("data_root") else None
     if not args.gt_dir and not gt_dir.is_dir() and data_root is not None:
         gt_dir = data_root / "vertices_npy"  # jambatalk test writes no gt/: the processed dataset holds it
-    fps = args.fps if args.fps is not None else float(report.get("fps", 30.0))
+    fps = check_fps(args.fps if args.fps is not None else report.get("fps", 30.0))
     camera = args.camera or report.get("camera") or _dataset_camera(report.get("dataset"))
+    # the options every video uses, checked before the first one (they were refused at it, after the folder
+    # was made and the sequences read)
+    if isinstance(camera, str):
+        camera_preset(camera)
+    backend_names(args.backend)
+    image_size(args.size)
+    if args.vmax is not None and not 0 < args.vmax < float("inf"):
+        raise InputError(f"--vmax is {args.vmax:g}", "pass the error shown at full colour (a positive number in "
+                         "mesh units, e.g. 0.005), or leave it out for the largest error")
     if args.template is None:
         faces = _report_faces(report, eval_dir)
     else:
@@ -175,18 +186,32 @@ def render_eval(args) -> list[Path]:
         raise InputError(f"--gt-dir '{gt_dir}' holds the ground truth of none of the predictions (e.g. "
                          f"'{next(iter(pairs))}.npy')", "pass the folder of this evaluation's ground truth "
                          "(the dataset's vertices_npy/), or leave --gt-dir out")
-    out_dir.mkdir(parents=True, exist_ok=True)
     vmax = args.vmax
     if vmax is None:
         errors = [vertex_errors(p, g).max() for p, g in pairs.values() if g is not None]
         vmax = float(max(errors)) if errors and max(errors) > 0 else None
-    written = []
+    made = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        _render_all(pairs, out_dir, audio_dir, faces, vmax, written,
+                    dict(fps=fps, size=args.size, camera=camera, backend=args.backend))
+    except BaseException:
+        if made and not written and not any(out_dir.iterdir()):  # a failed first video leaves no empty folder
+            out_dir.rmdir()
+        raise
+    return written
+
+
+def _render_all(pairs: dict, out_dir: Path, audio_dir: Path | None, faces, vmax: float | None, written: list,
+                options: dict) -> None:
+    """Render each (prediction, ground truth) pair to out_dir/<name>.mp4, appending each video to ``written``."""
     for k, (name, (pred, gt)) in enumerate(pairs.items()):
         audio = _find_audio(audio_dir, name)
         path = out_dir / f"{name}.mp4"
         print(f"[{k + 1}/{len(pairs)}] {path}" + ("" if audio else " (no audio)")
               + ("" if gt is not None else " (no ground truth: the prediction alone)"), file=sys.stderr)
-        common = dict(fps=fps, audio=audio, size=args.size, camera=camera, backend=args.backend)
+        common = dict(options, audio=audio)
         if gt is not None:
             render_comparison(path, pred, gt, faces, vmax=vmax,
                               labels=("ground truth", "prediction", f"error (max {vmax:.3g})" if vmax else "error"),
@@ -194,7 +219,6 @@ def render_eval(args) -> list[Path]:
         else:
             render_video(path, pred, faces, **common)
         written.append(path)
-    return written
 
 
 def _main(argv: list[str] | None) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jambatalk.cli import main
-from jambatalk.errors import InputError
+from jambatalk.errors import InputError, MissingDependencyError
 from jambatalk.render import fit_audio, render_grid, render_video
 from jambatalk.render.shapes import dome_mesh
 from jambatalk.render.video import label_alpha
@@ -368,12 +368,26 @@ def test_render_eval_shows_the_datasets_ground_truth_and_refuses_bad_arguments_i
     (tmp_path / "file").write_text("in the way")
     for extra, match in ((["--out", str(tmp_path / "file")], "it is a file, not a folder"),
                          (["--limit", "0"], "--limit is 0"), (["--fps", "0"], "--fps is 0"),
-                         (["--audio-dir", str(tmp_path / "none")], "--audio-dir '")):
+                         (["--audio-dir", str(tmp_path / "none")], "--audio-dir '"),
+                         # checked at the first video, after the output folder was made
+                         (["--camera", "moon"], "unknown camera preset 'moon'"),
+                         (["--backend", "vulkan"], "unknown render backend 'vulkan'"),
+                         (["--vmax", "0"], "--vmax is 0"), (["--size", "0"], "image size 0x0")):
         capsys.readouterr()
         assert render_eval.main(args + extra) == 2
         err = capsys.readouterr().err
         assert match in err and "Traceback" not in err, extra
     assert not (ev / "videos").exists()
+
+    def no_renderer(*args, **kwargs):
+        raise MissingDependencyError("no render backend could be opened", "install moderngl")
+
+    render_eval.render_comparison = no_renderer  # a first video that fails leaves no empty folder
+    assert render_eval.main(args) == 2
+    assert "no render backend could be opened" in capsys.readouterr().err and not (ev / "videos").exists()
+    (ev / "videos").mkdir()  # nor does it remove a folder the user made
+    assert render_eval.main(args) == 2 and (ev / "videos").is_dir()
+    spec.loader.exec_module(render_eval)
     assert render_eval.main(args) == 0
     assert _probe(ev / "videos" / "a.mp4")["width"] == 120  # three panels
     (ev / "pred" / "a.npy").write_bytes(b"\x93NUMPY garbage")

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InputError, MissingDependencyError
 from .camera import Camera
 
-__all__ = ["BACKENDS", "Backend", "ModernGLBackend", "PyrenderBackend", "create_backend", "available_backends",
+__all__ = ["BACKENDS", "Backend", "backend_names", "ModernGLBackend", "PyrenderBackend", "create_backend", "available_backends",
            "VertexNormals"]
 
 #: Backend names in the order "auto" tries them.
@@ -391,7 +391,8 @@ class PyrenderBackend(Backend):
 # --------------------------------------------------------------------------------------------- selection
 
 
-def _backend_names(backend: str) -> tuple[str, ...]:
+def backend_names(backend: str) -> tuple[str, ...]:
+    """The backends ``backend`` names, in the order they are tried; an InputError for a name that is none."""
     key = str(backend).lower()
     if key in _ALIASES:
         return _ALIASES[key]
@@ -416,7 +417,7 @@ def create_backend(backend: str, faces: np.ndarray, n_vertices: int, size: tuple
     "osmesa", "moderngl-egl", "moderngl-osmesa" or "pyrender".
     Raises :class:`MissingDependencyError` naming what to install when none works.
     """
-    names = _backend_names(backend)
+    names = backend_names(backend)
     failures: list[tuple[str, BaseException]] = []
     for name in names:
         try:
