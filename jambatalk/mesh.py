@@ -185,10 +185,16 @@ SAME_ORDER_EDGES = 0.5
 TEMPLATE_DRIFT = 0.15
 
 
+#: how many times larger or smaller than the model's own template a template may be: heads of one dataset differ
+#: by a few percent, a mesh in other units by 100 or 1000 times
+TEMPLATE_SCALE = 1.5
+
+
 def check_template_fits(vertices, faces, model_vertices, model_faces, what: str = "template") -> None:
     """An InputError when a template has the model's vertex count but cannot be animated by it: its faces differ
-    from the model's (another vertex order or topology), it is of another scale (millimetres against metres), or
-    its vertices lie far from the model template's. Each gave a shredded or frozen face without a word."""
+    from the model's (another vertex order or topology), it is of another size (millimetres against metres, or
+    more than TEMPLATE_SCALE times larger or smaller), or its vertices lie far from the model template's. Each
+    gave a shredded or frozen face without a word."""
     ref = np.asarray(model_vertices, dtype=np.float64)
     v = np.asarray(vertices, dtype=np.float64)
     if not np.any(ref) or ref.shape != v.shape:
@@ -202,13 +208,21 @@ def check_template_fits(vertices, faces, model_vertices, model_faces, what: str 
                                  "edges are the model's): its vertices are in another order, or it is another mesh",
                                  fix_order)
     ratio = extent(v) / max(extent(ref), 1e-12)
-    if not 1 / 3 <= ratio <= 3:
+
+    def wrong_size() -> InputError:
         unit = next((f" (in {name}, where the model's is in metres?)" for name, k in (("millimetres", 1000.0),
                      ("centimetres", 100.0)) if 0.5 * k <= ratio <= 2 * k), "")
-        raise InputError(f"{what} is {ratio:.3g} times the size of the model's own ({extent(v):.3g} against "
-                         f"{extent(ref):.3g} corner to corner){unit}; the model's offsets would barely move it",
-                         "scale the mesh to the model's units (metres for FLAME, VOCASET and the built-in model)")
-    drift = float(np.median(np.linalg.norm((v - v.mean(axis=0)) - (ref - ref.mean(axis=0)), axis=1))) / extent(ref)
+        return InputError(f"{what} is {ratio:.3g} times the size of the model's own ({extent(v):.3g} against "
+                          f"{extent(ref):.3g} corner to corner){unit}; the model's offsets would move it "
+                          f"{'too little' if ratio > 1 else 'too much'}",
+                          f"scale the mesh to the model's units and size (by {1 / ratio:.3g}; metres for FLAME, "
+                          "VOCASET and the built-in model)")
+
+    if not 1 / TEMPLATE_SCALE <= ratio <= TEMPLATE_SCALE:
+        raise wrong_size()
+    # the shape's drift, the size taken out: a grown head of the right order is refused for its size alone
+    drift = float(np.median(np.linalg.norm((v - v.mean(axis=0)) / ratio - (ref - ref.mean(axis=0)), axis=1)))
+    drift /= extent(ref)
     if drift > TEMPLATE_DRIFT:
         raise InputError(f"{what}'s vertices lie far from where the model's template has them (median {drift:.0%} "
                          "of the head's size apart, where faces of other people lie within 4%): its vertices are in "
