@@ -144,6 +144,26 @@ def test_a_source_that_is_no_folder_is_named_as_such(raw, tmp_path, kind):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_holding_another_dataset_is_refused_and_left_as_it_was(raw, tmp_path, overwrite):
+    """Preprocessing into a synthetic corpus merged VOCASET's templates into its templates.pkl (another mesh) and
+    mixed the sequences in, exit 0; with --overwrite it dropped the corpus' templates, its sequences kept."""
+    from jambatalk.synth.corpus import generate_corpus
+
+    corpus = generate_corpus(tmp_path / "synthetic", n_sentences=3, progress=False, workers=1)
+    other_mesh = tmp_path / "other"
+    other_mesh.mkdir()
+    with open(other_mesh / "templates.pkl", "wb") as f:  # a processed BIWI folder, say
+        pickle.dump({"F1": np.zeros((23370, 3), np.float32)}, f)
+    for dst, match in ((Path(corpus), "holds a synthetic corpus"),
+                       (other_mesh, "holds templates of another mesh \\(23370 vertices, where vocaset's have 5023\\)")):
+        before = {p: p.is_file() and p.read_bytes() for p in dst.rglob("*")}  # folders too: none is made
+        with pytest.raises(DatasetError, match=match) as err:
+            preprocess_vocaset(raw["src"], dst, overwrite=overwrite, show_progress=False)
+        assert "pass a new folder as --dst" in err.value.fix
+        assert {p: p.is_file() and p.read_bytes() for p in dst.rglob("*")} == before
+
+
 def test_the_source_folder_as_dst_is_refused_before_a_raw_file_is_touched(raw):
     """--dst equal to --src wrote the processed templates.pkl (float32) over the raw one."""
     before = {p.name: p.read_bytes() for p in raw["src"].iterdir()}

@@ -345,7 +345,7 @@ def preprocess_biwi(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite
                     "the scan is damaged; download rigid_scans again")
     templates = {s: normalize_mesh(v, f) for s, (v, f) in meshes.items()}
     check_templates(templates, f"'{src / 'rigid_scans'}'", "the scan is damaged; download rigid_scans again")
-    dst = prepare_dst(dst)
+    dst = prepare_dst(dst, spec.name, n_vertices)
     report = PreprocessReport(spec.name, dst)
     start = time.perf_counter()
     write_templates(dst, templates, overwrite)

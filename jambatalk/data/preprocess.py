@@ -124,14 +124,18 @@ def _listing(head: str, items: list[str], limit: int = 8) -> str:
     return f"{head}: {shown}{more}"
 
 
-def prepare_dst(dst: str | os.PathLike) -> Path:
-    """Create the processed layout's folders (the parent of ``dst`` must exist)."""
+def prepare_dst(dst: str | os.PathLike, dataset: str | None = None, n_vertices: int | None = None) -> Path:
+    """Create the processed layout's folders (the parent of ``dst`` must exist). With ``dataset`` and
+    ``n_vertices``, a ``dst`` holding another dataset (a synthetic corpus' meta.json, templates of another mesh)
+    is a DatasetError: this run would mix its sequences and templates into that folder, with --overwrite too."""
     dst = Path(dst)
     if dst.exists() and not dst.is_dir():
         raise DatasetError(f"output '{dst}' exists and is not a folder", "choose a folder for --dst")
     if not dst.parent.is_dir():
         raise DatasetError(f"cannot create '{dst}': its parent folder '{dst.parent}' does not exist",
                            f"create it first (mkdir -p {dst.parent})")
+    if dataset is not None and dst.is_dir():
+        _check_same_dataset(dst, dataset, n_vertices)
     check_output_folder(dst)
     for sub in ("", "vertices_npy", "wav"):
         (dst / sub).mkdir(exist_ok=True)
@@ -210,6 +214,40 @@ def check_templates(templates: dict[str, np.ndarray], where: str = "",
     return table
 
 
+def _held_templates(path: Path, fix: str) -> dict[str, np.ndarray]:
+    """The templates a processed folder's templates.pkl holds, {subject: (V, 3) float32}; a DatasetError naming
+    the file when it cannot be read."""
+    from ..pickles import load_data
+
+    try:
+        with open(path, "rb") as f:
+            return {str(k): np.asarray(v, dtype=np.float32).reshape(-1, 3) for k, v in dict(load_data(f)).items()}
+    except Exception as exc:  # noqa: BLE001 - damaged, foreign or refused
+        raise DatasetError(f"'{path}' cannot be read ({type(exc).__name__}: {exc})", fix) from None
+
+
+def _check_same_dataset(dst: Path, dataset: str, n_vertices: int | None) -> None:
+    """A DatasetError when ``dst`` holds another dataset than ``dataset`` (meshes of ``n_vertices``)."""
+    fix = f"pass a new folder as --dst, e.g. data/{dataset.lower()}"
+    meta = dst / "meta.json"
+    if meta.is_file():
+        import json
+
+        try:
+            other = json.loads(meta.read_text()).get("dataset")
+        except (OSError, ValueError, AttributeError):
+            other = None
+        if other and str(other).lower() != dataset.lower():
+            raise DatasetError(f"--dst '{dst}' holds a {other} corpus (its meta.json says so): preprocessing "
+                               f"{dataset} into it would mix its sequences and templates with that corpus'", fix)
+    held = dst / "templates.pkl"
+    if n_vertices is not None and held.is_file():
+        counts = sorted({len(v) for v in _held_templates(held, fix).values()} - {n_vertices})
+        if counts:
+            raise DatasetError(f"--dst '{dst}' holds templates of another mesh ({counts[0]} vertices, where {dataset}'s "
+                               f"have {n_vertices}): it is another dataset's folder", fix)
+
+
 def write_templates(dst: Path, templates: dict[str, np.ndarray], overwrite: bool) -> bool:
     """Write ``templates.pkl`` ({subject: (V, 3) float32}); returns False when it existed and was kept.
 
@@ -219,14 +257,8 @@ def write_templates(dst: Path, templates: dict[str, np.ndarray], overwrite: bool
     path = dst / "templates.pkl"
     table = check_templates(templates)
     if path.is_file() and not overwrite:
-        from ..pickles import load_data
-
         fix = "pass --overwrite to write the folder again from this raw data, or a new --dst"
-        try:
-            with open(path, "rb") as f:
-                held = {str(k): np.asarray(v, dtype=np.float32).reshape(-1, 3) for k, v in dict(load_data(f)).items()}
-        except Exception as exc:  # noqa: BLE001 - damaged, foreign or refused
-            raise DatasetError(f"'{path}' cannot be read ({type(exc).__name__}: {exc})", fix) from None
+        held = _held_templates(path, fix)
         other = sorted(s for s in set(held) & set(table)
                        if held[s].shape != table[s].shape or not np.allclose(held[s], table[s], rtol=0, atol=1e-6))
         if other:

@@ -270,7 +270,7 @@ def preprocess_vocaset(src: str | os.PathLike, dst: str | os.PathLike, *, overwr
                    f"use subj_seq_to_idx.pkl and raw_audio_fixed.pkl of one VOCASET release (see {_README})")
 
     check_templates(table, f"'{paths['templates.pkl']}'", f"use VOCASET's templates.pkl (see {_README})")  # before the output folder
-    dst = prepare_dst(dst)
+    dst = prepare_dst(dst, spec.name, n_vertices)
     report = PreprocessReport(spec.name, dst)
     start = time.perf_counter()
     write_templates(dst, table, overwrite)
