@@ -7,6 +7,7 @@ capability, imported only when that subcommand runs (so ``--help`` is instant).
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import signal
@@ -134,7 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():  # --debug after the command too (SUPPRESS keeps one given before it)
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show full tracebacks on errors")
+    parser.set_defaults(command_parsers=dict(sub.choices))
     return parser
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extra: list[str]) -> str:
+    """The error for arguments ``parser`` (a command's) does not take, with the option meant where one is close."""
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    options = list(getattr(parser, "_option_string_actions", {}))
+    for arg in extra:
+        if arg.startswith("--"):
+            close = difflib.get_close_matches(arg.split("=", 1)[0], options, n=1, cutoff=0.75)
+            if close:
+                return f"{message} (did you mean {close[0]}?)"
+    return message
 
 
 def _handler(command: str):
@@ -188,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra and isinstance(getattr(args, "overrides", None), list):  # overrides after a flag: train ... --resume k=v
         args.overrides += [a for a in extra if _is_override(a)]
         extra = [a for a in extra if not _is_override(a)]
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # named by the command's own usage (the top-level one lists no command's options)
+        command = args.command_parsers.get(args.command, parser) if args.command else parser
+        command.error(_unrecognized(command, extra))
     if args.command is None:
         parser.print_help()
         return 2

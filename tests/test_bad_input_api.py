@@ -424,3 +424,18 @@ def test_arguments_that_would_be_ignored_or_misread_are_refused(tmp_path, speech
             animate(audio)
     assert main(["synth", "--dst", str(tmp_path / "c"), "--workers", "-2"]) == 2
     assert "workers is -2" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_a_mistyped_option_is_named_with_the_commands_usage_and_the_option_meant(capsys):
+    """An option a command does not take was reported under the top-level usage, which lists no command's options."""
+    for argv, usage, hint in ((["animate", "x.wav", "--out", "a.npy", "--tempalte", "t.ply"], "jambatalk animate",
+                               "(did you mean --template?)"),
+                              (["train", "--config", "c.yaml", "--reusme"], "jambatalk train", "(did you mean --resume?)"),
+                              (["render", "s.npy", "--out", "v.mp4", "--zzz"], "jambatalk render", None),
+                              (["--zzz"], "jambatalk", None)):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and f"usage: {usage} " in err, argv
+        assert f"{usage}: error: unrecognized arguments:" in err and (hint in err if hint else "did you mean" not in err)
