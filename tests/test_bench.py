@@ -37,6 +37,19 @@ def test_stream_measurement_counts_every_chunk_and_frame():
     assert r["chunks"] == 50 and r["frames"] == 5 * 25
     assert 0 < r["median_ms"] <= r["p99_ms"] <= r["max_ms"]
     assert r["latency_s"] > 0.4
+    assert r["window_s"] == 0.5  # a tenth of a run shorter than ten minutes: its start is compared with its end
+
+
+def test_stream_trend_windows_are_minutes_or_a_tenth_of_a_short_run():
+    """--quick's one minute was one window: its first and last minute were the same, growth could not show."""
+    from jambatalk.bench.stream import trend_windows
+
+    growing = np.linspace(1.0, 2.0, 600)  # 60 s of 100 ms chunks
+    window, means = trend_windows(growing, 100.0)
+    assert window == 6.0 and len(means) == 10 and means[-1] / means[0] > 1.8
+    window, means = trend_windows(np.ones(6000), 100.0)  # ten minutes: one-minute windows
+    assert window == 60.0 and len(means) == 10
+    assert trend_windows(np.ones(5), 100.0) == (0.1, [1.0] * 5)
 
 
 def test_rtf_times_models_side_by_side_in_one_process():
