@@ -197,8 +197,14 @@ def complete_model_config(cfg: ExperimentConfig, spec, root: Path, asr_vocab: in
     m.fps = float(spec.fps)
     m.dataset = spec.name
     m.phoneme_head = cfg.loss.audio_phonemes > 0
-    if m.lip_reader.enabled:
+    # the dataset's lip mask, whoever uses it (the lip reader, loss.lip_vertex): a preset's placeholder indices
+    # were kept where the lip reader was off, and loss.lip_vertex trained other vertices than the lips
+    try:
         m.lip_indices = [int(i) for i in spec.lip_indices(root)]
+    except DatasetError:
+        if m.lip_reader.enabled or cfg.loss.lip_vertex > 0:
+            raise
+        m.lip_indices = []
     if m.lip_reader.enabled or m.phoneme_head:
         if cfg.loss.lip_targets == "asr":
             m.lip_reader.tokens = [f"<{i}>" for i in range(1, asr_vocab)]  # the teacher's ids; 0 is its blank
@@ -212,7 +218,26 @@ def complete_model_config(cfg: ExperimentConfig, spec, root: Path, asr_vocab: in
                                   f"lists no phoneme tokens ({meta} is missing or empty)",
                                   "give model.lip_reader.tokens, use loss.lip_targets=asr with "
                                   "loss.audio_phonemes=0, or disable the lip reader")
+            _check_tokens_cover_labels(m.lip_reader.tokens, root)
     m.__post_init__()
+
+
+def _check_tokens_cover_labels(tokens: list, root: Path) -> None:
+    """A ConfigError when the dataset's labels (labels/*.json) use phonemes that ``tokens`` does not list: they
+    were left out of the lip reader's and the phoneme head's targets without a word (a preset's placeholder
+    tokens left out every one)."""
+    from .data.dataset import load_labels
+
+    known, unknown = set(tokens), set()
+    for path in sorted((root / "labels").glob("*.json")) if (root / "labels").is_dir() else []:
+        unknown.update(p[0] for p in load_labels(path)["phonemes"] if p[0] not in known)
+    if unknown and "<unk>" not in known:
+        shown = sorted(unknown)
+        raise ConfigError(f"the labels in '{root / 'labels'}' use {len(shown)} phonemes that model.lip_reader.tokens "
+                          f"does not list ({', '.join(shown[:10])}{', ...' if len(shown) > 10 else ''}; it lists "
+                          f"{len(tokens)}): the lip reader would learn nothing from them",
+                          "list the dataset's phonemes in its meta.json 'tokens' (jambatalk synth writes them) or in "
+                          "model.lip_reader.tokens")
 
 
 # ----------------------------------------------------------------------------- trainer

@@ -228,6 +228,26 @@ def test_a_dataset_without_its_val_split_trains_when_validation_is_off(corpus, t
     assert trainer.step == 1 and (tmp_path / "run" / "best").is_dir()
 
 
+def test_the_datasets_lip_mask_and_phonemes_reach_the_losses_whatever_the_preset_says(corpus, tmp_path):
+    """With the lip reader off, loss.lip_vertex trained the tiny preset's placeholder vertices 0-15, not the lips;
+    on a corpus whose meta.json lists no tokens, the lip reader learned against the preset's placeholder tokens,
+    every phoneme of the labels left out of its targets."""
+    tr = Trainer(_cfg(corpus, "train.max_steps=1", "model.lip_reader.enabled=false", "loss.lip_vertex=100"),
+                 tmp_path / "run", progress=False)
+    lips = [int(i) for i in tr.spec.lip_indices(corpus)]
+    assert tr.model.cfg.lip_indices == lips and lips != list(range(16))
+    root = tmp_path / "corpus"
+    shutil.copytree(corpus, root)
+    meta = json.loads((root / "meta.json").read_text())
+    (root / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "tokens"}))
+    with pytest.raises(ConfigError, match=r"use \d+ phonemes that model.lip_reader.tokens does not list") as err:
+        Trainer(_cfg(root, "train.max_steps=1"), tmp_path / "run2", progress=False)
+    assert "meta.json 'tokens'" in err.value.fix and not (tmp_path / "run2").exists()
+    tokens = "[" + ",".join(f"'{t}'" for t in meta["tokens"]) + "]"
+    assert Trainer(_cfg(root, "train.max_steps=1", f"model.lip_reader.tokens={tokens}"), tmp_path / "run3",
+                   progress=False).model.cfg.lip_reader.tokens == meta["tokens"]
+
+
 def test_checkpoints_are_model_folders_with_their_config(corpus, tmp_path):
     import jambatalk
 
