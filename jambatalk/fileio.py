@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, JambaTalkError
 
 __all__ = ["atomic_path", "atomic_dir", "check_output_path", "check_output_folder", "check_not_input"]
 
@@ -111,6 +111,30 @@ def _output_error(exc: OSError, path: Path, tmp: Path) -> InputError | None:
                       "free space on that disk, or choose an output path in a folder you can write to")
 
 
+#: what writers that raise no OSError (safetensors, a Rust library) say of a full disk
+_NO_SPACE = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122", "File too large")
+
+
+def _write_failure(exc: BaseException, path: Path, tmp: Path) -> InputError | None:
+    """An InputError naming ``path`` for a failure to write its temporary ``tmp``: an OSError about it
+    (:func:`_output_error`), or another library's error where the disk is full (safetensors names it; torch.save
+    says 'unexpected pos', so the disk's free space tells, the partial file still on it); None for any other."""
+    if isinstance(exc, OSError):
+        return _output_error(exc, path, tmp)
+    if isinstance(exc, JambaTalkError):  # the writer's own account of its input
+        return None
+    text = str(exc)
+    try:
+        full = any(m in text for m in _NO_SPACE) or shutil.disk_usage(tmp if tmp.exists() else tmp.parent).free < 2 ** 20
+    except OSError:
+        full = False
+    if not full:
+        return None
+    return InputError(f"cannot write '{path}': no space left on the disk ({type(exc).__name__}: "
+                      f"{text.splitlines()[0][:160] if text else ''})",
+                      "free space on that disk, or choose an output path in a folder you can write to")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
@@ -127,8 +151,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
-    except OSError as exc:
-        error = _output_error(exc, path, tmp)
+    except Exception as exc:
+        error = _write_failure(exc, path, tmp)
         if error is None:
             raise
         raise error from exc
@@ -146,8 +170,8 @@ def atomic_dir(path: str | os.PathLike):
     try:
         try:
             yield tmp
-        except OSError as exc:
-            error = _output_error(exc, path, tmp)
+        except Exception as exc:
+            error = _write_failure(exc, path, tmp)
             if error is None:
                 raise
             raise error from exc

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +219,15 @@ def complete_model_config(cfg: ExperimentConfig, spec, root: Path, asr_vocab: in
                                   "loss.audio_phonemes=0, or disable the lip reader")
             _check_tokens_cover_labels(m.lip_reader.tokens, root)
     m.__post_init__()
+
+
+def _differences(key: str, old, new):
+    """(dotted key, old, new) for each leaf of two config dicts that differs (a key one of them lacks included)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new), key=str):
+            yield from _differences(f"{key}.{k}", old.get(k), new.get(k))
+    elif old != new:
+        yield key, old, new
 
 
 def _check_tokens_cover_labels(tokens: list, root: Path) -> None:
@@ -498,15 +506,18 @@ class Trainer:
             return
         import yaml
 
-        folder = self.out / name
-        self.model.save_pretrained(folder)  # atomic: the folder is replaced whole
-        tmp = folder / "trainer_state.pt.part"
-        torch.save({"step": self.step, "epoch": self.epoch, "best": self.best, "history": self.history,
-                    "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "rng": _rng_state()}, tmp)
-        os.replace(tmp, folder / "trainer_state.pt")
-        (folder / "experiment.yaml").write_text(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
-        (self.out / "history.json").write_text(json.dumps(self.history))
+        from .fileio import atomic_dir, atomic_path
+
+        # the folder is replaced whole, once its four files are written: a full disk or an interrupt while
+        # writing left a folder with weights and no trainer state, which neither --resume nor a new run took
+        with atomic_dir(self.out / name) as folder:
+            self.model.write_model_files(folder)
+            torch.save({"step": self.step, "epoch": self.epoch, "best": self.best, "history": self.history,
+                        "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "rng": _rng_state()}, folder / "trainer_state.pt")
+            (folder / "experiment.yaml").write_text(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+        with atomic_path(self.out / "history.json") as tmp:
+            tmp.write_text(json.dumps(self.history))
 
     #: what trainer_state.pt holds (written by _save)
     STATE_KEYS = frozenset({"step", "epoch", "best", "history", "optimizer", "scheduler", "rng"})
@@ -516,6 +527,10 @@ class Trainer:
     RESUME_KEEPS = ("optimizer", "lr", "weight_decay", "betas", "schedule", "warmup_steps", "grad_clip", "batch_size",
                     "seed")
 
+    #: settings outside train that a resumed run may change: where the data lies and how it is read, and the
+    #: silence gate (inference only)
+    RESUME_FREE = ("data.root", "data.generate", "data.n_sentences", "data.cache_audio", "model.silence_gate.")
+
     def _check_resume_settings(self, folder: Path) -> None:
         """A ConfigError naming every train setting of RESUME_KEEPS that differs from the run's own (its
         experiment.yaml): a new learning rate was recorded but not applied (the scheduler's state wins), and a new
@@ -524,7 +539,8 @@ class Trainer:
 
         path = folder / "experiment.yaml"
         try:
-            saved = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("train") or {}
+            saved_all = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            saved = saved_all.get("train") or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
             return  # no readable record of the run's settings: the state checks below still apply
         now = to_dict(self.cfg.train)
@@ -535,6 +551,18 @@ class Trainer:
                               f"optimiser state and data order were made with its own ({path})",
                               "resume with the run's values (change only epochs, max_steps, logging, saving or the "
                               f"device), or start a new --out with train.init_from={folder} to go on with new ones")
+        # the model, the losses and the data a run trains on: a changed one was taken without a word where the
+        # weights' names and shapes still fitted (attention span, dropout, loss weights, crops)
+        ours = to_dict(self.cfg)
+        changed = [f"{key} {old!r} -> {new!r}" for section in ("model", "loss", "data")
+                   for key, old, new in _differences(section, saved_all.get(section), ours[section])
+                   if not key.startswith(self.RESUME_FREE)]
+        if changed:
+            shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
+            raise ConfigError(f"cannot resume '{self.out}' with a changed model, loss or data ({shown}): a resumed "
+                              f"run continues the one it was ({path})",
+                              "resume with the run's config unchanged (data.root may move), or start a new --out "
+                              f"with train.init_from={folder} to fine-tune with the new settings")
 
     def _load_state(self, folder: Path) -> None:
         state_path = folder / "trainer_state.pt"
@@ -553,8 +581,9 @@ class Trainer:
         except CheckpointError:
             raise
         except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: pickle or zip errors
-            raise CheckpointError(f"cannot resume: '{state_path}' cannot be read ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0][:200]})", damaged_fix) from None
+            said = str(exc).splitlines()[0][:200] if str(exc) else "it ends before its data"  # an empty file
+            raise CheckpointError(f"cannot resume: '{state_path}' cannot be read ({type(exc).__name__}: {said})",
+                                  damaged_fix) from None
         missing = sorted(self.STATE_KEYS - set(state)) if isinstance(state, dict) else None
         if missing is None or missing:
             held = f"a dict without {missing}" if missing else type(state).__name__
@@ -612,8 +641,8 @@ class Trainer:
             self.loader = None  # its worker processes end with it
         bar.close()
         self._save("last")
-        if self.rank == 0 and not (self.out / "best").exists():
-            shutil.copytree(self.out / "last", self.out / "best")
+        if not math.isfinite(self.best):  # no validation chose one: best/ is the last weights (it was the first
+            self._save("best")            # run's, kept by every resumed run)
         if self.writer is not None:
             self.writer.close()
         dump = os.environ.get("JAMBATALK_DUMP_RANK_WEIGHTS")

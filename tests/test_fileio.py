@@ -243,3 +243,36 @@ def test_a_full_disk_named_by_no_file_is_the_outputs_error(tmp_path, kind):
             raise OSError(errno.EINTR, "Interrupted system call")
     assert not isinstance(info.value, InputError)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_full_disk_reported_by_a_writer_raising_no_oserror_is_the_outputs_error(tmp_path, kind, monkeypatch):
+    """safetensors raises its own SafetensorError ('No space left on device (os error 28)') and torch.save a
+    RuntimeError ('unexpected pos') on a full disk: both ended a training run as 'internal error', exit 1.
+    torch's is known by the disk's free space; with room on the disk it passes through."""
+    import shutil
+    from collections import namedtuple
+
+    out = tmp_path / ("x.pt" if kind == "file" else "last")
+    writer = atomic_path if kind == "file" else atomic_dir
+
+    class SafetensorError(Exception):
+        pass
+
+    with pytest.raises(InputError, match=r"cannot write '.*(x.pt|last)': no space left on the disk \(SafetensorError"):
+        with writer(out):
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    torch_full = "[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"
+    with pytest.raises(RuntimeError, match="unexpected pos") as info:  # room on the disk: not a full disk
+        with writer(out):
+            raise RuntimeError(torch_full)
+    assert not isinstance(info.value, InputError)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 ** 9, 10 ** 9, 4096))
+    with pytest.raises(InputError, match=r"no space left on the disk \(RuntimeError: \[enforce fail"):
+        with writer(out):
+            raise RuntimeError(torch_full)
+    with pytest.raises(InputError, match="the writer's own"):  # a JambaTalkError is never rewritten
+        with writer(out):
+            raise InputError("the writer's own", "fix")
+    assert list(tmp_path.iterdir()) == []

@@ -141,19 +141,20 @@ def test_a_dataset_error_in_a_loader_worker_is_raised_with_its_fix(corpus, tmp_p
     assert "Traceback" not in str(info.value) and "preprocessing" in info.value.fix
 
 
-@pytest.mark.parametrize("case", ["changed_config", "truncated_weights", "truncated_state"])
+@pytest.mark.parametrize("case", ["changed_config", "truncated_weights", "truncated_state", "empty_state"])
 def test_resume_from_a_changed_config_or_a_damaged_checkpoint_is_a_checkpoint_error(case, corpus, tmp_path):
     from jambatalk.errors import CheckpointError
 
     run = tmp_path / "run"
     Trainer(_cfg(corpus, "train.max_steps=1"), run, progress=False).fit()
     extra = []
-    if case == "changed_config":
+    if case == "changed_config":  # without the run's experiment.yaml, which names the change first (ConfigError)
+        (run / "last" / "experiment.yaml").unlink()
         extra, match = ["model.decoder.d_model=48"], "do not fit this run's model"
     else:
         name = "model.safetensors" if case == "truncated_weights" else "trainer_state.pt"
         data = (run / "last" / name).read_bytes()
-        (run / "last" / name).write_bytes(data[: len(data) // 3])
+        (run / "last" / name).write_bytes(b"" if case == "empty_state" else data[: len(data) // 3])
         match = "is damaged"
     with pytest.raises(CheckpointError, match=match):
         Trainer(_cfg(corpus, "train.max_steps=2", *extra), run, resume=True, progress=False)
@@ -209,7 +210,16 @@ def test_resume_refuses_changed_optimiser_and_batch_settings_and_allows_a_longer
     args = ["--config", str(ROOT / "configs" / "debug.yaml"), f"data.root={corpus}", "data.generate=false"]
     assert main(["train", "--out", str(run), *args, "--resume", "train.lr=0.5", "data.max_seconds=1.5"]) == 2
     assert "(train.lr 0.001 -> 0.5)" in capsys.readouterr().err
-    resumed = Trainer(_cfg(corpus, "train.max_steps=3", "train.log_every=2", "train.val_every=0"), run, resume=True,
+    # the model, losses and data: a changed attention span, dropout or loss weight was taken without a word
+    with pytest.raises(ConfigError, match=r"with a changed model, loss or data \(model.decoder.attention_span "
+                                          r"'bidirectional' -> 'causal'; loss.vertex 1000.0 -> 2.0; data.augment "
+                                          r"False -> True\)"):
+        Trainer(_cfg(corpus, "train.max_steps=4", "model.decoder.attention_span=causal", "loss.vertex=2",
+                     "data.augment=true"), run, resume=True, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+    moved = tmp_path / "moved"  # where the data lies may change
+    shutil.copytree(corpus, moved)
+    resumed = Trainer(_cfg(moved, "train.max_steps=3", "train.log_every=2", "train.val_every=0"), run, resume=True,
                       progress=False)
     resumed.fit()
     assert resumed.step == 3
@@ -246,6 +256,38 @@ def test_the_datasets_lip_mask_and_phonemes_reach_the_losses_whatever_the_preset
     tokens = "[" + ",".join(f"'{t}'" for t in meta["tokens"]) + "]"
     assert Trainer(_cfg(root, "train.max_steps=1", f"model.lip_reader.tokens={tokens}"), tmp_path / "run3",
                    progress=False).model.cfg.lip_reader.tokens == meta["tokens"]
+
+
+def test_checkpoints_are_written_whole_and_best_follows_last_without_validation(corpus, tmp_path, monkeypatch):
+    """A full disk while saving left last/ with new weights and no trainer state (neither --resume nor a new run
+    took the folder), the epoch before lost, and ended as 'internal error'; after a resumed run without validation
+    best/ stayed the first run's weights, which jambatalk test evaluates."""
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    from jambatalk.errors import InputError
+
+    run = tmp_path / "run"
+    Trainer(_cfg(corpus, "train.max_steps=2", "train.val_every=0"), run, progress=False).fit()
+    before = {p.name: p.read_bytes() for p in (run / "last").iterdir()}
+    trainer = Trainer(_cfg(corpus, "train.max_steps=4", "train.val_every=0"), run, resume=True, progress=False)
+    real_save = torch.save
+
+    def disk_full(obj, f, *args, **kwargs):  # as torch.save fails on a full disk, its file half written
+        real_save(obj, f, *args, **kwargs)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda p: namedtuple("u", "total used free")(10 ** 9, 10 ** 9, 0))
+    with pytest.raises(InputError, match=r"cannot write '.*last': no space left on the disk"):
+        trainer.fit()
+    assert {p.name: p.read_bytes() for p in (run / "last").iterdir()} == before
+    assert sorted(p.name for p in run.iterdir()) == ["best", "history.json", "last", "tb"]
+    monkeypatch.undo()
+    Trainer(_cfg(corpus, "train.max_steps=4", "train.val_every=0"), run, resume=True, progress=False).fit()
+    best, last = _weights(run / "best"), _weights(run / "last")
+    assert all(torch.equal(best[k], last[k]) for k in last)
+    assert torch.load(run / "best" / "trainer_state.pt", weights_only=False)["step"] == 4
 
 
 def test_checkpoints_are_model_folders_with_their_config(corpus, tmp_path):

@@ -346,17 +346,22 @@ class JambaTalk(nn.Module):
     # -- save / load ---------------------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write config.json and model.safetensors into ``folder`` (created; replaced atomically)."""
-        from safetensors.torch import save_file
-
         from ..fileio import atomic_dir
 
         folder = Path(folder)
         with atomic_dir(folder) as tmp:
-            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": to_dict(self.cfg)}
-            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
-            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT})
+            self.write_model_files(tmp)
         return folder
+
+    def write_model_files(self, folder: Path) -> None:
+        """Write config.json and model.safetensors into the existing ``folder`` (not atomically: for writers that
+        add files of their own before they move the folder into place, as the trainer's checkpoints do)."""
+        from safetensors.torch import save_file
+
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": to_dict(self.cfg)}
+        (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": FORMAT})
 
     @staticmethod
     def read_config(folder: str | os.PathLike) -> ModelConfig:
