@@ -207,6 +207,9 @@ def check_template_fits(vertices, faces, model_vertices, model_faces, what: str 
                 raise InputError(f"{what} has the model's {len(v)} vertices but other faces ({shared:.0%} of its "
                                  "edges are the model's): its vertices are in another order, or it is another mesh",
                                  fix_order)
+    if extent(v) == 0:  # nothing to scale: the size check below would divide by it
+        raise InputError(f"{what} has all its {len(v)} vertices at one point ({', '.join(f'{x:g}' for x in v[0])})",
+                         "pass the face's neutral mesh (an all-zero array holds none)")
     ratio = extent(v) / max(extent(ref), 1e-12)
 
     def wrong_size() -> InputError:

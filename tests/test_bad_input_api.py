@@ -360,11 +360,13 @@ def test_templates_the_model_cannot_animate_are_refused_and_other_faces_of_its_m
     save_mesh(tmp_path / "turned.ply", head.vertices * [-1, 1, -1], head.faces)
     save_mesh(tmp_path / "grown.ply", head.vertices * 1.8, head.faces)  # was refused as 'another order'
     save_mesh(tmp_path / "shrunk.ply", head.vertices * 0.5, head.faces)  # was animated, its lips moving twice as far
+    np.save(tmp_path / "zeros.npy", np.zeros_like(head.vertices))  # was a ZeroDivisionError
     cases = {"shuffled.ply": r"shuffled.ply' has the model's \d+ vertices but other faces \(\d% of its edges are the "
                              r"model's\): its vertices are in another order", "shuffled.npy": "lie far from where",
              "mm.ply": "in millimetres, where the model's is in metres", "turned.ply": "or it is turned",
              "grown.ply": r"1.8 times the size of the model's own .*would move it too little",
-             "shrunk.ply": r"0.5 times the size of the model's own .*would move it too much"}
+             "shrunk.ply": r"0.5 times the size of the model's own .*would move it too much",
+             "zeros.npy": r"has all its \d+ vertices at one point \(0, 0, 0\)"}
     wav = tmp_path / "speech.wav"
     sf.write(wav, speech, 16000)
     for name, match in cases.items():
