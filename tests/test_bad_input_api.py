@@ -361,12 +361,22 @@ def test_templates_the_model_cannot_animate_are_refused_and_other_faces_of_its_m
     save_mesh(tmp_path / "grown.ply", head.vertices * 1.8, head.faces)  # was refused as 'another order'
     save_mesh(tmp_path / "shrunk.ply", head.vertices * 0.5, head.faces)  # was animated, its lips moving twice as far
     np.save(tmp_path / "zeros.npy", np.zeros_like(head.vertices))  # was a ZeroDivisionError
+    lips = np.asarray(head.regions["lips"])  # some vertices in another order: lips torn, exit 0
+    part = np.arange(head.n_vertices)
+    part[lips] = np.random.default_rng(1).permutation(lips)
+    save_mesh(tmp_path / "lips_shuffled.ply", head.vertices[part], np.argsort(part)[head.faces])
+    two = np.arange(head.n_vertices)
+    two[[lips[0], lips[-1]]] = two[[lips[-1], lips[0]]]
+    np.save(tmp_path / "two_swapped.npy", head.vertices[two])
     cases = {"shuffled.ply": r"shuffled.ply' has the model's \d+ vertices but other faces \(\d% of its edges are the "
                              r"model's\): its vertices are in another order", "shuffled.npy": "lie far from where",
              "mm.ply": "in millimetres, where the model's is in metres", "turned.ply": "or it is turned",
              "grown.ply": r"1.8 times the size of the model's own .*would move it too little",
              "shrunk.ply": r"0.5 times the size of the model's own .*would move it too much",
-             "zeros.npy": r"has all its \d+ vertices at one point \(0, 0, 0\)"}
+             "zeros.npy": r"has all its \d+ vertices at one point \(0, 0, 0\)",
+             "lips_shuffled.ply": r"has \d{3} vertices far from their neighbours on the model's mesh",
+             "two_swapped.npy": rf"has 2 vertices far from their neighbours .*vertices {min(lips[0], lips[-1])}, "
+                                rf"{max(lips[0], lips[-1])}\): some of its vertices are in another order"}
     wav = tmp_path / "speech.wav"
     sf.write(wav, speech, 16000)
     for name, match in cases.items():
