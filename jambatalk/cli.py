@@ -111,6 +111,9 @@ def _add_test(sub):
     p.add_argument("--checkpoint", required=True, help="model folder, or a run folder (its best checkpoint)")
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint>/eval)")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--silence-gate", choices=("on", "off"), default=None,
+                   help="close the mouth in pauses of the speech (default: the model's setting; the report says "
+                        "which)")
     p.add_argument("overrides", nargs="*", help="config overrides as section.key=value")
 
 

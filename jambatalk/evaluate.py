@@ -1,4 +1,4 @@
-"""Evaluation: ``jambatalk test --config FILE --checkpoint DIR [--out DIR] [--split test]``.
+"""Evaluation: ``jambatalk test --config FILE --checkpoint DIR [--out DIR] [--split test] [--silence-gate on|off]``.
 
 Predicts every sequence of a split, writes ``pred/<name>.npy`` (T, V, 3), a ``report.json`` with LVE,
 FDD (signed and absolute) and MVE per sequence and overall, and PNG plots: the per-vertex error on
@@ -42,7 +42,13 @@ def split_lips(template: np.ndarray, lip_idx: np.ndarray) -> tuple[np.ndarray, n
 
 
 def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional[str | os.PathLike] = None,
-             split: str = "test", device=None, progress: bool = True) -> dict:
+             split: str = "test", device=None, progress: bool = True, silence_gate: Optional[bool] = None) -> dict:
+    """Predict every sequence of ``split``, write pred/<name>.npy, report.json (metrics) and plots into ``out``.
+
+    ``silence_gate``: close the mouth in pauses (True/False; None: the model's setting); the report records it.
+    A model with a style embedding (model.n_subjects > 0) speaks each training subject's sequences in its own
+    style, and other subjects' without one, as it was trained.
+    """
     import torch
     from tqdm import tqdm
 
@@ -64,6 +70,7 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
     spec = get_spec(cfg.data.dataset)
     root = open_dataset_root(cfg, generate=False)
     model = JambaTalk.from_pretrained(ckpt, map_location=_resolve_device(device), n_vertices=spec.vertex_count_at(root))
+    gate = model.gates_silence(silence_gate)
     dataset = SequenceDataset(spec, root, split, cache_audio=False)
     lip_idx = spec.lip_indices(root)
     upper_idx = spec.upper_indices(root) if spec.upper is not None else None  # None: no FDD on this mesh
@@ -82,7 +89,9 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
                 if share > OFFSET_SHARE_MAX:
                     apart[item["name"]] = share
                 with torch.no_grad():
-                    pred = model.predict(item["audio"], item["template"], n_frames=len(gt))
+                    styled = model.style is not None and item["subject_index"] >= 0
+                    pred = model.predict(item["audio"], item["template"], n_frames=len(gt), silence_gate=gate,
+                                         subject=int(item["subject_index"]) if styled else None)
                 _finite(pred, ckpt, f" for {item['name']}")
                 np.save(pred_dir / f"{item['name']}.npy", pred)
                 acc.update(item["name"], pred, gt, item["template"])
@@ -97,7 +106,7 @@ def evaluate(cfg: ExperimentConfig, checkpoint: str | os.PathLike, out: Optional
             shutil.rmtree(out, ignore_errors=True)  # a folder this run made holds nothing else
         raise
     report.update({"checkpoint": str(ckpt), "dataset": spec.name, "split": split, "data_root": str(root.resolve()),
-                   "fps": float(spec.fps)})
+                   "fps": float(spec.fps), "silence_gate": gate})
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     _plots(out, spec, root, ckpt, first, err_sum / max(n_frames, 1), lip_idx, lip_opening)
@@ -182,9 +191,11 @@ def cli_test(args) -> int:
                           "as recorded), so the overrides would be ignored",
                           "leave them out; data.dataset and data.root choose the data, --split the split")
     cfg = load_experiment(args.config, args.overrides)
-    report = evaluate(cfg, args.checkpoint, args.out, split=args.split)
+    gate = None if args.silence_gate is None else args.silence_gate == "on"
+    report = evaluate(cfg, args.checkpoint, args.out, split=args.split, silence_gate=gate)
     o = report["overall"]
-    print(f"{report['dataset']} {report['split']}: {o['n_sequences']} sequences, {o['n_frames']} frames | "
+    print(f"{report['dataset']} {report['split']} (silence gate {'on' if report['silence_gate'] else 'off'}): "
+          f"{o['n_sequences']} sequences, {o['n_frames']} frames | "
           f"LVE {o['lve']:.4e}  " + (f"FDD {o['fdd']:.4e} (|FDD| {o['fdd_abs']:.4e})" if o["fdd"] is not None
                                       else "FDD n/a (no upper-face mask on this mesh)") + f"  MVE {o['mve']:.4e}")
     print(f"report and plots in {Path(args.out) if args.out else resolve_checkpoint(args.checkpoint) / 'eval'}")

@@ -391,9 +391,30 @@ def test_debug_config_trains_and_evaluates_from_the_cli(corpus, tmp_path):
 
     run = tmp_path / "run"
     args = ["--config", str(ROOT / "configs" / "debug.yaml"), f"data.root={corpus}", "data.generate=false"]
-    assert main(["train", "--out", str(run), *args, "train.epochs=1"]) == 0
-    assert main(["test", "--checkpoint", str(run), "--out", str(tmp_path / "eval"), *args]) == 0
+    assert main(["train", "--out", str(run), *args, "train.epochs=1", "model.n_subjects=16"]) == 0
+    assert main(["test", "--checkpoint", str(run), "--out", str(tmp_path / "eval"), *args, "--silence-gate", "off"]) == 0
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    # test predicts as the model was trained: each training subject in its own style (it used none), and with the
+    # silence gate chosen (it took the model's setting, which could not be changed) and recorded
+    import jambatalk
+    from jambatalk.data import SequenceDataset, get_spec
+
+    assert report["silence_gate"] is False
+    assert main(["test", "--checkpoint", str(run), "--out", str(tmp_path / "seen"), *args, "--split", "train",
+                 "--silence-gate", "on"]) == 0
+    assert json.loads((tmp_path / "seen" / "report.json").read_text())["silence_gate"] is True
+    model = jambatalk.load_model(run / "best")
+    items = list(SequenceDataset(get_spec("synthetic"), corpus, "train", cache_audio=False))
+    gated = []
+    for it in items:
+        assert it["subject_index"] >= 0
+        saved = np.load(tmp_path / "seen" / "pred" / f"{it['name']}.npy")
+        args_ = (it["audio"], it["template"], len(it["vertices"]))
+        np.testing.assert_array_equal(saved, model.predict(*args_, subject=int(it["subject_index"]), silence_gate=True))
+        assert not np.array_equal(saved, model.predict(*args_, silence_gate=True))  # the style is used
+        gated.append(not np.array_equal(saved, model.predict(*args_, subject=int(it["subject_index"]),
+                                                             silence_gate=False)))
+    assert any(gated)  # the corpus' pauses closed
     names = json.loads((corpus / "splits.json").read_text())["test"]
     assert sorted(report["per_sequence"]) == sorted(names)
     o = report["overall"]
