@@ -109,11 +109,14 @@ def test_cli_animate_refuses_its_output_before_any_inference(tmp_path, monkeypat
     locked = tmp_path / "locked"
     locked.mkdir()
     (tmp_path / "taken").write_text("x")
+    (tmp_path / "notes").mkdir()  # a frame folder's place holding other files: refused after the inference
+    (tmp_path / "notes" / "todo.txt").write_text("x")
     template = tmp_path / "t.npy"
     np.save(template, np.zeros((4, 3), np.float32))
     _no_new_files_in(monkeypatch, locked)
     for out, message in ((locked / "a.npy", "takes no new files"), (tmp_path / "a.gif", "cannot save an animation as"),
-                         (tmp_path / "taken", "a file of that name exists"), (template, "destroy the input")):
+                         (tmp_path / "taken", "a file of that name exists"), (template, "destroy the input"),
+                         (tmp_path / "notes", "is a folder holding other files (1, e.g. 'todo.txt')")):
         assert cli.main(["animate", str(wav), "--template", str(template), "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
 
