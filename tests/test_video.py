@@ -296,6 +296,12 @@ def test_cli_render_errors(tmp_path, mesh, capsys):
     np.savez(tmp_path / "novert.npz", positions=np.zeros((2, 600, 3)))
     assert main(["render", str(tmp_path / "novert.npz"), "--template", str(template), "--out", str(out)]) == 2
     assert "no 'vertices' array" in capsys.readouterr().err
+    np.save(tmp_path / "ok.npy", _motion(vertices, 3))
+    for fps in ("0.001", "2000"):  # 0.001 fps padded the speech to a 37-hour video
+        capsys.readouterr()
+        assert main(["render", str(tmp_path / "ok.npy"), "--template", str(template), "--fps", fps, "--out",
+                     str(out)]) == 2
+        assert f"fps {float(fps)!r} is outside [1, 1000]" in capsys.readouterr().err and not out.exists()
     assert main(["render", str(tmp_path / "short.npy"), "--template", str(template), "--out",
                  str(tmp_path / "out.gif")]) == 2
     assert "not an .mp4" in capsys.readouterr().err

@@ -33,14 +33,19 @@ __all__ = ["render_video", "render_grid", "render_comparison", "fit_audio", "che
 SizeLike = Union[int, tuple[int, int]]
 
 
+#: the lowest frame rate a video is written at: a still a second
+MIN_FPS = 1.0
+
+
 def check_fps(fps) -> float:
     """A frame rate as a positive finite float."""
     try:
         value = float(fps)
     except (TypeError, ValueError) as exc:
         raise InputError(f"fps {fps!r} is not a number", "pass the motion's frame rate, e.g. fps=30") from exc
-    if not np.isfinite(value) or not 0 < value <= 1000:
-        raise InputError(f"fps {fps!r} is outside (0, 1000]", "pass the motion's frame rate, e.g. fps=30")
+    if not np.isfinite(value) or not MIN_FPS <= value <= 1000:  # below a frame a second, the speech was padded with
+        # silence to the video's length: a 37-hour video at 0.001 fps, out of memory at 0.0001
+        raise InputError(f"fps {fps!r} is outside [{MIN_FPS:g}, 1000]", "pass the motion's frame rate, e.g. fps=30")
     return value
 
 
