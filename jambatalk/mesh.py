@@ -198,8 +198,9 @@ TEMPLATE_SCALE = 1.5
 def check_template_fits(vertices, faces, model_vertices, model_faces, what: str = "template") -> None:
     """An InputError when a template has the model's vertex count but cannot be animated by it: its faces differ
     from the model's (another vertex order or topology), it is of another size (millimetres against metres, or
-    more than TEMPLATE_SCALE times larger or smaller), or its vertices lie far from the model template's. Each
-    gave a shredded or frozen face without a word."""
+    more than TEMPLATE_SCALE times larger or smaller), its vertices lie far from the model template's, or some
+    of them lie far from their neighbours there (a part of the mesh in another order). Each gave a shredded or
+    frozen face without a word."""
     ref = np.asarray(model_vertices, dtype=np.float64)
     v = np.asarray(vertices, dtype=np.float64)
     if not np.any(ref) or ref.shape != v.shape:
@@ -212,30 +213,27 @@ def check_template_fits(vertices, faces, model_vertices, model_faces, what: str 
                 raise InputError(f"{what} has the model's {len(v)} vertices but other faces ({shared:.0%} of its "
                                  "edges are the model's): its vertices are in another order, or it is another mesh",
                                  fix_order)
-    if extent(v) == 0:  # nothing to scale: the size check below would divide by it
+    size, ref_size = extent(v), max(extent(ref), 1e-12)
+    if size == 0:  # nothing to scale: the size check below would divide by it
         raise InputError(f"{what} has all its {len(v)} vertices at one point ({', '.join(f'{x:g}' for x in v[0])})",
                          "pass the face's neutral mesh (an all-zero array holds none)")
-    ratio = extent(v) / max(extent(ref), 1e-12)
-
-    def wrong_size() -> InputError:
+    ratio = size / ref_size
+    if not 1 / TEMPLATE_SCALE <= ratio <= TEMPLATE_SCALE:
         unit = next((f" (in {name}, where the model's is in metres?)" for name, k in (("millimetres", 1000.0),
                      ("centimetres", 100.0)) if 0.5 * k <= ratio <= 2 * k), "")
-        return InputError(f"{what} is {ratio:.3g} times the size of the model's own ({extent(v):.3g} against "
-                          f"{extent(ref):.3g} corner to corner){unit}; the model's offsets would move it "
-                          f"{'too little' if ratio > 1 else 'too much'}",
-                          f"scale the mesh to the model's units and size (by {1 / ratio:.3g}; metres for FLAME, "
-                          "VOCASET and the built-in model)")
-
-    if not 1 / TEMPLATE_SCALE <= ratio <= TEMPLATE_SCALE:
-        raise wrong_size()
-    # the shape's drift, the size taken out: a grown head of the right order is refused for its size alone
-    drift = float(np.median(np.linalg.norm((v - v.mean(axis=0)) / ratio - (ref - ref.mean(axis=0)), axis=1)))
-    drift /= extent(ref)
+        raise InputError(f"{what} is {ratio:.3g} times the size of the model's own ({size:.3g} against "
+                         f"{ref_size:.3g} corner to corner){unit}; the model's offsets would move it "
+                         f"{'too little' if ratio > 1 else 'too much'}",
+                         f"scale the mesh to the model's units and size (by {1 / ratio:.3g}; metres for FLAME, "
+                         "VOCASET and the built-in model)")
+    # the shape, the size taken out: a grown head of the right order is refused for its size alone
+    shape = (v - v.mean(axis=0)) / ratio
+    drift = float(np.median(np.linalg.norm(shape - (ref - ref.mean(axis=0)), axis=1))) / ref_size
     if drift > TEMPLATE_DRIFT:
         raise InputError(f"{what}'s vertices lie far from where the model's template has them (median {drift:.0%} "
                          "of the head's size apart, where faces of other people lie within 4%): its vertices are in "
                          "another order, or it is turned", f"{fix_order}, facing the way the model's template does")
-    stretch = _neighbour_stretch((v - v.mean(axis=0)) / ratio, ref)
+    stretch = _neighbour_stretch(shape, ref)
     apart = np.flatnonzero(stretch > NEIGHBOUR_STRETCH)
     if len(apart):
         raise InputError(f"{what} has {len(apart)} vertices far from their neighbours on the model's mesh (up to "

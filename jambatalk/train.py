@@ -534,7 +534,8 @@ class Trainer:
     def _check_resume_settings(self, folder: Path) -> None:
         """A ConfigError naming every train setting of RESUME_KEEPS that differs from the run's own (its
         experiment.yaml): a new learning rate was recorded but not applied (the scheduler's state wins), and a new
-        batch size broke the data order."""
+        batch size broke the data order; and another naming every model, loss or data setting that differs
+        (except RESUME_FREE)."""
         import yaml
 
         path = folder / "experiment.yaml"

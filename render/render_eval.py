@@ -192,20 +192,19 @@ def render_eval(args) -> list[Path]:
         vmax = float(max(errors)) if errors and max(errors) > 0 else None
     made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
     try:
-        _render_all(pairs, out_dir, audio_dir, faces, vmax, written,
-                    dict(fps=fps, size=args.size, camera=camera, backend=args.backend))
+        return _render_all(pairs, out_dir, audio_dir, faces, vmax,
+                           dict(fps=fps, size=args.size, camera=camera, backend=args.backend))
     except BaseException:
-        if made and not written and not any(out_dir.iterdir()):  # a failed first video leaves no empty folder
+        if made and not any(out_dir.iterdir()):  # a failed first video leaves no empty folder
             out_dir.rmdir()
         raise
-    return written
 
 
-def _render_all(pairs: dict, out_dir: Path, audio_dir: Path | None, faces, vmax: float | None, written: list,
-                options: dict) -> None:
-    """Render each (prediction, ground truth) pair to out_dir/<name>.mp4, appending each video to ``written``."""
+def _render_all(pairs: dict, out_dir: Path, audio_dir: Path | None, faces, vmax: float | None,
+                options: dict) -> list[Path]:
+    """Render each (prediction, ground truth) pair to out_dir/<name>.mp4; returns the videos written."""
+    written = []
     for k, (name, (pred, gt)) in enumerate(pairs.items()):
         audio = _find_audio(audio_dir, name)
         path = out_dir / f"{name}.mp4"
@@ -219,6 +218,7 @@ def _render_all(pairs: dict, out_dir: Path, audio_dir: Path | None, faces, vmax:
         else:
             render_video(path, pred, faces, **common)
         written.append(path)
+    return written
 
 
 def _main(argv: list[str] | None) -> int:

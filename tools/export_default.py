@@ -37,7 +37,8 @@ def main(argv=None) -> int:
                               "export a checkpoint saved before the run diverged")
     dst = Path(args.dst)
     with atomic_dir(dst) as tmp:  # replaces --dst only once the size is checked: a refused export leaves it as it was
-        size = sum(f.stat().st_size for f in model.save_pretrained(tmp).iterdir()) / 2**20
+        model.write_model_files(tmp)
+        size = sum(f.stat().st_size for f in tmp.iterdir()) / 2**20
         if size > LIMIT_MB:
             raise CheckpointError(f"the model takes {size:.1f} MB, over the {LIMIT_MB:.0f} MB limit for the built-in "
                                   f"model; '{dst}' was left as it was", "export a smaller model (e.g. the default preset)")

@@ -2,8 +2,8 @@
 
 Reports the compute time per chunk (median, p99, max) against the chunk duration (the real-time
 budget) and its trend over time: the mean per chunk in the last minute over that in the first
-(no growth means ~1.0; windows of a tenth of the run for --quick's minute), for the built-in default model. Target: p99 below the chunk duration on
-2 CPU cores, and no growth.
+(no growth means ~1.0; windows of a tenth of the run for --quick's minute), for the built-in default
+model. Target: p99 below the chunk duration on 2 CPU cores, and no growth.
 """
 
 from __future__ import annotations
