@@ -51,6 +51,33 @@ def test_time_major_features_have_the_transformers_encoders_gradients(norm):
         torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9 * max(1.0, float(g_ref.abs().max())))
 
 
+def test_group_norms_of_a_padded_batch_take_each_items_own_frames():
+    fe = _feature_encoder("group", conv_bias=False).double()
+    g = torch.Generator().manual_seed(6)
+    lengths = torch.tensor([4111, 2900, 1000])
+    audio = torch.zeros(3, 4111, dtype=torch.float64)
+    for b, n in enumerate(lengths.tolist()):
+        audio[b, :n] = torch.randn(n, dtype=torch.float64, generator=g)
+    with torch.no_grad():
+        alone = [type(fe).forward(fe, audio[b:b + 1, :n])[0].T for b, n in enumerate(lengths.tolist())]  # (T_b, C)
+        unmasked = time_major_features(fe.conv_layers, audio)
+        time_major = time_major_features(fe.conv_layers, audio, block_frames=7, lengths=lengths)
+        channel_major = audio_encoder._masked_channel_major(fe.conv_layers, audio, lengths).transpose(1, 2)
+    for b, ref in enumerate(alone):
+        n = ref.shape[0]
+        torch.testing.assert_close(time_major[b, :n], ref, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(channel_major[b, :n], ref, rtol=1e-9, atol=1e-9)
+    assert (unmasked[2, :alone[2].shape[0]] - alone[2]).abs().max() > 0.1  # over the padding: other features
+
+    fe.train()
+    params = list(fe.parameters())
+    grads_tm = torch.autograd.grad(time_major_features(fe.conv_layers, audio, 7, lengths).sin().sum(), params)
+    grads_cm = torch.autograd.grad(audio_encoder._masked_channel_major(fe.conv_layers, audio, lengths).sin().sum(),
+                                   params)
+    for a, b in zip(grads_tm, grads_cm):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * max(1.0, float(b.abs().max())))
+
+
 def test_the_tap_convolution_backward_passes_gradcheck():
     g = torch.Generator().manual_seed(5)
     x = torch.randn(2, 11, 5, dtype=torch.float64, generator=g, requires_grad=True)

@@ -206,11 +206,14 @@ def test_style_embedding_changes_output_per_subject():
     assert not torch.allclose(a, b)
 
 
-def test_batch_with_padding_matches_single_items():
+@pytest.mark.parametrize("norm", ["layer", "group"])
+@pytest.mark.parametrize("time_major", [True, False])
+def test_batch_with_padding_matches_single_items(norm, time_major):
     torch.manual_seed(0)
     cfg = _tiny()
-    cfg.audio.feat_extract_norm = "layer"  # group norm (wav2vec2-base) normalises over padding too
+    cfg.audio.feat_extract_norm = norm  # a group norm (wav2vec2-base's) takes each item's own samples only
     model = JambaTalk(cfg).eval()
+    model.audio_encoder.wav2vec.feature_extractor.time_major = time_major  # False: transformers' layers
     with torch.no_grad():
         model.head.weight.normal_(std=0.1)
     a1, a2 = torch.randn(16000), torch.randn(9600)

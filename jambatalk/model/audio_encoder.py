@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 from pathlib import Path
@@ -106,18 +107,61 @@ def _conv_time_major(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
 _CONV_LAYERS = ("Wav2Vec2NoLayerNormConvLayer", "Wav2Vec2LayerNormConvLayer", "Wav2Vec2GroupNormConvLayer")
 
 
-def _layer_time_major(x: torch.Tensor, layer) -> torch.Tensor:
-    """One transformers Wav2Vec2 conv layer (conv, norm, activation) on time-major x (B, T, C_in)."""
+def _layer_output_lengths(lengths: torch.Tensor, layer) -> torch.Tensor:
+    """Output frames of a conv layer that see only the first ``lengths`` input frames (at least 1)."""
+    (k,), (s,) = layer.conv.kernel_size, layer.conv.stride
+    return (torch.div(lengths - k, s, rounding_mode="floor") + 1).clamp_min(1)
+
+
+def _group_stats(x: torch.Tensor, groups: int, valid: Optional[torch.Tensor]):
+    """Variance and mean of channel-major x (B, C, T) per item and group of channels, over each item's first
+    ``valid[b]`` frames (all frames where ``valid`` is None), repeated to shape (B, C, 1)."""
+    batch, channels, length = x.shape
+    if valid is None:
+        var, mean = torch.var_mean(x.reshape(batch, groups, -1), dim=-1, keepdim=True, unbiased=False)
+    else:
+        stats = [torch.var_mean(x[b, :, :min(int(n), length)].reshape(groups, -1), dim=-1, keepdim=True,
+                                unbiased=False) for b, n in enumerate(valid.tolist())]
+        var, mean = torch.stack([v for v, _ in stats]), torch.stack([m for _, m in stats])
+    per = channels // groups
+    return var.repeat_interleave(per, dim=1), mean.repeat_interleave(per, dim=1)
+
+
+def _layer_time_major(x: torch.Tensor, layer, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One transformers Wav2Vec2 conv layer (conv, norm, activation) on time-major x (B, T, C_in); a group
+    norm normalises item b over its first ``valid[b]`` output frames (all of them where ``valid`` is None)."""
     x = _conv_time_major(x, layer.conv)
     norm = getattr(layer, "layer_norm", None)
     if isinstance(norm, nn.LayerNorm):
         x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
     elif isinstance(norm, nn.GroupNorm):  # one group per channel: each channel over time
-        var, mean = torch.var_mean(x, dim=1, keepdim=True, unbiased=False)
+        if valid is None:
+            var, mean = torch.var_mean(x, dim=1, keepdim=True, unbiased=False)
+        else:
+            var, mean = (t.transpose(1, 2) for t in _group_stats(x.transpose(1, 2), x.shape[2], valid))
         x = (x - mean) * torch.rsqrt(var + norm.eps)
         if norm.affine:
             x = torch.addcmul(norm.bias, x, norm.weight)
     return layer.activation(x)
+
+
+def _masked_channel_major(conv_layers, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """transformers' feature encoder, (B, N) -> (B, C, T), with each group norm taken over each item's valid
+    frames only (``lengths``: valid samples per item); the other layers are called as they are."""
+    x, valid = audio[:, None], lengths
+    for layer in conv_layers:
+        valid = _layer_output_lengths(valid, layer)
+        norm = getattr(layer, "layer_norm", None)
+        if not isinstance(norm, nn.GroupNorm):
+            x = layer(x)
+            continue
+        x = layer.conv(x)
+        var, mean = _group_stats(x, norm.num_groups, valid)
+        x = (x - mean) * torch.rsqrt(var + norm.eps)
+        if norm.affine:
+            x = x * norm.weight[:, None] + norm.bias[:, None]
+        x = layer.activation(x)
+    return x
 
 
 #: output frames per block of the time-local conv layers (3 s of audio at 50 frames/s), so that each layer's
@@ -126,7 +170,8 @@ def _layer_time_major(x: torch.Tensor, layer) -> torch.Tensor:
 FEATURE_BLOCK_FRAMES = 150
 
 
-def time_major_features(conv_layers, audio: torch.Tensor, block_frames: int = FEATURE_BLOCK_FRAMES) -> torch.Tensor:
+def time_major_features(conv_layers, audio: torch.Tensor, block_frames: int = FEATURE_BLOCK_FRAMES,
+                        lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Wav2Vec 2.0's convolutional feature encoder computed time-major: audio (B, N) -> (B, T, C).
 
     The same layers as transformers' ``Wav2Vec2FeatureEncoder`` (conv, then a layer norm over channels, a
@@ -134,14 +179,17 @@ def time_major_features(conv_layers, audio: torch.Tensor, block_frames: int = FE
     time as the row axis, the layer norms read rows and no (B, C, T) tensor is ever transposed and copied,
     which is where that encoder spends about half its time on CPU. Layers after the last group norm (which
     normalises over the whole utterance) see only their receptive field, so they run in blocks of
-    ``block_frames`` output frames, each block's input cut from the previous layer's output.
+    ``block_frames`` output frames, each block's input cut from the previous layer's output. With
+    ``lengths`` (valid samples per item of a padded batch), a group norm takes each item's statistics over
+    its valid frames only, so an item's features do not depend on the padding it was given.
     """
     layers = list(conv_layers)
     split = max((i + 1 for i, layer in enumerate(layers) if isinstance(getattr(layer, "layer_norm", None),
                                                                          nn.GroupNorm)), default=0)
-    x = audio[..., None]  # (B, N, 1)
+    x, valid = audio[..., None], lengths  # (B, N, 1)
     for layer in layers[:split]:
-        x = _layer_time_major(x, layer)
+        valid = None if valid is None else _layer_output_lengths(valid, layer)
+        x = _layer_time_major(x, layer, valid)
     local = layers[split:]
     if not local:
         return x
@@ -177,31 +225,46 @@ def _time_major_supported(conv_layers) -> bool:
     return True
 
 
+#: (feature encoder, valid samples per batch item) for the padded batch that an AudioEncoder is encoding on
+#: this thread: transformers' Wav2Vec2Model passes its feature encoder the samples alone
+_VALID_SAMPLES: contextvars.ContextVar = contextvars.ContextVar("jambatalk_valid_samples", default=None)
+
+
 @functools.cache
 def _time_major_feature_encoder():
     """transformers' Wav2Vec2FeatureEncoder whose forward runs :func:`time_major_features` on CPU float32 input
-    (inference and training); other devices and dtypes, and gradient checkpointing, keep transformers' own
-    forward. Made once, on first use (transformers is imported lazily)."""
+    (inference and training) where its layers allow; other devices and dtypes, and gradient checkpointing,
+    keep transformers' layers. In a padded batch, its group norms take each item's statistics over the
+    item's own samples on every path (transformers' take them over the padding too). Made once, on first use
+    (transformers is imported lazily)."""
     from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2FeatureEncoder
 
     class TimeMajorFeatureEncoder(Wav2Vec2FeatureEncoder):
-        time_major = True  # False on an instance: transformers' forward everywhere (for comparisons)
+        time_major = True  # False on an instance: transformers' layers everywhere (for comparisons)
+        time_major_supported = False  # set per instance by _use_time_major
 
         def forward(self, input_values):
-            if (self.time_major and input_values.device.type == "cpu" and input_values.dtype == torch.float32
-                    and not (self.gradient_checkpointing and self.training)):
-                return time_major_features(self.conv_layers, input_values).transpose(1, 2)
-            return super().forward(input_values)
+            entry = _VALID_SAMPLES.get()
+            valid = entry[1] if entry is not None and entry[0] is self else None
+            if (self.time_major and self.time_major_supported and input_values.device.type == "cpu"
+                    and input_values.dtype == torch.float32 and not (self.gradient_checkpointing and self.training)):
+                return time_major_features(self.conv_layers, input_values, lengths=valid).transpose(1, 2)
+            if valid is None or not any(isinstance(getattr(layer, "layer_norm", None), nn.GroupNorm)
+                                        for layer in self.conv_layers):
+                return super().forward(input_values)
+            return _masked_channel_major(self.conv_layers, input_values, valid)
 
     return TimeMajorFeatureEncoder
 
 
 def _use_time_major(wav2vec) -> None:
     """Give ``wav2vec``'s feature encoder the time-major CPU path where its layers are ones that
-    :func:`time_major_features` reproduces; its parameters and their names stay as they are."""
+    :func:`time_major_features` reproduces, and padding-free group norms; its parameters and their names stay
+    as they are."""
     fe, cls = getattr(wav2vec, "feature_extractor", None), _time_major_feature_encoder()
-    if type(fe) is cls.__mro__[1] and _time_major_supported(fe.conv_layers):
+    if type(fe) is cls.__mro__[1]:
         fe.__class__ = cls
+        fe.time_major_supported = _time_major_supported(fe.conv_layers)
 
 
 def _local_pretrained(name: str):
@@ -344,10 +407,15 @@ class AudioEncoder(nn.Module):
             audio = self.normalize(audio, lengths)
         if audio.shape[-1] < self.min_samples:
             audio = F.pad(audio, (0, self.min_samples - audio.shape[-1]))
-        mask = None
+        mask, token = None, None
         if lengths is not None and bool((lengths < audio.shape[-1]).any()):
             mask = (torch.arange(audio.shape[-1], device=audio.device)[None] < lengths[:, None]).long()
-        out = self.wav2vec(audio, attention_mask=mask).last_hidden_state
+            token = _VALID_SAMPLES.set((self.wav2vec.feature_extractor, lengths))
+        try:
+            out = self.wav2vec(audio, attention_mask=mask).last_hidden_state
+        finally:
+            if token is not None:
+                _VALID_SAMPLES.reset(token)
         if lengths is None:
             flen = torch.full((audio.shape[0],), out.shape[1], device=audio.device, dtype=torch.long)
         else:
