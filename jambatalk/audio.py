@@ -249,14 +249,25 @@ def load_audio(audio, sample_rate: int | None = None, *, name: str | None = None
     if not np.isfinite(mono).all():
         bad = int((~np.isfinite(mono)).sum())
         raise InputError(f"{label} has {bad} non-finite samples (NaN or inf)", "clean or re-export the recording")
-    peak = float(np.abs(mono).max())
+    return resample(check_amplitude(mono, label, stacklevel=3), int(sr), SAMPLE_RATE)
+
+
+def check_amplitude(mono: np.ndarray, label: str, scale_integer_range: bool = True, stacklevel: int = 2) -> np.ndarray:
+    """Finite float samples ``mono`` within audio's range: an InputError beyond :data:`MAX_AMPLITUDE`; beyond
+    :data:`INTEGER_RANGE_PEAK`, integer PCM stored as floats, divided by its type's range with a warning (or, with
+    ``scale_integer_range`` False, where the whole signal is not known, refused)."""
+    peak = float(np.abs(mono).max()) if mono.size else 0.0
     if peak > MAX_AMPLITUDE:
         raise InputError(f"{label} has samples as large as {peak:.3g}, out of range for audio (float samples lie "
                          "within [-1, 1])", "check the recording or array: re-export it, or scale it into [-1, 1]")
+    if peak > INTEGER_RANGE_PEAK and not scale_integer_range:
+        raise InputError(f"{label} holds float samples as large as {peak:.6g}, far outside [-1, 1] (integer samples "
+                         "stored as floats?)", "pass float samples within [-1, 1] (divide 16-bit values by 32768), "
+                         "or the integer array itself")
     if peak > INTEGER_RANGE_PEAK:  # integer PCM stored as floats: at its own scale a video's sound track clips
         scale = 32768.0 if peak <= 32768.0 else 2.0 ** 31
         warnings.warn(f"{label} holds float samples as large as {peak:.6g}, far outside [-1, 1]: integer samples "
                       f"stored as floats, read as {'16' if scale == 32768.0 else '32'}-bit PCM (divided by "
-                      f"{scale:.0f}); store floats within [-1, 1] to keep this message away", stacklevel=2)
+                      f"{scale:.0f}); store floats within [-1, 1] to keep this message away", stacklevel=stacklevel)
         mono = mono / np.float32(scale)
-    return resample(mono, int(sr), SAMPLE_RATE)
+    return mono

@@ -32,17 +32,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import SAMPLE_RATE, is_real_number, to_mono_float
+from .audio import SAMPLE_RATE, check_amplitude, is_real_number, to_mono_float
 from .errors import ConfigError, InputError
 from .model.audio_encoder import frames_for_samples
 
 __all__ = ["Stream"]
 
 
-def _samples(samples, what: str) -> np.ndarray:
+def _samples(samples, what: str, whole: bool) -> np.ndarray:
     """Audio given to ``what`` (a 1-D array or tensor of 16 kHz mono samples) as float32, integer PCM scaled into
     [-1, 1] by its type's range as :func:`jambatalk.load_audio` scales it; an InputError for a file name, text,
-    None, something that holds no numbers (bool and complex too), more than one channel, or NaN / infinite samples."""
+    None, something that holds no numbers (bool and complex too), more than one channel, NaN / infinite samples
+    or samples out of audio's range. Float samples far outside [-1, 1] (integer PCM stored as floats) are scaled
+    with a warning, as :func:`jambatalk.load_audio` does, when the audio is ``whole``; a chunk of a stream with
+    them is refused (its scale would depend on the chunking)."""
     if isinstance(samples, (str, bytes, os.PathLike)) or samples is None:
         raise InputError(f"{what} takes audio samples (an array of 16 kHz mono floats), not "
                          f"{'a file name or text' if samples is not None else 'None'} ({samples!r})",
@@ -60,10 +63,12 @@ def _samples(samples, what: str) -> np.ndarray:
     if x.ndim != 1:
         raise InputError(f"{what} takes a 1-D array of 16 kHz mono samples, got shape {x.shape}",
                          "pass one channel, e.g. samples.mean(axis=1) for stereo")
-    x = to_mono_float(x, f"the audio given to {what}") if x.dtype.kind in "iu" else x.astype(np.float32, copy=False)
     if x.size and not np.all(np.isfinite(x)):
         raise InputError(f"the audio given to {what} contains NaN or infinite samples", "clean the input signal")
-    return x
+    if x.dtype.kind in "iu":
+        return to_mono_float(x, f"the audio given to {what}")
+    x = check_amplitude(x, f"the audio given to {what}", scale_integer_range=whole, stacklevel=4)
+    return x.astype(np.float32, copy=False)
 
 
 class Stream:
@@ -272,7 +277,7 @@ class Stream:
         """Feed 16 kHz mono float samples (any length); returns the frames that became final, (n, V, 3)."""
         if self._closed:
             raise InputError("this stream was flushed", "call reset() to start a new utterance")
-        x = _samples(samples, "Stream.push")
+        x = _samples(samples, "Stream.push", whole=False)
         if x.size:
             if self.gate is not None:
                 self.gate.push(x)
@@ -362,7 +367,7 @@ class Stream:
     def offline(self, audio) -> np.ndarray:
         """What pushing ``audio`` (16 kHz mono) in any chunks and flushing returns, computed in one pass
         (the whole decoder at once); (T, V, 3). Does not touch the stream's state."""
-        x = _samples(audio, "Stream.offline")
+        x = _samples(audio, "Stream.offline", whole=True)
         N = len(x)
         enc = self.model.audio_encoder
         csum = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])

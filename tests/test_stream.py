@@ -141,6 +141,24 @@ def test_integer_pcm_is_scaled_into_the_float_range_as_load_audio_scales_it():
     assert np.abs(want - want[:1]).max() == 0
 
 
+@pytest.mark.filterwarnings("ignore:the speech is quiet")
+def test_float_samples_out_of_audio_range():
+    """Samples that animate refuses were taken, and their squares overflowed with numpy warnings."""
+    stream = Stream(_model(), lookahead=0.1, silence_gate=True)
+    for take in (stream.push, stream.offline):
+        with pytest.raises(InputError, match="as large as 1e\\+20"):
+            take(np.full(800, 1e20, np.float32))
+    # integer PCM stored as floats: scaled as animate scales it where the whole audio is known
+    audio = _speechlike(1.5, 3) * 0.3
+    with pytest.warns(UserWarning, match="read as 16-bit PCM"):
+        scaled = stream.offline(audio * 32768)
+    np.testing.assert_allclose(scaled, stream.offline(audio), rtol=0, atol=1e-5)
+    # ... and refused in a stream, whose chunks' scale would depend on the chunking
+    with pytest.raises(InputError, match="far outside \\[-1, 1\\].*divide 16-bit values by 32768"):
+        stream.push(audio * 32768)
+    np.testing.assert_allclose(_push_all(stream, audio, [8000]), stream.offline(audio), rtol=0, atol=1e-5)
+
+
 def test_cli_animate_stream_reports_latency_and_matches_offline(tmp_path, capsys):
     import soundfile as sf
 
