@@ -277,6 +277,16 @@ def test_cli_render_needs_no_template_for_an_npz_that_keeps_its_faces(tmp_path, 
     np.savez(tmp_path / "bare.npz", vertices=_motion(vertices, 5))
     assert main(["render", str(tmp_path / "bare.npz"), "--out", str(out)]) == 2
     assert "stores no faces and no --template was given" in capsys.readouterr().err and not out.exists()
+    # a template: its faces may list the stored triangles in another order and winding, not other triangles
+    shuffled = _write_template(tmp_path / "shuffled.ply", vertices, faces[::-1][:, [1, 2, 0]])
+    assert main(["render", str(tmp_path / "anim.npz"), "--template", str(shuffled), "--out", str(out),
+                 "--size", "32"]) == 0
+    out.unlink()
+    other = _write_template(tmp_path / "other.ply", vertices, (faces + 1) % len(vertices))
+    assert main(["render", str(tmp_path / "anim.npz"), "--template", str(other), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "has other triangles than the faces stored in" in err and "leave out --template" in err
+    assert not out.exists()
 
 
 def test_audio_and_motion_of_different_lengths_warn_with_the_frame_rate_that_would_fit(mesh):
