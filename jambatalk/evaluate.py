@@ -161,10 +161,12 @@ def _plots(out: Path, spec, root: Path, ckpt: Path, first, per_vertex, lip_idx, 
         faces = spec.faces(root)
     except Exception:  # noqa: BLE001 - the plot falls back on points without faces
         faces = None
-    plot_vertex_error(out / "vertex_error.png", template, faces, per_vertex, title=f"Mean vertex error ({spec.name})")
+    units = dict(scale=1000.0, unit="mm") if spec.metres else dict(scale=1.0, unit="normalised units")
+    plot_vertex_error(out / "vertex_error.png", template, faces, per_vertex, title=f"Mean vertex error ({spec.name})",
+                      **units)
     upper, lower = split_lips(template, np.asarray(lip_idx))
     plot_lip_opening(out / "lip_opening.png", lip_opening(gt, upper, lower), lip_opening(pred[: len(gt)], upper, lower),
-                     spec.fps, title=f"Lip opening: {item['name']}")
+                     spec.fps, title=f"Lip opening: {item['name']}", **units)
     history = ckpt.parent / "history.json"
     if history.is_file():
         curves = json.loads(history.read_text())

@@ -157,3 +157,22 @@ def test_missing_matplotlib_gives_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(MissingDependencyError, match="matplotlib.*pip install"):
         plots.plot_loss_curves(tmp_path / "loss.png", {"l": [(0, 1.0)]})
     assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("dataset, scale, unit", [("vocaset", 1000.0, "mm"), ("biwi3895", 1000.0, "mm"),
+                                                  ("biwi", 1.0, "normalised units")])
+def test_evaluation_plots_show_each_datasets_units(dataset, scale, unit, tmp_path, monkeypatch):
+    """BIWI's 23370-vertex meshes are divided by the square root of their area: their errors were shown x1000 as mm."""
+    from jambatalk import evaluate
+    from jambatalk.data import get_spec
+
+    calls = {}
+    monkeypatch.setattr(plots, "plot_vertex_error", lambda *a, **k: calls.setdefault("vertex", k))
+    monkeypatch.setattr(plots, "plot_lip_opening", lambda *a, **k: calls.setdefault("lips", k))
+    template = np.random.default_rng(0).normal(size=(40, 3))
+    item = {"template": template, "name": "seq"}
+    motion = np.repeat(template[None], 5, axis=0)
+    evaluate._plots(tmp_path, get_spec(dataset), tmp_path, tmp_path / "run" / "best", (item, motion, motion),
+                    np.zeros(40), np.arange(10), lambda v, up, low: np.zeros(len(v)))
+    assert {k: calls[k]["scale"] for k in calls} == {"vertex": scale, "lips": scale}
+    assert {k: calls[k]["unit"] for k in calls} == {"vertex": unit, "lips": unit}

@@ -131,6 +131,8 @@ class DatasetSpec:
         preprocessor: ``"module:function(src, dst, overwrite=...)"`` for ``jambatalk preprocess``.
         readme: where the user reads how to obtain the files.
         train_split: the split whose subjects define the subject (style) index.
+        metres: whether vertices are in metres (plots show millimetres); False for meshes in normalised units
+            (the 23370-vertex BIWI meshes, divided by the square root of their surface area).
     """
 
     name: str
@@ -148,6 +150,7 @@ class DatasetSpec:
     readme: str = "README.md"
     description: str = ""
     train_split: str = "train"
+    metres: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "splits", _frozen_splits(self.splits))
@@ -575,6 +578,7 @@ register_spec(DatasetSpec(
     faces_source=MeshSource(files=("BIWI.ply",)),
     preprocessor="jambatalk.data.biwi:preprocess_biwi",
     readme="BIWI/README.md",
+    metres=False,
     description="BIWI 3D Audiovisual Corpus: 14 subjects x 40 emotional sentences, 25 fps, 23370 vertices",
 ))
 
