@@ -219,16 +219,16 @@ def main(argv: list[str] | None = None) -> int:
         sigterm = signal.signal(signal.SIGTERM, _sigterm_handler(os.getpid()))
     try:
         return int(_handler(args.command)(args) or 0)
-    except Terminated:
-        print(f"jambatalk {args.command}: terminated", file=sys.stderr)
+    except Terminated as exc:
+        print(f"jambatalk {args.command}: terminated{f'; {exc}' if str(exc) else ''}", file=sys.stderr)
         return 128 + signal.SIGTERM
     except JambaTalkError as exc:
         if args.debug:
             raise
         print(f"jambatalk {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"jambatalk {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"jambatalk {args.command}: interrupted{f'; {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         if args.debug:

@@ -14,6 +14,8 @@ import json
 import math
 import os
 import random
+import shlex
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +145,9 @@ def open_dataset_root(cfg: ExperimentConfig, generate: bool = True) -> Path:
     if not data.root:
         raise ConfigError("data.root is not set", "set data.root to the processed dataset folder (key=value override)")
     root = Path(data.root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"data.root '{root}' is a file, not a dataset folder",
+                           "set data.root to the processed dataset's folder (the one holding vertices_npy/)")
     if not (root / "vertices_npy").is_dir():
         synthetic = data.dataset == "synthetic"
         if data.generate and synthetic and generate:
@@ -365,6 +370,7 @@ class Trainer:
             raise ConfigError(f"run folder '{self.out}' already holds a run",
                               "pass --resume to continue it, or choose another --out")
         self.writer = None
+        self.resumed, self._made_out = resume, not self.out.exists()
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             from torch.utils.tensorboard import SummaryWriter
@@ -667,10 +673,40 @@ class Trainer:
             self._save("last")
 
 
+    def discard_unsaved(self) -> None:
+        """After a new run failed or was stopped before its first checkpoint: remove its TensorBoard log (which
+        a next run into the folder would continue) and the run folder where this run made it and it is empty."""
+        if self.rank != 0 or self.resumed or (self.out / "last").exists():
+            return
+        if self.writer is not None:
+            self.writer.close()
+        shutil.rmtree(self.out / "tb", ignore_errors=True)
+        if self._made_out and self.out.is_dir() and not any(self.out.iterdir()):
+            self.out.rmdir()
+
+
 def train(cfg: ExperimentConfig, out_dir, resume: bool = False, progress: bool = True) -> Trainer:
     trainer = Trainer(cfg, out_dir, resume=resume, progress=progress)
-    trainer.fit()
+    try:
+        trainer.fit()
+    except BaseException:
+        trainer.discard_unsaved()
+        raise
     return trainer
+
+
+def _stopped_note(out: Path, config: str, overrides: list[str]) -> str:
+    """What a stopped ``jambatalk train`` leaves behind, and the command that continues it."""
+    last = out / "last"
+    if not (last / "trainer_state.pt").is_file():
+        return f"no checkpoint had been saved in '{out}' (train.save_every sets how often one is)"
+    try:
+        epoch = int(torch.load(last / "trainer_state.pt", map_location="cpu", weights_only=True, mmap=True)["epoch"])
+        when = f" (epoch {epoch})"
+    except Exception:  # noqa: BLE001 - the note goes without the epoch
+        when = ""
+    command = shlex.join(["jambatalk", "train", "--config", config, "--out", str(out), "--resume", *overrides])
+    return f"the last checkpoint{when} is in '{last}'; continue the run with: {command}"
 
 
 #: model settings that training takes from the dataset (:func:`complete_model_config`), whatever the config says
@@ -686,7 +722,14 @@ def cli_train(args) -> int:
     torch.set_flush_denormal(True)  # subnormal floats slow CPU kernels by orders of magnitude
     cfg = load_experiment(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    trainer = train(cfg, out, resume=args.resume)
+    from .cli import Terminated
+
+    try:
+        trainer = train(cfg, out, resume=args.resume)
+    except (KeyboardInterrupt, Terminated) as exc:  # Ctrl-C, or SIGTERM (a cluster job's time limit)
+        if _dist_info()[0] == 0:  # the command line prints the note after "interrupted" / "terminated"
+            exc.args = (_stopped_note(out, args.config, args.overrides),)
+        raise
     if trainer.rank == 0:
         print(f"trained {trainer.step} steps ({trainer.epoch} epochs); checkpoints in {out}/best and {out}/last")
     if trainer.distributed:

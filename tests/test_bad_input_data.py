@@ -188,6 +188,12 @@ def test_a_missing_dataset_folder_points_to_the_command_that_makes_it(tmp_path, 
     line = _cli_error(capsys, _train_args(missing, tmp_path / "run", "data.dataset=vocaset", "data.generate=true"))
     assert f"jambatalk preprocess vocaset --src RAW --dst {missing}" in line and "builds only the synthetic" in line
     assert not missing.exists() and not (tmp_path / "run").exists()
+    a_file = tmp_path / "corpus.txt"  # the fixes offered, synth --dst or data.generate=true, both fail on a file
+    a_file.write_text("x")
+    for generate in ("true", "false"):
+        line = _cli_error(capsys, _train_args(a_file, tmp_path / "run", f"data.generate={generate}"))
+        assert f"data.root '{a_file}' is a file, not a dataset folder" in line and "holding vertices_npy/" in line
+    assert not (tmp_path / "run").exists()
 
 
 def test_test_does_not_generate_a_corpus_where_data_root_is_missing(tmp_path, capsys):

@@ -360,6 +360,44 @@ def test_a_diverged_loss_stops_training_without_saving_broken_weights(corpus, tm
             assert all(bool(torch.isfinite(w).all()) for w in _weights(folder).values())
 
 
+def test_a_stopped_run_says_how_to_continue_and_one_stopped_before_its_first_save_leaves_nothing(corpus, tmp_path,
+                                                                                                 capsys, monkeypatch):
+    import shlex
+
+    from jambatalk.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "--config", str(ROOT / "configs" / "debug.yaml"), "--out", str(run), f"data.root={corpus}",
+            "data.generate=false", "data.max_seconds=1.5", "train.val_every=0", "train.save_every=1",
+            "train.epochs=2"]
+    real_step = Trainer.train_step
+
+    def stop_at(epoch):
+        def step(self, batch):
+            if self.epoch >= epoch:
+                raise KeyboardInterrupt
+            return real_step(self, batch)
+        return step
+
+    monkeypatch.setattr(Trainer, "train_step", stop_at(0))  # before anything was saved: no folder, no tb/ log
+    assert main(args) == 130
+    assert "interrupted; no checkpoint had been saved" in capsys.readouterr().err and not run.exists()
+    run.mkdir()  # a folder of the user's: kept, empty
+    assert main(args) == 130 and list(run.iterdir()) == []
+    capsys.readouterr()
+
+    monkeypatch.setattr(Trainer, "train_step", stop_at(1))  # after the first epoch's checkpoint
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted; the last checkpoint (epoch 1) is in '{run / 'last'}'; continue the run with: " in err
+    command = shlex.split(err.split("continue the run with: ")[1])
+    assert command[:2] == ["jambatalk", "train"] and "--resume" in command
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    assert main(command[1:]) == 0  # the command given continues the run to its end
+    assert "trained" in capsys.readouterr().out
+    assert torch.load(run / "last" / "trainer_state.pt", weights_only=True)["epoch"] == 2
+
+
 def test_refuses_to_overwrite_a_run_without_resume(corpus, tmp_path):
     Trainer(_cfg(corpus, "train.max_steps=1"), tmp_path / "run", progress=False).fit()
     with pytest.raises(ConfigError, match="--resume"):
