@@ -286,8 +286,8 @@ def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = No
     """Animate a face from speech.
 
     Args:
-        audio: a speech file (wav, flac, mp3, ogg), one opened in binary mode (wav, flac, ogg), or a 1-D / 2-D
-            array or tensor (then ``sample_rate`` is required).
+        audio: a speech file (wav, flac, mp3, ogg), one opened in binary mode or its bytes (wav, flac, ogg), or a
+            1-D / 2-D array or tensor (then ``sample_rate`` is required).
         template: the neutral face: a mesh file (.ply, .obj), a .npy (V, 3), ``templates.pkl:SUBJECT``, or a
             (V, 3) array; None uses the model's own template.
         model: a loaded :class:`~jambatalk.model.JambaTalk`, a model folder, or None for the built-in model.

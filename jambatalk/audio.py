@@ -201,14 +201,20 @@ def load_audio(audio, sample_rate: int | None = None, *, name: str | None = None
     """Load speech as 16 kHz mono float32.
 
     Args:
-        audio: a path (wav, flac, mp3, ogg, or anything ffmpeg reads), a file opened in binary mode
-            (wav, flac, ogg), or an array / tensor of shape (N,), (N, C) or (C, N), integer or float PCM.
+        audio: a path (wav, flac, mp3, ogg, or anything ffmpeg reads), a file opened in binary mode or its
+            bytes (wav, flac, ogg), or an array / tensor of shape (N,), (N, C) or (C, N), integer or float PCM.
         sample_rate: the sampling rate of an array (required for arrays, ignored for files).
     Returns:
         float32 array (N,) at :data:`SAMPLE_RATE`.
     """
+    if isinstance(audio, (bytes, bytearray, memoryview)):  # a file's contents, e.g. read from a request
+        import io
+
+        audio, name = io.BytesIO(bytes(audio)), name or f"audio bytes ({len(audio)} bytes)"
     from_file = isinstance(audio, (str, os.PathLike)) or hasattr(audio, "read")  # an open file, a BytesIO
     if isinstance(audio, (str, os.PathLike)):
+        if not str(os.fspath(audio)).strip():
+            raise InputError("the audio file name is empty", "pass a speech file's path, e.g. speech.wav")
         path = Path(audio)
         label = name or f"audio file '{path}'"
         short_mp3 = _mp3_cut_short(path) if path.is_file() else None

@@ -130,6 +130,15 @@ def test_bfloat16_tensors_and_open_files_are_taken(model_dir, speech, tmp_path):
         f.seek(100)
         with pytest.raises(InputError, match="could not be read as audio"):
             load_audio(f)
+    # a file's bytes (they were taken for an array, then refused for its missing sampling rate)
+    data = path.read_bytes()
+    for raw in (data, bytearray(data), memoryview(data)):
+        np.testing.assert_array_equal(load_audio(raw), load_audio(path))
+    with pytest.raises(InputError, match=r"audio bytes \(7 bytes\) could not be read as audio"):
+        load_audio(b"RIFF...")
+    for empty in ("", " "):  # "" was read as ".", then refused as a folder
+        with pytest.raises(InputError, match="the audio file name is empty"):
+            load_audio(empty)
 
 
 def test_a_ragged_template_is_refused(model_dir, speech):
