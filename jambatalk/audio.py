@@ -67,13 +67,35 @@ def to_mono_float(audio: np.ndarray, name: str = "audio") -> np.ndarray:
     elif audio.ndim == 2:
         # channels are the short axis: (N, C) as written by soundfile, or (C, N) as in torchaudio
         channel_axis = 1 if audio.shape[1] <= audio.shape[0] else 0
-        audio = audio.mean(axis=channel_axis)
+        channels = np.moveaxis(audio, channel_axis, 0)
+        audio = channels.mean(axis=0)
+        if len(channels) > 1:
+            audio = _uncancelled(audio, channels, name)
     elif audio.ndim != 1:
         raise InputError(
             f"{name} has shape {audio.shape}; expected (samples,), (samples, channels) or (channels, samples)",
             "pass a 1-D or 2-D array",
         )
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+#: a mix of channels this much quieter than its loudest channel (-26 dB) cancelled itself: one channel is the
+#: other inverted (a microphone pair wired out of phase), and the mix is near silence
+CANCELLED_MIX = 0.05
+
+
+def _uncancelled(mix: np.ndarray, channels: np.ndarray, name: str) -> np.ndarray:
+    """The mix of ``channels``, or, where the channels cancel out in it, the loudest channel alone (with a warning)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        rms = np.sqrt(np.mean(np.square(channels, dtype=np.float64), axis=1))
+        mix_rms = float(np.sqrt(np.mean(np.square(mix, dtype=np.float64))))
+    loudest = int(np.argmax(rms))
+    if not (rms[loudest] > 0 and mix_rms < CANCELLED_MIX * rms[loudest]):
+        return mix
+    warnings.warn(f"the {len(channels)} channels of {name} cancel out when mixed to mono (one is the other inverted: the "
+                  f"mix is {20 * math.log10(rms[loudest] / max(mix_rms, 1e-300)):.0f} dB under its loudest channel); "
+                  f"using channel {loudest + 1} alone", stacklevel=4)
+    return channels[loudest]
 
 
 def _read_with_soundfile(path: Path):

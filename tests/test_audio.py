@@ -78,6 +78,26 @@ def test_arrays_int_and_channel_layouts():
     np.testing.assert_allclose(to_mono_float(u8), [-1.0, 0.0, 127 / 128], atol=1e-6)
 
 
+def test_channels_that_cancel_when_mixed_give_their_loudest_channel_with_a_warning(tmp_path):
+    """A pair wired out of phase (right = -left) mixed to silence: a still face, without a word."""
+    import warnings
+
+    import soundfile as sf
+
+    tone = _tone(16000)
+    inverted = np.stack([tone, -0.98 * tone], axis=1)  # the mix is 40 dB under the left channel
+    sf.write(tmp_path / "inverted.wav", inverted, 16000, subtype="FLOAT")
+    for audio, rate in ((inverted, 16000), (inverted.T, 16000), (tmp_path / "inverted.wav", None)):
+        with pytest.warns(UserWarning, match=r"the 2 channels of .* cancel out when mixed to mono .* 40 dB under.*"
+                                             r"using channel 1 alone"):
+            np.testing.assert_allclose(load_audio(audio, sample_rate=rate), tone, atol=1e-6)
+    independent = np.stack([tone, -_tone(16000, freq=660.0)], axis=1)  # other sounds: mixed, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(load_audio(independent, sample_rate=16000), independent.mean(axis=1), atol=1e-6)
+        assert not load_audio(np.zeros((800, 2), np.float32), sample_rate=16000).any()  # silence is silence
+
+
 def test_resampling_keeps_duration_and_pitch():
     sr = 44100
     audio = load_audio(_tone(sr, 1.0, 440.0), sample_rate=sr)
