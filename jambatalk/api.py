@@ -71,20 +71,26 @@ class Animation:
     def duration(self) -> float:
         return len(self.vertices) / self.fps
 
-    def save(self, path: Union[str, os.PathLike], *, size: int = 800, mesh_format: str = ".obj",
+    def save(self, path: Union[str, os.PathLike], *, size: int = 800, mesh_format: Optional[str] = None,
              progress: bool = True) -> Path:
-        """Save by extension: .npy (vertices), .npz (everything), .mp4 (rendered with the audio), or
-        a folder (a path without extension) of per-frame meshes (``mesh_format`` .obj or .ply)."""
+        """Save by extension: .npy (vertices), .npz (everything), .mp4 (rendered with the audio, ``size`` pixels
+        square), or a folder (a path without extension) of per-frame meshes (``mesh_format`` .obj, the default,
+        or .ply)."""
         from .fileio import atomic_dir, atomic_path, check_output_path
 
         if not isinstance(path, (str, os.PathLike)):
             raise InputError(f"the path to save to is {path!r}, not a file or folder name", "pass a str or Path: "
                              ".npy, .npz, .mp4, or a folder name without extension")
-        if not isinstance(mesh_format, str):
+        if mesh_format is not None and not isinstance(mesh_format, str):
             raise InputError(f"mesh_format is {mesh_format!r}", "pass '.obj' or '.ply'")
         path = Path(path)
         _saved_as_file(path)  # an extension it cannot save as is refused first
         suffix = path.suffix.lower()
+        if mesh_format is not None and suffix in (".npy", ".npz", ".mp4"):
+            raise InputError(f"mesh_format={mesh_format!r} was given, but '{path.name}' is one {suffix} file, not a "
+                             "folder of per-frame meshes", "leave mesh_format out, or save to a folder name without "
+                             f"extension (e.g. '{path.with_suffix('')}')")
+        mesh_format = ".obj" if mesh_format is None else mesh_format
         self._check_contents()
         check_output_path(path)
         if suffix in (".npy", ".npz", ".mp4") and path.is_dir():
@@ -448,7 +454,7 @@ def cli_animate(args) -> int:
                                    device=args.device)
     else:
         anim = animate(args.audio, args.template, args.checkpoint, silence_gate=gate, device=args.device)
-    anim.save(out, mesh_format=args.mesh_format or "obj", progress=sys.stderr.isatty())  # no bars in logs
+    anim.save(out, mesh_format=args.mesh_format, progress=sys.stderr.isatty())  # no bars in logs
     if report:
         print(report)
     print(f"wrote {out} ({len(anim)} frames at {anim.fps:g} fps, {anim.duration:.2f} s)")

@@ -173,6 +173,11 @@ def test_save_and_load_model_refuse_arguments_of_the_wrong_kind(model_dir, speec
     anim = animate(speech, model=model_dir, sample_rate=16000)
     with pytest.raises(InputError, match=r"mesh_format is 123; pass '\.obj' or '\.ply'"):
         anim.save(tmp_path / "frames", mesh_format=123)
+    for name in ("one.npy", "one.npz"):  # the format was ignored: one file written, not the meshes asked for
+        with pytest.raises(InputError, match=r"mesh_format='ply' was given, but '.*' is one \.np. file.*leave "
+                                             r"mesh_format out, or save to a folder name without extension"):
+            anim.save(tmp_path / name, mesh_format="ply")
+        assert not (tmp_path / name).exists()
     with pytest.raises(InputError, match=r"the path to save to is None, not a file or folder name; pass a str or Path"):
         anim.save(None)
     with pytest.raises(InputError, match=r"the path to load is 5, not a file name"):
