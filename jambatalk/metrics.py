@@ -171,6 +171,9 @@ def _indices(idx: ArrayLike, name: str, n_vertices: int, context: str, like: Any
 
 def _template(template: ArrayLike, n_vertices: int, context: str, like: Any) -> Any:
     t_shape = _shape(template)
+    if _is_tensor(template) and not _is_tensor(like):  # numpy sequences: the template as numpy too (dtype checked)
+        template = template.detach().cpu()
+        template = (template.double() if template.is_floating_point() else template).numpy()
     t = _to_float(template, "template", like)
     if t.ndim == 1 and t.shape[0] % 3 == 0:
         t = t.reshape(-1, 3)

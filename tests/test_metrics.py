@@ -203,6 +203,19 @@ def test_read_only_arrays_mixed_with_tensors_give_no_warning(rng):
     assert got == pytest.approx(want, rel=1e-12)
 
 
+def test_a_tensor_template_with_numpy_sequences(rng):
+    """A model's template (a tensor) beside numpy sequences raised numpy's TypeError (ndarray - Tensor)."""
+    pred, gt, template, idx = _seq(rng), _seq(rng), rng.standard_normal((V, 3)), np.arange(0, V, 2)
+    for t in (torch.from_numpy(template), torch.from_numpy(template).float()):
+        want = template if t.dtype == torch.float64 else t.numpy()
+        assert metrics.fdd(pred, gt, t, idx) == metrics.fdd(pred, gt, want, idx)
+        np.testing.assert_array_equal(metrics.face_dynamics(gt, t, idx), metrics.face_dynamics(gt, want, idx))
+        report = metrics.evaluate_sequences({"a": pred}, {"a": gt}, {"a": t}, idx, idx)
+        assert report == metrics.evaluate_sequences({"a": pred}, {"a": gt}, {"a": want}, idx, idx)
+    with pytest.raises(InputError, match="template has dtype bool"):
+        metrics.fdd(pred, gt, torch.zeros(V, 3, dtype=torch.bool), idx)
+
+
 def test_cpu_tensors_give_the_same_as_numpy(rng):
     pred, gt, template, idx = _seq(rng), _seq(rng), rng.standard_normal((V, 3)), np.arange(0, V, 2)
     tp, tg, tt = (torch.from_numpy(x) for x in (pred, gt, template))
