@@ -326,7 +326,14 @@ def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = No
     vertices = _finite(net.predict(samples, tpl, silence_gate=silence_gate), model)
     out_fps = float(fps) if fps is not None else float(net.fps)
     vertices = resample_frames(vertices, net.fps, out_fps, duration=len(samples) / SAMPLE_RATE)
-    return Animation(vertices=vertices, template=tpl, faces=faces, fps=out_fps, audio=samples)
+    return _own_animation(vertices, tpl, faces, out_fps, samples)
+
+
+def _own_animation(vertices, template, faces, fps: float, audio) -> Animation:
+    """An Animation holding its own template, faces and audio: they were views of the model's template and faces
+    and of the caller's arrays, so that editing the animation in place changed the model."""
+    return Animation(vertices=vertices, template=np.array(template, dtype=np.float32),
+                     faces=None if faces is None else np.array(faces), fps=fps, audio=np.array(audio, dtype=np.float32))
 
 
 def live_delays(compute_s, chunk_ends_s) -> np.ndarray:
@@ -416,8 +423,7 @@ def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lo
               f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms; delay behind live audio (waiting + "
               f"compute) median {np.median(delay):.1f} ms, p99 {np.percentile(delay, 99):.1f} ms, "
               f"max {delay.max():.1f} ms; {verdict}")
-    tpl = stream.template.cpu().numpy()
-    return Animation(vertices=vertices, template=tpl, faces=stream.faces, fps=stream.fps, audio=samples), report
+    return _own_animation(vertices, stream.template.cpu(), stream.faces, stream.fps, samples), report
 
 
 def check_frame_folder(path: Path) -> None:

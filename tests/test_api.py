@@ -37,6 +37,22 @@ def test_animate_from_file_and_array(model_dir, wav):
     np.testing.assert_allclose(same.vertices, anim.vertices, atol=1e-6)
 
 
+def test_an_animation_owns_its_arrays(model_dir, wav):
+    """anim.template and anim.faces were views of the model's own: centring the animation's template in place
+    moved the model's, and every later animation with it."""
+    model = jambatalk.load_model(model_dir)
+    template, faces = model.template.clone(), model.faces.clone()
+    audio = jambatalk.load_audio(wav)
+    mine = audio.copy() + 0.0
+    for anim in (animate(mine, sample_rate=16000, model=model),
+                 animate(mine, template.numpy(), sample_rate=16000, model=model)):
+        anim.template += 1.0
+        anim.faces[:] = 0
+        anim.audio[:] = 0
+    assert torch.equal(model.template, template) and torch.equal(model.faces, faces)
+    np.testing.assert_array_equal(mine, audio)
+
+
 def test_custom_template_moves_the_output(model_dir, wav):
     base = animate(wav, model=model_dir)
     shifted = animate(wav, template=base.template + 1.0, model=model_dir)
