@@ -299,3 +299,35 @@ def check_amplitude(mono: np.ndarray, label: str, scale_integer_range: bool = Tr
                       f"{scale:.0f}); store floats within [-1, 1] to keep this message away", stacklevel=stacklevel)
         mono = mono / np.float32(scale)
     return mono
+
+
+def as_samples(samples, what: str, whole: bool = True) -> np.ndarray:
+    """Audio given to ``what`` (a 1-D array or tensor of 16 kHz mono samples) as float32, integer PCM scaled into
+    [-1, 1] by its type's range as :func:`jambatalk.load_audio` scales it; an InputError for a file name, text,
+    None, something that holds no numbers (bool and complex too), more than one channel, NaN / infinite samples
+    or samples out of audio's range. Float samples far outside [-1, 1] (integer PCM stored as floats) are scaled
+    with a warning, as :func:`jambatalk.load_audio` does, when the audio is ``whole``; a chunk of a stream with
+    them is refused (its scale would depend on the chunking)."""
+    if isinstance(samples, (str, bytes, os.PathLike)) or samples is None:
+        raise InputError(f"{what} takes audio samples (an array of 16 kHz mono floats), not "
+                         f"{'a file name or text' if samples is not None else 'None'} ({samples!r})",
+                         "read a file with jambatalk.load_audio(path) and pass the array it returns")
+    if hasattr(samples, "detach"):  # a torch tensor (torch is not imported here)
+        samples = samples.detach().cpu()
+        samples = samples.float() if samples.is_floating_point() else samples  # numpy has no bfloat16
+    try:
+        x = np.asarray(samples)
+        if x.dtype.kind not in "iuf":
+            raise TypeError(f"dtype {x.dtype}")
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} takes audio samples (an array of 16 kHz mono floats), not "
+                         f"{type(samples).__name__} ({exc})", "pass a 1-D float array") from None
+    if x.ndim != 1:
+        raise InputError(f"{what} takes a 1-D array of 16 kHz mono samples, got shape {x.shape}",
+                         "pass one channel, e.g. samples.mean(axis=1) for stereo")
+    if x.size and not np.all(np.isfinite(x)):
+        raise InputError(f"the audio given to {what} contains NaN or infinite samples", "clean the input signal")
+    if x.dtype.kind in "iu":
+        return to_mono_float(x, f"the audio given to {what}")
+    x = check_amplitude(x, f"the audio given to {what}", scale_integer_range=whole, stacklevel=4)
+    return x.astype(np.float32, copy=False)

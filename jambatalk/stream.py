@@ -25,50 +25,17 @@ lookahead (:attr:`Stream.latency`), plus compute time.
 from __future__ import annotations
 
 import math
-import os
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import SAMPLE_RATE, check_amplitude, is_real_number, to_mono_float
+from .audio import SAMPLE_RATE, as_samples, is_real_number
 from .errors import ConfigError, InputError
 from .model.audio_encoder import frames_for_samples
 
 __all__ = ["Stream"]
-
-
-def _samples(samples, what: str, whole: bool) -> np.ndarray:
-    """Audio given to ``what`` (a 1-D array or tensor of 16 kHz mono samples) as float32, integer PCM scaled into
-    [-1, 1] by its type's range as :func:`jambatalk.load_audio` scales it; an InputError for a file name, text,
-    None, something that holds no numbers (bool and complex too), more than one channel, NaN / infinite samples
-    or samples out of audio's range. Float samples far outside [-1, 1] (integer PCM stored as floats) are scaled
-    with a warning, as :func:`jambatalk.load_audio` does, when the audio is ``whole``; a chunk of a stream with
-    them is refused (its scale would depend on the chunking)."""
-    if isinstance(samples, (str, bytes, os.PathLike)) or samples is None:
-        raise InputError(f"{what} takes audio samples (an array of 16 kHz mono floats), not "
-                         f"{'a file name or text' if samples is not None else 'None'} ({samples!r})",
-                         "read a file with jambatalk.load_audio(path) and pass the array it returns")
-    if torch.is_tensor(samples):
-        samples = samples.detach().cpu()
-        samples = samples.float() if samples.is_floating_point() else samples  # numpy has no bfloat16
-    try:
-        x = np.asarray(samples)
-        if x.dtype.kind not in "iuf":
-            raise TypeError(f"dtype {x.dtype}")
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{what} takes audio samples (an array of 16 kHz mono floats), not "
-                         f"{type(samples).__name__} ({exc})", "pass a 1-D float array") from None
-    if x.ndim != 1:
-        raise InputError(f"{what} takes a 1-D array of 16 kHz mono samples, got shape {x.shape}",
-                         "pass one channel, e.g. samples.mean(axis=1) for stereo")
-    if x.size and not np.all(np.isfinite(x)):
-        raise InputError(f"the audio given to {what} contains NaN or infinite samples", "clean the input signal")
-    if x.dtype.kind in "iu":
-        return to_mono_float(x, f"the audio given to {what}")
-    x = check_amplitude(x, f"the audio given to {what}", scale_integer_range=whole, stacklevel=4)
-    return x.astype(np.float32, copy=False)
 
 
 class Stream:
@@ -112,13 +79,7 @@ class Stream:
         if not (0 < block < math.inf) or not (0 < norm_seconds < math.inf):
             raise InputError(f"Stream block ({block}) and norm_seconds ({norm_seconds}) must be positive",
                              "pass durations in seconds, e.g. block=0.4, norm_seconds=10")
-        if subject is not None and net.style is None:
-            raise InputError(f"subject={subject!r} was given, but this model was trained without subjects (speaking "
-                             "styles), so it would be ignored", "leave subject out (None)")
-        if subject is not None and not (isinstance(subject, (int, np.integer)) and not isinstance(subject, bool)
-                                        and 0 <= subject < net.cfg.n_subjects):
-            raise InputError(f"subject {subject!r} is not one of this model's {net.cfg.n_subjects} speaking styles",
-                             f"pass a whole number from 0 to {net.cfg.n_subjects - 1}, or None")
+        net.check_subject(subject)
         self.model = net.eval()
         enc = net.audio_encoder
         self.hop = enc.cfg.hop_length
@@ -277,7 +238,7 @@ class Stream:
         """Feed 16 kHz mono float samples (any length); returns the frames that became final, (n, V, 3)."""
         if self._closed:
             raise InputError("this stream was flushed", "call reset() to start a new utterance")
-        x = _samples(samples, "Stream.push", whole=False)
+        x = as_samples(samples, "Stream.push", whole=False)
         if x.size:
             if self.gate is not None:
                 self.gate.push(x)
@@ -367,7 +328,7 @@ class Stream:
     def offline(self, audio) -> np.ndarray:
         """What pushing ``audio`` (16 kHz mono) in any chunks and flushing returns, computed in one pass
         (the whole decoder at once); (T, V, 3). Does not touch the stream's state."""
-        x = _samples(audio, "Stream.offline", whole=True)
+        x = as_samples(audio, "Stream.offline")
         N = len(x)
         enc = self.model.audio_encoder
         csum = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])

@@ -114,6 +114,63 @@ def test_stream_subject_must_be_one_of_the_models(speech):
     assert Stream(model, subject=2).offline(speech).shape == (25, 64, 3)
 
 
+def test_predict_checks_its_arguments_as_animate_and_stream_do(speech):
+    """predict read stereo as one interleaved clip twice as long, took int16 unscaled and NaN samples, and raised
+    torch's IndexError / RuntimeError for a subject or frame count out of range."""
+    cfg = model_preset("tiny")
+    cfg.n_subjects = 2
+    model = JambaTalk(cfg).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.1)
+    pcm = np.round(speech * 32767).astype(np.int16)
+    np.testing.assert_allclose(model.predict(pcm), model.predict(pcm / np.float32(32768)), rtol=0, atol=1e-6)
+    for bad, message in [
+        (np.stack([speech, speech], 1), r"predict takes a 1-D array of 16 kHz mono samples, got shape \(16000, 2\)"),
+        (np.full(1600, np.nan, np.float32), "the audio given to predict contains NaN"),
+        ("speech.wav", r"predict takes audio samples .* not a file name.*jambatalk.load_audio\(path\)"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            model.predict(bad)
+    for kwargs, message in [
+        ({"n_frames": 0}, "n_frames is 0; pass a whole number of frames >= 1"),
+        ({"n_frames": 2.5}, "n_frames is 2.5"),
+        ({"subject": 2}, r"subject 2 is not one of this model's 2 speaking styles.*from 0 to 1"),
+        ({"subject": 1.0}, r"subject 1.0 is not one of this model's 2 speaking styles"),
+        ({"window_seconds": 0}, r"window_seconds \(0\) must be at least 1 s and 0.5 s more than twice context_seconds"),
+        ({"window_seconds": 4, "context_seconds": 2}, r"window_seconds \(4\) must be at least 1 s"),
+        ({"context_seconds": -1}, r"context_seconds is -1; pass context_seconds as a number of seconds >= 0"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            model.predict(speech, **kwargs)
+    assert model.predict(speech, n_frames=np.int64(7), subject=np.int64(1)).shape == (7, 64, 3)
+    cfg.n_subjects = 0
+    with pytest.raises(InputError, match=r"subject=0 was given, but this model was trained without subjects"):
+        JambaTalk(cfg).predict(speech, subject=0)
+
+
+def test_predict_in_one_thread_does_not_change_predict_in_another():
+    """predict's attention limit for long audio was set on the model's shared layers, reaching other threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(0)
+    model = JambaTalk(model_preset("tiny")).eval()  # bidirectional attention
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.1)
+    audio = torch.randn(1, 3 * 16000, generator=torch.Generator().manual_seed(1)) * 0.1  # 75 frames
+
+    def run():
+        with torch.no_grad():
+            return model(audio).vertices
+
+    alone = run()
+    with model.long_context(5), ThreadPoolExecutor(1) as pool:  # as a long predict() in this thread sets it
+        other = pool.submit(run).result()
+        limited = run()
+    torch.testing.assert_close(other, alone, rtol=0, atol=0)
+    assert (limited - alone).abs().max() > 1e-4  # the limit does apply in its own thread
+    torch.testing.assert_close(run(), alone, rtol=0, atol=0)  # and ends with the block
+
+
 def test_bfloat16_tensors_and_open_files_are_taken(model_dir, speech, tmp_path):
     base = animate(speech, model=model_dir, sample_rate=16000)
     half = torch.tensor(speech).bfloat16()  # numpy has no bfloat16: taken as float32

@@ -8,6 +8,7 @@ chunked (streaming) inference rotates exactly as the one-pass forward.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from dataclasses import dataclass
 from typing import Optional
@@ -17,6 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import DecoderConfig
+
+#: frames within which bidirectional attention attends on long sequences (0: everywhere), set for the calls of
+#: one thread by :meth:`JambaTalk.long_context`: a setting on the shared layers leaked into other threads' calls
+LONG_WINDOW: contextvars.ContextVar[int] = contextvars.ContextVar("jambatalk_long_window", default=0)
 
 __all__ = ["LRLRoPE", "GQAttention", "AttentionCache", "span_mask", "span_bias"]
 
@@ -152,7 +157,6 @@ class GQAttention(nn.Module):
         self.rope = (None if cfg.rope == "none"
                      else LRLRoPE(self.head_dim, cfg.rope_rank, cfg.rope_base, learned=cfg.rope == "lrl"))
         self.dropout = cfg.dropout
-        self.long_window = 0  # set by JambaTalk.long_context() for long-audio inference
 
     # -- projections ---------------------------------------------------------------------------
     def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
@@ -202,14 +206,15 @@ class GQAttention(nn.Module):
     def forward(self, x: torch.Tensor, key_padding_mask: Optional[torch.Tensor] = None, pos_offset: int = 0):
         """x (B, L, D); key_padding_mask (B, L) True at valid frames.
 
-        With ``long_window`` > 0, a bidirectional layer given a sequence longer than twice that many
-        frames attends within +-long_window frames (bounded memory and linear time on long audio);
-        shorter sequences are unaffected.
+        Within :meth:`JambaTalk.long_context` (:data:`LONG_WINDOW` > 0), a bidirectional layer given a
+        sequence longer than twice that many frames attends within +-LONG_WINDOW frames (bounded memory and
+        linear time on long audio); shorter sequences are unaffected.
         """
         B, L, _ = x.shape
         span, window, lookahead = self.span, self.window, self.lookahead
-        if span == "bidirectional" and self.long_window and L > 2 * self.long_window + 1:
-            span, window, lookahead = "window", self.long_window, self.long_window
+        long_window = LONG_WINDOW.get()
+        if span == "bidirectional" and long_window and L > 2 * long_window + 1:
+            span, window, lookahead = "window", long_window, long_window
         pos = torch.arange(pos_offset, pos_offset + L, device=x.device)
         q, k, v = self._qkv(x, pos)
         if span == "window" and L > self.query_block:

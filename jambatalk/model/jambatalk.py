@@ -188,17 +188,15 @@ class JambaTalk(nn.Module):
 
     @contextlib.contextmanager
     def long_context(self, frames: int):
-        """Within this block, bidirectional attention on sequences longer than 2 x ``frames`` attends
-        within +-``frames`` (see :class:`~jambatalk.model.attention.GQAttention`)."""
-        layers = [layer.mixer for layer in getattr(self.decoder, "layers", []) if hasattr(layer.mixer, "long_window")]
-        old = [m.long_window for m in layers]
-        for m in layers:
-            m.long_window = frames
+        """Within this block, and for this thread alone, bidirectional attention on sequences longer than
+        2 x ``frames`` attends within +-``frames`` (see :class:`~jambatalk.model.attention.GQAttention`)."""
+        from .attention import LONG_WINDOW
+
+        token = LONG_WINDOW.set(int(frames))
         try:
             yield
         finally:
-            for m, w in zip(layers, old):
-                m.long_window = w
+            LONG_WINDOW.reset(token)
 
     def forward(self, audio: torch.Tensor, template: Optional[torch.Tensor] = None, *,
                 n_frames: Optional[int] = None, audio_lengths: Optional[torch.Tensor] = None,
@@ -240,7 +238,14 @@ class JambaTalk(nn.Module):
     def predict(self, audio, template=None, n_frames: Optional[int] = None, *, window_seconds: float = 20.0,
                 context_seconds: float = 2.0, subject: Optional[int] = None,
                 silence_gate: Optional[bool] = None) -> np.ndarray:
-        """One utterance of any length: float 16 kHz samples (N,) -> vertices (T, V, 3) float32 numpy.
+        """One utterance of any length: 16 kHz mono samples (N,) -> vertices (T, V, 3) float32 numpy.
+
+        ``audio`` is a 1-D array or tensor (integer PCM is scaled into [-1, 1]; a file goes through
+        :func:`jambatalk.load_audio` first). ``template`` (V, 3) is the neutral face (None: the model's own);
+        it is checked for its shape only (:func:`jambatalk.animate` also checks that it is a face of this
+        mesh, size and pose). ``n_frames``: the number of frames to predict (default: the audio's length at
+        the model's frame rate). ``subject``: the speaking style of a model trained with subjects (None:
+        neutral).
 
         Audio up to ``window_seconds`` runs in one pass. Longer audio is encoded in overlapping windows
         (``context_seconds`` of context on each side of every kept frame), its Mamba layers run over the
@@ -251,6 +256,21 @@ class JambaTalk(nn.Module):
         ``silence_gate`` closes the mouth in pauses (:mod:`jambatalk.silence`); None: the model's
         setting (``cfg.silence_gate.enabled``).
         """
+        from ..audio import as_samples, is_real_number, is_whole_number
+
+        audio = as_samples(audio, "predict")
+        if n_frames is not None and not (is_whole_number(n_frames) and n_frames >= 1):
+            raise InputError(f"n_frames is {n_frames!r}", "pass a whole number of frames >= 1, or None (the "
+                             "audio's length)")
+        n_frames = None if n_frames is None else int(n_frames)
+        for name, value in (("window_seconds", window_seconds), ("context_seconds", context_seconds)):
+            if not (is_real_number(value) and 0 <= value < float("inf")):
+                raise InputError(f"{name} is {value!r}", f"pass {name} as a number of seconds >= 0")
+        if not (window_seconds >= 1 and window_seconds >= 2 * context_seconds + 0.5):
+            raise InputError(f"window_seconds ({window_seconds:g}) must be at least 1 s and 0.5 s more than twice "
+                             f"context_seconds ({context_seconds:g}): each window keeps what lies context_seconds "
+                             "from its edges", "keep the defaults (20 and 2 s), or pass a longer window")
+        self.check_subject(subject)
         if template is not None:  # before the encoder: a template of another mesh failed in the head's reshape
             from ..mesh import check_vertices
 
@@ -273,6 +293,18 @@ class JambaTalk(nn.Module):
         from ..ops.selective_scan import kernel_available, on_cuda
 
         return on_cuda(x) and self.cfg.decoder.use_kernels != "never" and kernel_available()
+
+    def check_subject(self, subject) -> None:
+        """An InputError unless ``subject`` is None or one of this model's speaking styles (0 .. n_subjects-1)."""
+        if subject is None:
+            return
+        if self.style is None:
+            raise InputError(f"subject={subject!r} was given, but this model was trained without subjects (speaking "
+                             "styles), so it would be ignored", "leave subject out (None)")
+        if not (isinstance(subject, (int, np.integer)) and not isinstance(subject, bool)
+                and 0 <= subject < self.cfg.n_subjects):
+            raise InputError(f"subject {subject!r} is not one of this model's {self.cfg.n_subjects} speaking styles",
+                             f"pass a whole number from 0 to {self.cfg.n_subjects - 1}, or None")
 
     def gates_silence(self, silence_gate: Optional[bool] = None) -> bool:
         """Whether inference closes the mouth in pauses: ``silence_gate``, or the model's setting when None."""
