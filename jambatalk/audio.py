@@ -261,11 +261,18 @@ def load_audio(audio, sample_rate: int | None = None, *, name: str | None = None
             if audio.is_floating_point() and audio.element_size() < 4:  # numpy has no bfloat16
                 audio = audio.float()
             audio = audio.numpy()
+        if isinstance(audio, (list, tuple)) and any(np.ndim(x) for x in audio):
+            raise InputError(f"the audio is a {type(audio).__name__} of {len(audio)} arrays: it would be mixed "
+                             "into one clip", "animate one clip per call; for the channels of one recording pass "
+                             "np.stack(channels)")
         if sample_rate is None:
             raise InputError(f"{label} was given without its sampling rate", "pass sample_rate=... (e.g. 16000)")
         data, sr = np.asarray(audio), sample_rate
     if not is_whole_number(sr) or sr <= 0:
         raise InputError(f"{label}: sampling rate {sr!r} is not a positive whole number", "pass e.g. sample_rate=16000")
+    if from_file and sample_rate is not None and sample_rate != sr:
+        warnings.warn(f"sample_rate={sample_rate!r} was given for {label}, which is read at its own rate, {int(sr)} "
+                      "Hz (sample_rate is for arrays of samples)", stacklevel=2)
     if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
         fix = ("its header is damaged: re-export the recording" if from_file
                else "pass the rate the samples were recorded at, e.g. sample_rate=16000")

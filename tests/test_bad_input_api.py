@@ -114,6 +114,26 @@ def test_stream_subject_must_be_one_of_the_models(speech):
     assert Stream(model, subject=2).offline(speech).shape == (25, 64, 3)
 
 
+def test_a_list_of_clips_and_a_rate_given_for_a_file(speech, tmp_path):
+    """Three clips in a list were read as three channels and mixed into one; clips of unequal length raised
+    numpy's ValueError (inhomogeneous shape); sample_rate given with a file was dropped without a word."""
+    for clips in ([speech, speech, speech], (speech[:800], speech[:400]), [list(speech[:10]), list(speech[:10])]):
+        with pytest.raises(InputError, match=r"the audio is a (list|tuple) of \d arrays: it would be mixed into one "
+                                             r"clip; animate one clip per call.*np\.stack\(channels\)"):
+            load_audio(clips, 16000)
+    np.testing.assert_array_equal(load_audio(list(speech[:800]), 16000), speech[:800])  # a list of samples: a clip
+    path = tmp_path / "speech.wav"
+    sf.write(path, speech, 16000)
+    with pytest.warns(UserWarning, match=r"sample_rate=8000 was given for audio file '.*', which is read at its "
+                                         r"own rate, 16000 Hz"):
+        np.testing.assert_array_equal(load_audio(path, 8000), load_audio(path))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_audio(path, 16000)  # the file's own rate: nothing to say
+
+
 def test_predict_checks_its_arguments_as_animate_and_stream_do(speech):
     """predict read stereo as one interleaved clip twice as long, took int16 unscaled and NaN samples, and raised
     torch's IndexError / RuntimeError for a subject or frame count out of range."""
