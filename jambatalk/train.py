@@ -646,7 +646,7 @@ class Trainer:
                     self._end_of_epoch()
         finally:
             self.loader = None  # its worker processes end with it
-        bar.close()
+            bar.close()  # before an error's message, not after it (when the bar is collected)
         self._save("last")
         if not math.isfinite(self.best):  # no validation chose one: best/ is the last weights (it was the first
             self._save("best")            # run's, kept by every resumed run)

@@ -390,7 +390,7 @@ def test_a_stopped_run_says_how_to_continue_and_one_stopped_before_its_first_sav
     assert main(args) == 130
     err = capsys.readouterr().err
     assert f"interrupted; the last checkpoint (epoch 1) is in '{run / 'last'}'; continue the run with: " in err
-    command = shlex.split(err.split("continue the run with: ")[1])
+    command = shlex.split(err.split("continue the run with: ")[1].splitlines()[0])  # not a progress bar after it
     assert command[:2] == ["jambatalk", "train"] and "--resume" in command
     monkeypatch.setattr(Trainer, "train_step", real_step)
     assert main(command[1:]) == 0  # the command given continues the run to its end
