@@ -288,7 +288,7 @@ def _as_model(model, device):
 
 
 def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = None, fps: Optional[float] = None,
-            silence_gate: Optional[bool] = None, device=None) -> Animation:
+            silence_gate: Optional[bool] = None, subject: Optional[int | str] = None, device=None) -> Animation:
     """Animate a face from speech.
 
     Args:
@@ -300,6 +300,8 @@ def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = No
         fps: output frame rate (default: the model's); motion is predicted at the model's rate and resampled.
         silence_gate: close the mouth in pauses of the speech (:mod:`jambatalk.silence`); None: the model's
             setting (on for the built-in model).
+        subject: the speaking style of a model trained with subjects (``model.n_subjects``): a training subject's
+            name or its index; None: neutral.
         device: torch device (default: CUDA when available, else CPU).
     """
     if fps is not None and not (is_real_number(fps) and 0 < fps < float("inf")):
@@ -309,6 +311,7 @@ def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = No
                          "pass a video frame rate, e.g. 30")
     samples = load_audio(audio, sample_rate)
     net = _as_model(model, device)
+    subject = net.subject_index(subject)  # before the template and the inference
     _check_one_frame(samples, net.fps)
     if fps is not None:
         _check_one_frame(samples, fps)
@@ -323,7 +326,7 @@ def animate(audio, template=None, model=None, *, sample_rate: Optional[int] = No
         tpl, faces = load_template_for(template, net)
     if faces is None and net.faces.numel():
         faces = net.faces.cpu().numpy()
-    vertices = _finite(net.predict(samples, tpl, silence_gate=silence_gate), model)
+    vertices = _finite(net.predict(samples, tpl, silence_gate=silence_gate, subject=subject), model)
     out_fps = float(fps) if fps is not None else float(net.fps)
     vertices = resample_frames(vertices, net.fps, out_fps, duration=len(samples) / SAMPLE_RATE)
     return _own_animation(vertices, tpl, faces, out_fps, samples)
@@ -367,7 +370,8 @@ def stream_verdict(share: float, delays_ms: np.ndarray, chunk_ms: float, threads
 
 
 def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lookahead: float = 0.3,
-                silence_gate: Optional[bool] = None, device=None) -> tuple[Animation, str]:
+                silence_gate: Optional[bool] = None, subject: Optional[int | str] = None,
+                device=None) -> tuple[Animation, str]:
     """Feed a recording to a :class:`~jambatalk.stream.Stream` in ``chunk_ms`` chunks, as if it were live.
 
     Returns the animation and a report: the stream's latency bound; the compute time per chunk (median,
@@ -388,10 +392,10 @@ def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lo
         raise InputError(f"--chunk-ms {chunk_ms:g} is shorter than one sample ({1000.0 / SAMPLE_RATE:g} ms at "
                          f"{SAMPLE_RATE} Hz)", "pass a chunk length of at least one sample, e.g. 100")
     samples = load_audio(audio)
-    stream = Stream(model, template, lookahead=lookahead, silence_gate=silence_gate, device=device)
+    stream = Stream(model, template, lookahead=lookahead, silence_gate=silence_gate, subject=subject, device=device)
     _check_one_frame(samples, stream.fps)
     n = max(1, int(round(chunk_ms * SAMPLE_RATE / 1000.0)))
-    warm = Stream(stream.model, lookahead=lookahead, silence_gate=silence_gate)
+    warm = Stream(stream.model, lookahead=lookahead, silence_gate=silence_gate, subject=subject)
     for pos in range(0, min(len(samples), SAMPLE_RATE), n):
         warm.push(samples[pos: pos + n])
     # the frames go straight into one array: a list of thousands of small pushes, joined at the end, took 6 to 11
@@ -436,6 +440,11 @@ def check_frame_folder(path: Path) -> None:
                              "choose a new folder, or one that holds only frame_*.obj/.ply files")
 
 
+def _subject_arg(value: Optional[str]) -> Optional[int | str]:
+    """--subject: a style index (digits) or a subject's name."""
+    return int(value) if value is not None and value.isdigit() else value
+
+
 def cli_animate(args) -> int:
     """``jambatalk animate AUDIO [--template T] [--checkpoint DIR] --out PATH``."""
     from .fileio import check_not_input, check_output_path
@@ -457,9 +466,10 @@ def cli_animate(args) -> int:
     if args.stream:
         anim, report = stream_file(args.audio, args.template, args.checkpoint,
                                    chunk_ms=100.0 if args.chunk_ms is None else args.chunk_ms, silence_gate=gate,
-                                   device=args.device)
+                                   subject=_subject_arg(args.subject), device=args.device)
     else:
-        anim = animate(args.audio, args.template, args.checkpoint, silence_gate=gate, device=args.device)
+        anim = animate(args.audio, args.template, args.checkpoint, silence_gate=gate,
+                       subject=_subject_arg(args.subject), device=args.device)
     anim.save(out, mesh_format=args.mesh_format, progress=sys.stderr.isatty())  # no bars in logs
     if report:
         print(report)

@@ -47,6 +47,9 @@ def _add_animate(sub):
     p.add_argument("--silence-gate", choices=("on", "off"), default=None,
                    help="close the mouth in pauses of the speech (default: the model's setting; on for the "
                         "built-in model)")
+    p.add_argument("--subject", default=None,
+                   help="speaking style of a model trained with subjects: a training subject's name or its index "
+                        "(default: neutral)")
 
 
 def _add_demo(sub):

@@ -312,6 +312,7 @@ class ModelConfig:
     lip_reader: LipReaderConfig = field(default_factory=LipReaderConfig)
     lip_indices: list[int] = field(default_factory=list)  # vertex indices the lip reader sees
     n_subjects: int = 0  # > 0: a learned per-subject style embedding (off in the paper)
+    subjects: list[str] = field(default_factory=list)  # the training subjects' names, in style-index order
     dataset: Optional[str] = None  # name of the dataset spec the model was trained for (informative)
     silence_gate: SilenceGateConfig = field(default_factory=SilenceGateConfig)
     # a linear classifier from the audio encoder's states to lip_reader.tokens (+ silence), trained by
@@ -331,6 +332,9 @@ class ModelConfig:
                    f"lip_indices reach {max(self.lip_indices)} but the mesh has {self.n_vertices} vertices",
                    "give lip indices of this mesh")
         _check(self.n_subjects >= 0, f"n_subjects is {self.n_subjects}", "use 0 (no style embedding) or more")
+        self.subjects = [str(name) for name in self.subjects]
+        _check(len(self.subjects) <= self.n_subjects, f"subjects names {len(self.subjects)} subjects but n_subjects is "
+               f"{self.n_subjects}", "name at most n_subjects subjects (training fills the list from the dataset)")
 
 
 @dataclass

@@ -48,14 +48,15 @@ class Stream:
         block: seconds of audio encoded per encoder call.
         context: seconds of audio before a block that its encoding sees.
         norm_seconds: seconds of audio whose statistics normalise each window.
-        subject: speaking-style index for models trained with subjects (None: neutral).
+        subject: speaking style of a model trained with subjects: an index or a training subject's name
+            (None: neutral).
         silence_gate: close the mouth in pauses (:mod:`jambatalk.silence`); None: the model's setting.
             Its gains read ``attack`` seconds of future audio, which the encoder lookahead usually covers.
         device: torch device (default: the model's).
     """
 
     def __init__(self, model=None, template=None, lookahead: float = 0.3, *, block: float = 0.4,
-                 context: float = 1.0, norm_seconds: float = 10.0, subject: Optional[int] = None,
+                 context: float = 1.0, norm_seconds: float = 10.0, subject: Optional[int | str] = None,
                  silence_gate: Optional[bool] = None, device=None):
         from .api import _as_model
         from .silence import QuietSpeechCheck, SilenceGate
@@ -79,7 +80,6 @@ class Stream:
         if not (0 < block < math.inf) or not (0 < norm_seconds < math.inf):
             raise InputError(f"Stream block ({block}) and norm_seconds ({norm_seconds}) must be positive",
                              "pass durations in seconds, e.g. block=0.4, norm_seconds=10")
-        net.check_subject(subject)
         self.model = net.eval()
         enc = net.audio_encoder
         self.hop = enc.cfg.hop_length
@@ -91,7 +91,7 @@ class Stream:
         self.norm_samples = max(self.hop, int(round(norm_seconds * sr)))
         self.normalize = bool(enc.cfg.normalize_input)
         self.feature_rate = sr / self.hop
-        self.subject = subject
+        self.subject = net.subject_index(subject)
         faces = None
         if template is None:
             tpl = net.template

@@ -201,6 +201,7 @@ def complete_model_config(cfg: ExperimentConfig, spec, root: Path, asr_vocab: in
     m.fps = float(spec.fps)
     m.dataset = spec.name
     m.phoneme_head = cfg.loss.audio_phonemes > 0
+    m.subjects = list(spec.train_subjects(root))[: m.n_subjects] if m.n_subjects else []
     # the dataset's lip mask, whoever uses it (the lip reader, loss.lip_vertex): a preset's placeholder indices
     # were kept where the lip reader was off, and loss.lip_vertex trained other vertices than the lips
     try:
@@ -535,7 +536,9 @@ class Trainer:
 
     #: settings outside train that a resumed run may change: where the data lies and how it is read, and the
     #: silence gate (inference only)
-    RESUME_FREE = ("data.root", "data.generate", "data.n_sentences", "data.cache_audio", "model.silence_gate.")
+    # model.subjects: the dataset's names for the style indices, which runs made before it was kept lack
+    RESUME_FREE = ("data.root", "data.generate", "data.n_sentences", "data.cache_audio", "model.silence_gate.",
+                   "model.subjects")
 
     def _check_resume_settings(self, folder: Path) -> None:
         """A ConfigError naming every train setting of RESUME_KEEPS that differs from the run's own (its
@@ -710,7 +713,8 @@ def _stopped_note(out: Path, config: str, overrides: list[str]) -> str:
 
 
 #: model settings that training takes from the dataset (:func:`complete_model_config`), whatever the config says
-DATASET_FACTS = ("model.n_vertices", "model.fps", "model.dataset", "model.lip_indices", "model.phoneme_head")
+DATASET_FACTS = ("model.n_vertices", "model.fps", "model.dataset", "model.lip_indices", "model.phoneme_head",
+                 "model.subjects")
 
 
 def cli_train(args) -> int:

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from jambatalk.config import load_experiment
-from jambatalk.errors import ConfigError, DatasetError
+from jambatalk.errors import ConfigError, DatasetError, InputError
 from jambatalk.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -453,6 +453,27 @@ def test_debug_config_trains_and_evaluates_from_the_cli(corpus, tmp_path):
         gated.append(not np.array_equal(saved, model.predict(*args_, subject=int(it["subject_index"]),
                                                              silence_gate=False)))
     assert any(gated)  # the corpus' pauses closed
+    # the model keeps its subjects' names: animate and the command line take a style by name (there was no way to
+    # choose one but predict's index)
+    import soundfile as sf
+
+    subjects = list(get_spec("synthetic").train_subjects(corpus))
+    assert model.cfg.subjects == subjects and len(subjects) >= 2
+    it = items[0]
+    named = jambatalk.animate(it["audio"], it["template"], model, sample_rate=16000, subject=subjects[1])
+    np.testing.assert_array_equal(named.vertices, model.predict(it["audio"], it["template"], subject=1))
+    assert not np.array_equal(named.vertices, jambatalk.animate(it["audio"], it["template"], model,
+                                                                sample_rate=16000).vertices)
+    sf.write(tmp_path / "speech.wav", it["audio"], 16000, subtype="FLOAT")
+    np.save(tmp_path / "template.npy", it["template"])
+    line = ["animate", str(tmp_path / "speech.wav"), "--template", str(tmp_path / "template.npy"), "--checkpoint",
+            str(run / "best"), "--out", str(tmp_path / "styled.npy")]
+    for subject in (subjects[1], "1"):
+        assert main([*line, "--subject", subject]) == 0
+        np.testing.assert_array_equal(np.load(tmp_path / "styled.npy"), named.vertices)
+    with pytest.raises(InputError, match=rf"subject 'nobody' is not one of this model's 16 speaking styles "
+                                         rf"\({subjects[0]}, .*pass a whole number from 0 to 15, a subject's name"):
+        jambatalk.animate(it["audio"], model=model, sample_rate=16000, subject="nobody")
     names = json.loads((corpus / "splits.json").read_text())["test"]
     assert sorted(report["per_sequence"]) == sorted(names)
     o = report["overall"]

@@ -236,7 +236,7 @@ class JambaTalk(nn.Module):
 
     @torch.no_grad()
     def predict(self, audio, template=None, n_frames: Optional[int] = None, *, window_seconds: float = 20.0,
-                context_seconds: float = 2.0, subject: Optional[int] = None,
+                context_seconds: float = 2.0, subject: Optional[int | str] = None,
                 silence_gate: Optional[bool] = None) -> np.ndarray:
         """One utterance of any length: 16 kHz mono samples (N,) -> vertices (T, V, 3) float32 numpy.
 
@@ -244,8 +244,8 @@ class JambaTalk(nn.Module):
         :func:`jambatalk.load_audio` first). ``template`` (V, 3) is the neutral face (None: the model's own);
         it is checked for its shape only (:func:`jambatalk.animate` also checks that it is a face of this
         mesh, size and pose). ``n_frames``: the number of frames to predict (default: the audio's length at
-        the model's frame rate). ``subject``: the speaking style of a model trained with subjects (None:
-        neutral).
+        the model's frame rate). ``subject``: the speaking style of a model trained with subjects, an index
+        or a training subject's name (None: neutral).
 
         Audio up to ``window_seconds`` runs in one pass. Longer audio is encoded in overlapping windows
         (``context_seconds`` of context on each side of every kept frame), its Mamba layers run over the
@@ -270,7 +270,7 @@ class JambaTalk(nn.Module):
             raise InputError(f"window_seconds ({window_seconds:g}) must be at least 1 s and 0.5 s more than twice "
                              f"context_seconds ({context_seconds:g}): each window keeps what lies context_seconds "
                              "from its edges", "keep the defaults (20 and 2 s), or pass a longer window")
-        self.check_subject(subject)
+        subject = self.subject_index(subject)
         if template is not None:  # before the encoder: a template of another mesh failed in the head's reshape
             from ..mesh import check_vertices
 
@@ -294,17 +294,25 @@ class JambaTalk(nn.Module):
 
         return on_cuda(x) and self.cfg.decoder.use_kernels != "never" and kernel_available()
 
-    def check_subject(self, subject) -> None:
-        """An InputError unless ``subject`` is None or one of this model's speaking styles (0 .. n_subjects-1)."""
+    def subject_index(self, subject) -> Optional[int]:
+        """The style index of ``subject``: None (neutral), an index 0 .. n_subjects-1, or the name of a training
+        subject (``cfg.subjects``); an InputError for anything else, naming the choices."""
         if subject is None:
-            return
+            return None
         if self.style is None:
             raise InputError(f"subject={subject!r} was given, but this model was trained without subjects (speaking "
                              "styles), so it would be ignored", "leave subject out (None)")
-        if not (isinstance(subject, (int, np.integer)) and not isinstance(subject, bool)
-                and 0 <= subject < self.cfg.n_subjects):
-            raise InputError(f"subject {subject!r} is not one of this model's {self.cfg.n_subjects} speaking styles",
-                             f"pass a whole number from 0 to {self.cfg.n_subjects - 1}, or None")
+        names = self.cfg.subjects
+        if isinstance(subject, str) and subject in names:
+            return names.index(subject)
+        if isinstance(subject, (int, np.integer)) and not isinstance(subject, bool) \
+                and 0 <= subject < self.cfg.n_subjects:
+            return int(subject)
+        shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+        raise InputError(f"subject {subject!r} is not one of this model's {self.cfg.n_subjects} speaking styles"
+                         + (f" ({shown})" if names else ""),
+                         f"pass a whole number from 0 to {self.cfg.n_subjects - 1}"
+                         + (", a subject's name" if names else "") + ", or None")
 
     def gates_silence(self, silence_gate: Optional[bool] = None) -> bool:
         """Whether inference closes the mouth in pauses: ``silence_gate``, or the model's setting when None."""
