@@ -308,13 +308,14 @@ def check_amplitude(mono: np.ndarray, label: str, scale_integer_range: bool = Tr
     return mono
 
 
-def as_samples(samples, what: str, whole: bool = True) -> np.ndarray:
+def as_samples(samples, what: str, large_floats: str = "scale") -> np.ndarray:
     """Audio given to ``what`` (a 1-D array or tensor of 16 kHz mono samples) as float32, integer PCM scaled into
     [-1, 1] by its type's range as :func:`jambatalk.load_audio` scales it; an InputError for a file name, text,
     None, something that holds no numbers (bool and complex too), more than one channel, NaN / infinite samples
-    or samples out of audio's range. Float samples far outside [-1, 1] (integer PCM stored as floats) are scaled
-    with a warning, as :func:`jambatalk.load_audio` does, when the audio is ``whole``; a chunk of a stream with
-    them is refused (its scale would depend on the chunking)."""
+    or samples out of audio's range. Float samples far outside [-1, 1] (integer PCM stored as floats?) are, by
+    ``large_floats``: ``"scale"``d with a warning, as :func:`jambatalk.load_audio` does (the whole audio is
+    known); ``"refuse"``d (a chunk of a stream, whose scale would depend on the chunking); or ``"keep"``t as they
+    are (the model's own call, which normalises its input)."""
     if isinstance(samples, (str, bytes, os.PathLike)) or samples is None:
         raise InputError(f"{what} takes audio samples (an array of 16 kHz mono floats), not "
                          f"{'a file name or text' if samples is not None else 'None'} ({samples!r})",
@@ -336,5 +337,8 @@ def as_samples(samples, what: str, whole: bool = True) -> np.ndarray:
         raise InputError(f"the audio given to {what} contains NaN or infinite samples", "clean the input signal")
     if x.dtype.kind in "iu":
         return to_mono_float(x, f"the audio given to {what}")
-    x = check_amplitude(x, f"the audio given to {what}", scale_integer_range=whole, stacklevel=4)
+    if large_floats != "keep":
+        x = check_amplitude(x, f"the audio given to {what}", scale_integer_range=large_floats == "scale", stacklevel=4)
+    elif x.size and float(np.abs(x).max()) > MAX_AMPLITUDE:
+        check_amplitude(x, f"the audio given to {what}")  # its error
     return x.astype(np.float32, copy=False)

@@ -238,7 +238,7 @@ class Stream:
         """Feed 16 kHz mono float samples (any length); returns the frames that became final, (n, V, 3)."""
         if self._closed:
             raise InputError("this stream was flushed", "call reset() to start a new utterance")
-        x = as_samples(samples, "Stream.push", whole=False)
+        x = as_samples(samples, "Stream.push", large_floats="refuse")
         if x.size:
             if self.gate is not None:
                 self.gate.push(x)

@@ -144,6 +144,8 @@ def test_predict_checks_its_arguments_as_animate_and_stream_do(speech):
         model.head.weight.normal_(std=0.1)
     pcm = np.round(speech * 32767).astype(np.int16)
     np.testing.assert_allclose(model.predict(pcm), model.predict(pcm / np.float32(32768)), rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="as large as 1e\\+20"):
+        model.predict(np.full(1600, 1e20, np.float32))
     for bad, message in [
         (np.stack([speech, speech], 1), r"predict takes a 1-D array of 16 kHz mono samples, got shape \(16000, 2\)"),
         (np.full(1600, np.nan, np.float32), "the audio given to predict contains NaN"),

@@ -240,8 +240,8 @@ class JambaTalk(nn.Module):
                 silence_gate: Optional[bool] = None) -> np.ndarray:
         """One utterance of any length: 16 kHz mono samples (N,) -> vertices (T, V, 3) float32 numpy.
 
-        ``audio`` is a 1-D array or tensor (integer PCM is scaled into [-1, 1]; a file goes through
-        :func:`jambatalk.load_audio` first). ``template`` (V, 3) is the neutral face (None: the model's own);
+        ``audio`` is a 1-D array or tensor (integer PCM is scaled into [-1, 1], floats are taken as they are;
+        a file goes through :func:`jambatalk.load_audio` first). ``template`` (V, 3) is the neutral face (None: the model's own);
         it is checked for its shape only (:func:`jambatalk.animate` also checks that it is a face of this
         mesh, size and pose). ``n_frames``: the number of frames to predict (default: the audio's length at
         the model's frame rate). ``subject``: the speaking style of a model trained with subjects, an index
@@ -258,7 +258,7 @@ class JambaTalk(nn.Module):
         """
         from ..audio import as_samples, is_real_number, is_whole_number
 
-        audio = as_samples(audio, "predict")
+        audio = as_samples(audio, "predict", large_floats="keep")
         if n_frames is not None and not (is_whole_number(n_frames) and n_frames >= 1):
             raise InputError(f"n_frames is {n_frames!r}", "pass a whole number of frames >= 1, or None (the "
                              "audio's length)")
