@@ -169,3 +169,45 @@ def test_eval_default_writes_strict_json_with_null_for_what_it_could_not_measure
     text = json.dumps(finite_or_null(res), allow_nan=False)
     assert json.loads(text) == {"real": {"a.wav": {"r": 0.5, "silence_opening_rel": None, "n": [1.0, None],
                                                    "frames": 3}}}
+
+
+def test_a_comparison_stopped_part_way_goes_on_from_each_runs_checkpoint(tmp_path):
+    """Each run's evaluation was given NAME.json.partial, which eval_default refuses (not .json): every comparison
+    failed after all its training. Rerun after a stop, a run folder holding a checkpoint was trained anew and
+    refused ('already holds a run'), so the comparison could not go on."""
+    import runpy
+    import shutil
+
+    from jambatalk.api import DEFAULT_MODEL_DIR
+    from jambatalk.synth import espeak
+
+    if not espeak.available():
+        pytest.skip("libespeak-ng is not installed (apt-get install espeak-ng libespeak-ng1)")
+    from jambatalk.synth.corpus import generate_corpus
+
+    data, out = tmp_path / "corpus", tmp_path / "out"
+    generate_corpus(data, n_sentences=10, seed=0, workers=1, progress=False)
+    out.mkdir()
+    tool = runpy.run_path(str(TOOL), run_name="x")["run_one"].__globals__
+    real_run, trained = tool["_run"], []
+
+    def run(argv, log):
+        if "train" not in argv:
+            return real_run(argv, log)  # eval_default.py itself
+        trained.append(argv)
+        if "--resume" not in argv and (out / "jambatalk-s0" / "last").exists():
+            raise AssertionError("a run folder with a checkpoint trained anew (jambatalk train refuses it)")
+        run_dir = Path(argv[argv.index("--out") + 1])  # a finished run: the built-in model as its weights
+        for name in ("last", "best"):
+            shutil.copytree(DEFAULT_MODEL_DIR, run_dir / name, dirs_exist_ok=True)
+        (run_dir / "last" / "trainer_state.pt").write_bytes(b"state")
+
+    tool["_run"] = run
+    result = tool["run_one"]("jambatalk", 0, data, out, 1)
+    assert result == out / "jambatalk-s0.json" and "--resume" not in trained[0]
+    report = json.loads(result.read_text())
+    assert report["heldout"]["all"]["model"]["lve"] > 0
+    result.unlink()  # stopped after the training, before its evaluation: the run goes on from its checkpoint
+    assert tool["run_one"]("jambatalk", 0, data, out, 1) == result and "--resume" in trained[1]
+    assert json.loads(result.read_text()) == report
+    assert sorted(p.name for p in out.iterdir()) == ["jambatalk-s0", "jambatalk-s0.eval.log", "jambatalk-s0.json"]

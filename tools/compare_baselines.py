@@ -58,12 +58,13 @@ def run_one(decoder: str, seed: int, data: Path, out: Path, epochs: int) -> Path
         _check_same_budget(out / name, epochs, data)
     if result.is_file():
         return result
+    # a run stopped part-way (or trained, then stopped in its evaluation) goes on from its last checkpoint
+    resume = ["--resume"] if (out / name / "last" / "trainer_state.pt").is_file() else []
     _run([sys.executable, "-m", "jambatalk", "train", "--config", str(CONFIGS[decoder]), "--out", str(out / name),
-          f"data.root={data}", f"train.epochs={epochs}", f"train.seed={seed}"], out / f"{name}.train.log")
-    partial = out / f"{name}.json.partial"
+          *resume, f"data.root={data}", f"train.epochs={epochs}", f"train.seed={seed}"], out / f"{name}.train.log")
+    # eval_default writes its JSON whole or not at all: an existing one is a finished evaluation
     _run([sys.executable, str(ROOT / "tools" / "eval_default.py"), "--data", str(data), "--checkpoint",
-          str(out / name / "best"), "--silence-gate", "off", "--json", str(partial)], out / f"{name}.eval.log")
-    partial.replace(result)
+          str(out / name / "best"), "--silence-gate", "off", "--json", str(result)], out / f"{name}.eval.log")
     return result
 
 
