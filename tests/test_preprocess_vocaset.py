@@ -213,7 +213,7 @@ def test_non_finite_vertices_fail_that_sequence_only(raw, tmp_path):
 
 
 def test_cli_runs_and_reports_errors(raw, tmp_path, capsys):
-    dst = tmp_path / "out"
+    dst = tmp_path / "data" / "vocaset"  # the README's --dst data/vocaset on a fresh clone: data/ is made too
     assert main(["preprocess", "vocaset", "--src", str(raw["src"]), "--dst", str(dst)]) == 0
     assert "3 sequences written" in capsys.readouterr().out
     assert main(["preprocess", "vocaset", "--src", str(raw["src"]), "--dst", str(dst)]) == 0

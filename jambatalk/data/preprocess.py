@@ -125,20 +125,17 @@ def _listing(head: str, items: list[str], limit: int = 8) -> str:
 
 
 def prepare_dst(dst: str | os.PathLike, dataset: str | None = None, n_vertices: int | None = None) -> Path:
-    """Create the processed layout's folders (the parent of ``dst`` must exist). With ``dataset`` and
+    """Create the processed layout's folders (and missing parents of ``dst``, as synth does). With ``dataset`` and
     ``n_vertices``, a ``dst`` holding another dataset (a synthetic corpus' meta.json, templates of another mesh)
     is a DatasetError: this run would mix its sequences and templates into that folder, with --overwrite too."""
     dst = Path(dst)
     if dst.exists() and not dst.is_dir():
         raise DatasetError(f"output '{dst}' exists and is not a folder", "choose a folder for --dst")
-    if not dst.parent.is_dir():
-        raise DatasetError(f"cannot create '{dst}': its parent folder '{dst.parent}' does not exist",
-                           f"create it first (mkdir -p {dst.parent})")
     if dataset is not None and dst.is_dir():
         _check_same_dataset(dst, dataset, n_vertices)
     check_output_folder(dst)
     for sub in ("", "vertices_npy", "wav"):
-        (dst / sub).mkdir(exist_ok=True)
+        (dst / sub).mkdir(parents=True, exist_ok=True)
     return dst
 
 
