@@ -370,6 +370,7 @@ class Trainer:
         elif self.rank == 0 and (self.out / "last").exists():
             raise ConfigError(f"run folder '{self.out}' already holds a run",
                               "pass --resume to continue it, or choose another --out")
+        self.first_step = self.step  # where this run began (a resumed one: its checkpoint's step)
         self.writer = None
         self.resumed, self._made_out = resume, not self.out.exists()
         if self.rank == 0:
@@ -735,7 +736,12 @@ def cli_train(args) -> int:
             exc.args = (_stopped_note(out, args.config, args.overrides),)
         raise
     if trainer.rank == 0:
-        print(f"trained {trainer.step} steps ({trainer.epoch} epochs); checkpoints in {out}/best and {out}/last")
+        if trainer.step == trainer.first_step:
+            print(f"nothing to train: the run in {out} had already reached its {trainer.total_steps} steps; raise "
+                  "train.epochs (or train.max_steps) to train on")
+        else:
+            print(f"trained steps {trainer.first_step + 1}-{trainer.step} of {trainer.total_steps} ({trainer.epoch} "
+                  f"whole epochs of {trainer.steps_per_epoch} steps); checkpoints in {out}/best and {out}/last")
     if trainer.distributed:
         torch.distributed.destroy_process_group()
     return 0

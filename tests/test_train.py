@@ -394,8 +394,13 @@ def test_a_stopped_run_says_how_to_continue_and_one_stopped_before_its_first_sav
     assert command[:2] == ["jambatalk", "train"] and "--resume" in command
     monkeypatch.setattr(Trainer, "train_step", real_step)
     assert main(command[1:]) == 0  # the command given continues the run to its end
-    assert "trained" in capsys.readouterr().out
-    assert torch.load(run / "last" / "trainer_state.pt", weights_only=True)["epoch"] == 2
+    state = torch.load(run / "last" / "trainer_state.pt", weights_only=True)
+    n = state["step"] // 2  # steps per epoch
+    assert state["epoch"] == 2 and f"trained steps {n + 1}-{2 * n} of {2 * n} (2 whole epochs of {n} steps)" \
+        in capsys.readouterr().out
+    assert main(command[1:]) == 0  # once more: it said "trained 12 steps (2 epochs)" and trained none
+    assert f"nothing to train: the run in {run} had already reached its {2 * n} steps; raise train.epochs" \
+        in capsys.readouterr().out
 
 
 def test_refuses_to_overwrite_a_run_without_resume(corpus, tmp_path):

@@ -141,8 +141,9 @@ def main(argv=None) -> int:
     if args.real:
         res["real"] = real_speech(model, Path(args.real), gate)
         for name, r in res["real"].items():
-            print(f"{name:>32}: r = {r['r']:.3f}; mouth opening in silence {r['silence_opening_rel']:.3f} of speech "
-                  f"({r['silent_frames']} silent frames)")
+            opening = r["silence_opening_rel"]  # NaN without silent frames: nothing to measure
+            print(f"{name:>32}: r = {r['r']:.3f}; mouth opening in silence "
+                  f"{'n/a' if opening != opening else f'{opening:.3f} of speech'} ({r['silent_frames']} silent frames)")
     if args.json:  # strict JSON: a figure with nothing to measure (no silence in a recording) is null, not NaN
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(_finite_or_null(res), indent=2, allow_nan=False))
