@@ -33,6 +33,10 @@ _LAZY = {
 }
 
 
+#: modules of the public API reached as attributes of the package (imported on first use)
+_SUBMODULES = ("metrics", "plots", "render", "data", "model", "evaluate", "train", "stream", "silence", "mesh", "audio")
+
+
 def __getattr__(name):
     if name in _LAZY:
         import importlib
@@ -40,6 +44,10 @@ def __getattr__(name):
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:  # jambatalk.metrics without 'import jambatalk.metrics' first
+        import importlib
+
+        return importlib.import_module(f"jambatalk.{name}")
     raise AttributeError(f"module 'jambatalk' has no attribute '{name}'")
 
 

@@ -371,8 +371,9 @@ def stream_verdict(share: float, delays_ms: np.ndarray, chunk_ms: float, threads
 
 def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lookahead: float = 0.3,
                 silence_gate: Optional[bool] = None, subject: Optional[int | str] = None,
-                device=None) -> tuple[Animation, str]:
+                sample_rate: Optional[int] = None, device=None) -> tuple[Animation, str]:
     """Feed a recording to a :class:`~jambatalk.stream.Stream` in ``chunk_ms`` chunks, as if it were live.
+    ``audio`` is what :func:`animate` takes (an array with its ``sample_rate``).
 
     Returns the animation and a report: the stream's latency bound; the compute time per chunk (median,
     p99, max); and, as if each chunk arrived when its audio ended, how far behind the audio each chunk's
@@ -386,12 +387,13 @@ def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lo
     from .model.audio_encoder import frames_for_samples
     from .stream import Stream
 
-    if not 0 < chunk_ms < float("inf"):
-        raise InputError(f"--chunk-ms is {chunk_ms}", "pass a positive chunk length in milliseconds, e.g. 100")
+    if not (is_real_number(chunk_ms) and 0 < chunk_ms < float("inf")):
+        raise InputError(f"the chunk length (--chunk-ms, chunk_ms) is {chunk_ms!r}",
+                         "pass a positive chunk length in milliseconds, e.g. 100")
     if chunk_ms < 1000.0 / SAMPLE_RATE:
         raise InputError(f"--chunk-ms {chunk_ms:g} is shorter than one sample ({1000.0 / SAMPLE_RATE:g} ms at "
                          f"{SAMPLE_RATE} Hz)", "pass a chunk length of at least one sample, e.g. 100")
-    samples = load_audio(audio)
+    samples = load_audio(audio, sample_rate)
     stream = Stream(model, template, lookahead=lookahead, silence_gate=silence_gate, subject=subject, device=device)
     _check_one_frame(samples, stream.fps)
     n = max(1, int(round(chunk_ms * SAMPLE_RATE / 1000.0)))
@@ -427,7 +429,7 @@ def stream_file(audio, template=None, model=None, *, chunk_ms: float = 100.0, lo
               f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms; delay behind live audio (waiting + "
               f"compute) median {np.median(delay):.1f} ms, p99 {np.percentile(delay, 99):.1f} ms, "
               f"max {delay.max():.1f} ms; {verdict}")
-    return _own_animation(vertices, stream.template.cpu(), stream.faces, stream.fps, samples), report
+    return _own_animation(vertices, stream.template.cpu().numpy(), stream.faces, stream.fps, samples), report
 
 
 def check_frame_folder(path: Path) -> None:

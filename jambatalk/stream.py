@@ -52,7 +52,7 @@ class Stream:
             (None: neutral).
         silence_gate: close the mouth in pauses (:mod:`jambatalk.silence`); None: the model's setting.
             Its gains read ``attack`` seconds of future audio, which the encoder lookahead usually covers.
-        device: torch device (default: the model's).
+        device: torch device (default: a loaded model's own; for a folder or None, CUDA when available, else CPU).
     """
 
     def __init__(self, model=None, template=None, lookahead: float = 0.3, *, block: float = 0.4,

@@ -27,6 +27,15 @@ def wav(tmp_path_factory):
 def test_public_api_surface():
     assert set(jambatalk.__all__) >= {"animate", "Animation", "load_model", "load_audio", "load_template"}
     assert jambatalk.animate is animate
+    import subprocess
+    import sys
+
+    # the API's modules are attributes of the package, as in numpy (jambatalk.metrics raised AttributeError)
+    code = "import jambatalk; print(jambatalk.metrics.lve.__name__, jambatalk.render.render_video.__name__)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split() == \
+        ["lve", "render_video"]
+    with pytest.raises(AttributeError, match="module 'jambatalk' has no attribute 'metrix'"):
+        jambatalk.metrix  # noqa: B018
 
 
 def test_animate_from_file_and_array(model_dir, wav):
@@ -237,8 +246,18 @@ def test_rates_of_the_wrong_kind_are_refused(kwargs, match, model_dir):
 def test_stream_chunk_length_and_output_folder_are_checked(model_dir, wav, tmp_path):
     from jambatalk.api import stream_file
 
-    with pytest.raises(InputError, match="chunk-ms is inf"):
+    with pytest.raises(InputError, match=r"chunk_ms\) is inf"):
         stream_file(wav, model=model_dir, chunk_ms=float("inf"))
+    with pytest.raises(InputError, match=r"\(--chunk-ms, chunk_ms\) is '100'; pass a positive chunk length"):
+        stream_file(wav, model=model_dir, chunk_ms="100")  # was a TypeError from a comparison
+    # an array with its sampling rate, as animate takes it (the error asked for a sample_rate it had no argument for)
+    from jambatalk.config import model_preset
+
+    cfg = model_preset("tiny")
+    cfg.decoder.attention_span = "causal"
+    net = JambaTalk(cfg, template=np.zeros((cfg.n_vertices, 3), np.float32)).eval()
+    anim, _ = stream_file(jambatalk.load_audio(wav), sample_rate=16000, model=net)
+    np.testing.assert_array_equal(anim.vertices, stream_file(wav, model=net)[0].vertices)
     (tmp_path / "out.npy").mkdir()
     with pytest.raises(InputError, match="it is a folder"):
         animate(wav, model=model_dir).save(tmp_path / "out.npy")
