@@ -92,9 +92,10 @@ def _uncancelled(mix: np.ndarray, channels: np.ndarray, name: str) -> np.ndarray
     loudest = int(np.argmax(rms))
     if not (rms[loudest] > 0 and mix_rms < CANCELLED_MIX * rms[loudest]):
         return mix
-    warnings.warn(f"the {len(channels)} channels of {name} cancel out when mixed to mono (one is the other inverted: the "
-                  f"mix is {20 * math.log10(rms[loudest] / max(mix_rms, 1e-300)):.0f} dB under its loudest channel); "
-                  f"using channel {loudest + 1} alone", stacklevel=4)
+    under = 20 * math.log10(rms[loudest] / max(mix_rms, 1e-300))
+    warnings.warn(f"the {len(channels)} channels of {name} cancel out when mixed to mono (one is the other "
+                  f"inverted: the mix is {under:.0f} dB under its loudest channel); using channel {loudest + 1} alone",
+                  stacklevel=4)
     return channels[loudest]
 
 

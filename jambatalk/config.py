@@ -333,7 +333,7 @@ class ModelConfig:
                    "give lip indices of this mesh")
         _check(self.n_subjects >= 0, f"n_subjects is {self.n_subjects}", "use 0 (no style embedding) or more")
         self.subjects = [str(name) for name in self.subjects]
-        _check(len(self.subjects) <= self.n_subjects, f"subjects names {len(self.subjects)} subjects but n_subjects is "
+        _check(len(self.subjects) <= self.n_subjects, f"subjects lists {len(self.subjects)} names but n_subjects is "
                f"{self.n_subjects}", "name at most n_subjects subjects (training fills the list from the dataset)")
 
 

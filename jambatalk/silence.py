@@ -184,7 +184,8 @@ class QuietSpeechCheck:
         if share > self.SHARE:
             warnings.warn(f"the speech is quiet (its loudest frame is at {self._heard.loudest_db:.0f} dBFS): the "
                           f"silence gate took frames under {self.floor_db:g} dBFS for pauses and closed the mouth on "
-                          f"speech in {share:.0%} of the animation (pauses aside); raise the recording's level, or turn the gate off "
+                          f"speech in {share:.0%} of the animation (pauses aside); raise the recording's level, "
+                          "or turn the gate off "
                           "(silence_gate=False, --silence-gate off)", stacklevel=outside_stacklevel())
 
 

@@ -177,7 +177,8 @@ def test_quiet_speech_that_the_floor_silences_is_warned_about():
     quiet = np.concatenate([_noise(0.2, -75.0, 0), _noise(0.6, -45.0, 1), _noise(0.8, -62.0, 3),
                             _noise(0.6, -45.0, 5)])
     with pytest.warns(UserWarning, match=r"the speech is quiet \(its loudest frame is at -4\d dBFS\).*closed the "
-                      r"mouth on speech in (2\d|3\d|4\d)% of the animation \(pauses aside\).*silence_gate=False") as caught:
+                      r"mouth on speech in (2\d|3\d|4\d)% of the animation \(pauses aside\).*silence_gate=False") \
+            as caught:
         gated = model.predict(quiet)
     assert caught[0].filename == __file__  # the caller's line, not torch's no_grad wrapper
     with pytest.warns(UserWarning, match="the speech is quiet") as caught:

@@ -241,9 +241,9 @@ class JambaTalk(nn.Module):
         """One utterance of any length: 16 kHz mono samples (N,) -> vertices (T, V, 3) float32 numpy.
 
         ``audio`` is a 1-D array or tensor (integer PCM is scaled into [-1, 1], floats are taken as they are;
-        a file goes through :func:`jambatalk.load_audio` first). ``template`` (V, 3) is the neutral face (None: the model's own);
-        it is checked for its shape only (:func:`jambatalk.animate` also checks that it is a face of this
-        mesh, size and pose). ``n_frames``: the number of frames to predict (default: the audio's length at
+        a file goes through :func:`jambatalk.load_audio` first). ``template`` (V, 3) is the neutral face (None:
+        the model's own); it is checked for its shape only (:func:`jambatalk.animate` also checks that it is a
+        face of this mesh, size and pose). ``n_frames``: the number of frames to predict (default: the audio's length at
         the model's frame rate). ``subject``: the speaking style of a model trained with subjects, an index
         or a training subject's name (None: neutral).
 
