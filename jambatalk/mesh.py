@@ -16,7 +16,7 @@ import numpy as np
 from .errors import InputError
 from .pickles import REFUSED_FIX, RefusedPickle, load_data
 
-__all__ = ["load_mesh", "load_template", "load_templates_pkl", "save_mesh", "check_vertices"]
+__all__ = ["load_mesh", "load_template", "load_templates_pkl", "save_mesh", "check_vertices", "same_triangles"]
 
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
 
@@ -163,6 +163,11 @@ def _triangles(faces) -> np.ndarray:
     return np.unique(np.sort(np.asarray(faces, dtype=np.int64).reshape(-1, 3), axis=1), axis=0)
 
 
+def same_triangles(faces, other_faces) -> bool:
+    """Whether two face lists hold the same triangles, in any order and winding."""
+    return np.array_equal(_triangles(faces), _triangles(other_faces))
+
+
 def _edges(faces) -> np.ndarray:
     f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
     return np.unique(np.sort(f[:, [[0, 1], [1, 2], [2, 0]]].reshape(-1, 2), axis=1), axis=0)
@@ -207,7 +212,7 @@ def check_template_fits(vertices, faces, model_vertices, model_faces, what: str 
         return
     fix_order = "use a mesh with the model's topology and vertex order (e.g. one from the dataset it was trained on)"
     if faces is not None and model_faces is not None and len(model_faces) and len(faces):
-        if not np.array_equal(_triangles(faces), _triangles(model_faces)):
+        if not same_triangles(faces, model_faces):
             shared = _shared_edges(faces, model_faces)
             if shared < SAME_ORDER_EDGES:  # a polygon mesh split into other triangles keeps its polygons' edges
                 raise InputError(f"{what} has the model's {len(v)} vertices but other faces ({shared:.0%} of its "

@@ -676,7 +676,6 @@ class Trainer:
         if tc.save_every and self.epoch % tc.save_every == 0:
             self._save("last")
 
-
     def discard_unsaved(self) -> None:
         """After a new run failed or was stopped before its first checkpoint: remove its TensorBoard log (which
         a next run into the folder would continue) and the run folder where this run made it and it is empty."""

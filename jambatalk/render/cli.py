@@ -60,16 +60,10 @@ def load_sequence(path) -> tuple[np.ndarray, Optional[float], Optional[np.ndarra
     return vertices, fps, faces, audio
 
 
-def _same_triangles(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two face arrays hold the same triangles, in any order and winding."""
-    a, b = (np.sort(np.asarray(f, dtype=np.int64).reshape(-1, 3), axis=1) for f in (a, b))
-    return a.shape == b.shape and np.array_equal(a[np.lexsort(a.T[::-1])], b[np.lexsort(b.T[::-1])])
-
-
 def cli_render(args) -> int:
     """Render a vertex sequence with the template's faces (and the audio) to an MP4."""
     from ..fileio import check_not_input, check_output_path
-    from ..mesh import load_template
+    from ..mesh import load_template, same_triangles
     from .renderer import check_sequence
     from .video import render_video
 
@@ -92,7 +86,7 @@ def cli_render(args) -> int:
         template, faces = load_template(args.template)
         if faces is None or len(faces) == 0:
             faces = stored_faces
-        elif stored_faces is not None and not _same_triangles(faces, stored_faces):
+        elif stored_faces is not None and not same_triangles(faces, stored_faces):
             raise InputError(f"template '{args.template}' has other triangles than the faces stored in "
                              f"'{args.seq}' ({len(faces)} against {len(stored_faces)}): the sequence was made for "
                              "another mesh", f"leave out --template ('{Path(args.seq).name}' keeps its own faces)")
