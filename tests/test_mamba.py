@@ -223,3 +223,25 @@ def test_on_cuda_a_long_prediction_runs_its_scans_in_the_kernel(monkeypatch):
     whole = model.predict(audio)
     assert calls.count("scan") == sum(1 for name in cfg.decoder.schedule if "mamba" in name)
     np.testing.assert_allclose(whole, chunked, rtol=1e-4, atol=1e-5)
+
+
+def test_a_scan_whose_last_state_needs_a_gradient_stays_off_the_kernel(monkeypatch):
+    """mamba-ssm's backward takes no gradient of the last state: on an H100, a loss that used the last state
+    gave a gradient of u 22% off the PyTorch scan's through the kernel. With gradients recorded and
+    return_last_state, "auto" runs the PyTorch scan and "always" refuses, naming the way out; without either,
+    the kernel runs."""
+    from jambatalk.ops.selective_scan import selective_scan
+
+    calls = _fake_kernels(monkeypatch)
+    g = torch.Generator().manual_seed(0)
+    x = {"u": torch.randn(1, 4, 9, generator=g, requires_grad=True), "delta": torch.randn(1, 4, 9, generator=g),
+         "A": -torch.rand(4, 3, generator=g) - 0.1, "B": torch.randn(1, 3, 9, generator=g),
+         "C": torch.randn(1, 3, 9, generator=g), "D": torch.randn(4, generator=g), "delta_bias": torch.zeros(4)}
+    y, last = selective_scan(**x, delta_softplus=True, return_last_state=True)
+    assert calls == [] and last.requires_grad
+    with pytest.raises(InputError, match="no gradient through the last state.*use_kernels='auto'"):
+        selective_scan(**x, delta_softplus=True, return_last_state=True, use_kernels="always")
+    selective_scan(**x, delta_softplus=True)  # the output alone: its gradient is the kernel's own
+    with torch.no_grad():
+        selective_scan(**x, delta_softplus=True, return_last_state=True, use_kernels="always")
+    assert calls == ["scan", "scan"]

@@ -364,6 +364,11 @@ def _import_kernel():
     return _KERNEL["fn"]
 
 
+def _records_grad(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether autograd records an operation on these tensors (grad mode on and one of them requires grad)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def kernel_available() -> bool:
     """True when mamba-ssm's CUDA selective-scan kernel can be imported."""
     return _import_kernel() is not None
@@ -459,7 +464,9 @@ def selective_scan(
             installed or the tensors are not on CUDA; "never" always uses the PyTorch path. A scan that
             continues an ``initial_state`` (a streamed chunk) runs on the PyTorch path whatever the setting,
             as the kernel has no such input; :meth:`JambaTalk.predict` therefore runs long sequences in one
-            pass where the kernel runs.
+            pass where the kernel runs. So does a scan that returns its last state while a gradient is being
+            recorded: mamba-ssm's backward takes no gradient of the last state and would leave its share out
+            of every input's gradient ("always" then raises an InputError).
 
     Returns:
         y (batch, d_inner, L) in ``u``'s dtype, or ``(y, last_state)`` when ``return_last_state``.
@@ -479,7 +486,14 @@ def selective_scan(
                     f"use_kernels='always' needs CUDA tensors for mamba-ssm's kernel (the 'kernels' extra), "
                     f"but the inputs are on {u.device}",
                     "move the model to a CUDA device, or set use_kernels='auto' to use the PyTorch scan here")
-        if fn is not None and on_cuda(u) and initial_state is None:
+        state_grad = return_last_state and _records_grad(u, delta, A, B, C, D, z, delta_bias)
+        if use_kernels == "always" and state_grad:
+            raise InputError(
+                "use_kernels='always' with return_last_state=True while gradients are recorded: mamba-ssm's kernel "
+                "gives no gradient through the last state, so every input's gradient would miss the last state's share",
+                "use use_kernels='auto' (the PyTorch scan then runs), return_last_state=False, or run the scan "
+                "under torch.no_grad()")
+        if fn is not None and on_cuda(u) and initial_state is None and not state_grad:
             return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
                       return_last_state=return_last_state)
     return _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state,
