@@ -195,3 +195,25 @@ def test_bad_inputs_are_named():
         selective_scan(t["u"], t["delta"], t["A"], t["B"].transpose(1, 2), t["C"])
     with pytest.raises(InputError, match="empty"):
         selective_scan(t["u"][..., :0], t["delta"][..., :0], t["A"], t["B"][..., :0], t["C"][..., :0])
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+def test_on_a_gpu_inference_runs_the_chunked_scan_in_segments_carrying_the_state(monkeypatch, with_state):
+    """On a GPU the forward-only scan looped over every step, one launch or more each: a 3000-step scan of the
+    VOCASET decoder's width took 89 ms on an H100, 2x its forward and backward together in the chunked form.
+    There it now runs the chunked form in segments of bounded memory, with the step loop's results."""
+    ops = importlib.import_module("jambatalk.ops.selective_scan")
+
+    x = _inputs(2, 4, 3, 700, seed=3)
+    if not with_state:
+        del x["initial_state"]
+    want_y, want_last = selective_scan_ref(**x, delta_softplus=True, return_last_state=True)
+    segments = []
+    core = ops._ScanCore.apply
+    monkeypatch.setattr(ops._ScanCore, "apply", lambda *a: segments.append(a[0].shape[-1]) or core(*a))
+    monkeypatch.setattr(ops, "_launch_bound", lambda u: True)
+    monkeypatch.setattr(ops, "SEGMENT_FLOATS", 2 * 4 * 3 * 256)  # 256 steps per segment
+    with torch.no_grad():
+        y, last = selective_scan(**x, delta_softplus=True, return_last_state=True, use_kernels="never")
+    assert segments == [256, 256, 188]
+    assert _rel_err(y, want_y) < RTOL and _rel_err(last, want_last) < RTOL

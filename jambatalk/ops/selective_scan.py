@@ -9,11 +9,12 @@ The recurrence, per batch ``b``, channel ``d`` and state ``n``, is::
 Shapes follow mamba-ssm: ``u, delta, z: (batch, d_inner, L)``, ``A: (d_inner, d_state)``,
 ``B, C: (batch, d_state, L)``, ``D, delta_bias: (d_inner,)``.
 
-The PyTorch path has two forms. Without gradients (inference, streaming) it runs a step at a time
-in time-major blocks of bounded size (:func:`_scan_inference`): three vectorised passes per block
-build the decays and inputs, one in-place multiply-add per step advances the state, and one
-contraction per block reads the outputs; its memory does not grow with the length. When a gradient
-is needed it never loops over every time step. It cuts the sequence into ``n_chunks`` chunks
+The PyTorch path has two forms. Without gradients on the CPU (inference, streaming) it runs a step
+at a time in time-major blocks of bounded size (:func:`_scan_inference`): three vectorised passes
+per block build the decays and inputs, one in-place multiply-add per step advances the state, and
+one contraction per block reads the outputs; its memory does not grow with the length. On a GPU,
+where each of those steps costs kernel launches, and whenever a gradient is needed, it never loops
+over every time step (without gradients it runs in segments of bounded memory, :func:`_scan_segments`). It cuts the sequence into ``n_chunks`` chunks
 of ``T`` steps and lays every per-step tensor out as ``(T, batch, n_chunks, d_inner, d_state)``:
 
 1. a loop over the ``T`` positions inside a chunk, vectorised over all chunks at once, runs the
@@ -303,6 +304,30 @@ def _scan_inference(u, delta, A, B, C, h0, block: Optional[int] = None):
     return y.permute(1, 2, 0), h
 
 
+#: Floats of per-step state (batch x d_inner x d_state per step) in each segment of a forward-only scan on a GPU
+#: (:func:`_scan_segments`): 128 MB per buffer, 2048 steps of the VOCASET decoder's (d_inner 1024, d_state 16).
+SEGMENT_FLOATS = 1 << 25
+
+
+def _launch_bound(u: torch.Tensor) -> bool:
+    """Whether ``u`` lives on an accelerator, where each small operation costs a kernel launch."""
+    return u.device.type != "cpu"
+
+
+def _scan_segments(u, delta, A, B, C, h0, segment_floats: Optional[int] = None):
+    """Forward-only scan for GPUs: the chunked form, about ``2 sqrt(L)`` launches where :func:`_scan_inference`
+    makes one per step, in segments that carry the state so that its memory stays bounded
+    (:data:`SEGMENT_FLOATS`). Returns (y (batch, d_inner, L), last state)."""
+    batch, d_inner, length = u.shape
+    seg = max(64, (segment_floats or SEGMENT_FLOATS) // max(1, batch * d_inner * A.shape[1]))
+    ys, h = [], h0
+    for s in range(0, length, seg):
+        e = min(length, s + seg)
+        y, h = _ScanCore.apply(u[..., s:e], delta[..., s:e], A, B[..., s:e], C[..., s:e], h, chunk_size_for(e - s))
+        ys.append(y)
+    return (torch.cat(ys, -1) if len(ys) > 1 else ys[0]), h
+
+
 def _compiled_scan_applies(u, delta, A, delta_softplus: bool) -> bool:
     """Whether the compiled CPU scan (:mod:`jambatalk.ops.cpu_scan`) may run this forward-only scan:
     float32 CPU tensors, d_state within its limit, and decay exponents ``delta * A`` never positive."""
@@ -340,6 +365,8 @@ def _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last
         from .cpu_scan import scan_forward
 
         y, last = scan_forward(u, delta, A, B, C, h0)
+    elif _launch_bound(u) and u.shape[-1] > 0:
+        y, last = _scan_segments(u, delta, A, B, C, h0)
     else:
         y, last = _scan_inference(u, delta, A, B, C, h0)
     if D is not None:
