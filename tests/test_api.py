@@ -54,7 +54,7 @@ def test_an_animation_owns_its_arrays(model_dir, wav):
     audio = jambatalk.load_audio(wav)
     mine = audio.copy() + 0.0
     for anim in (animate(mine, sample_rate=16000, model=model),
-                 animate(mine, template.numpy(), sample_rate=16000, model=model)):
+                 animate(mine, template.cpu().numpy(), sample_rate=16000, model=model)):
         anim.template += 1.0
         anim.faces[:] = 0
         anim.audio[:] = 0

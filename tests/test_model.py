@@ -371,12 +371,16 @@ def test_the_model_trains_and_validates_under_bfloat16_autocast(n_subjects, top_
     kwargs = dict(audio_lengths=torch.tensor([16000, 12000]), frame_lengths=torch.tensor([25, 18]), n_frames=25,
                   lip_reading=train, subject_index=torch.tensor([1, 0]) if n_subjects else None)
     with torch.set_grad_enabled(train):
+        torch.manual_seed(2)  # the same dropout masks in both passes: only the precision differs
         ref = model(audio, **kwargs).vertices.float()
+        torch.manual_seed(2)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(audio, **kwargs)
     assert torch.isfinite(out.vertices).all()
     a, b = ((v.detach().float() - model.template).flatten() for v in (ref, out.vertices))
-    assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) > 0.9  # the same motion, to bfloat16's precision
+    corr = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+    print(f"correlation of the bfloat16 motion with float32's: {corr:.4f}")
+    assert corr > 0.9  # the same motion, to bfloat16's precision
     if train:
         model.zero_grad()
         (out.vertices.float().pow(2).mean() + out.aux_loss).backward()

@@ -258,7 +258,7 @@ def test_cli_and_animate_follow_the_model_setting_unless_told(tmp_path):
         out = tmp_path / f"{flag}.npy"
         extra = [] if flag is None else ["--silence-gate", flag]
         assert main(["animate", str(tmp_path / "a.wav"), "--checkpoint", str(tmp_path / "model"), "--out", str(out),
-                     *extra]) == 0
+                     "--device", "cpu", *extra]) == 0  # (the default is a GPU where there is one)
         outs[flag] = np.load(out)
     np.testing.assert_allclose(outs[None], gated, atol=1e-5)
     np.testing.assert_allclose(outs["on"], gated, atol=1e-5)

@@ -171,7 +171,7 @@ def test_cli_animate_stream_reports_latency_and_matches_offline(tmp_path, capsys
     sf.write(str(tmp_path / "a.wav"), audio, 16000, subtype="FLOAT")
     out = tmp_path / "out.npy"
     assert main(["animate", str(tmp_path / "a.wav"), "--checkpoint", str(tmp_path / "model"), "--stream",
-                 "--chunk-ms", "50", "--out", str(out)]) == 0
+                 "--chunk-ms", "50", "--device", "cpu", "--out", str(out)]) == 0  # (the default: a GPU where one is)
     text = capsys.readouterr().out
     assert "latency bound" in text and "p99" in text and "delay behind live audio" in text
     assert ("keeps up with live audio" in text) != ("FALLS BEHIND live audio" in text)
