@@ -65,3 +65,35 @@ def model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt") / "tiny"
     model.save_pretrained(folder)
     return folder
+
+
+def fake_corpus(root: Path, frames: dict[str, int] | None = None, seconds: dict[str, float] | None = None) -> Path:
+    """A processed synthetic-layout folder without espeak: sequences of the built-in head, 30 fps, noise for
+    speech. ``frames`` and ``seconds`` override a sequence's vertex frames and audio length."""
+    import json
+    import pickle
+
+    import numpy as np
+    import soundfile as sf
+
+    from jambatalk.synth.head import default_head
+
+    head = default_head()
+    splits = {"train": ["spk01_sent000", "spk02_sent001", "spk01_sent002", "spk02_sent003"],
+              "val": ["spk01_sent004"], "test": ["spk02_sent005"]}
+    for sub in ("vertices_npy", "wav"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    template = np.asarray(head.vertices, np.float32)
+    for name in sum(splits.values(), []):
+        n = (frames or {}).get(name, 24)
+        verts = template[None] + rng.normal(scale=1e-3, size=(n, *template.shape)).astype(np.float32)
+        np.save(root / "vertices_npy" / f"{name}.npy", verts.reshape(n, -1))
+        n_samples = int(round((seconds or {}).get(name, n / 30) * 16000))
+        sf.write(root / "wav" / f"{name}.wav", rng.integers(-3000, 3000, n_samples).astype(np.int16), 16000,
+                 subtype="PCM_16")
+    with open(root / "templates.pkl", "wb") as f:
+        pickle.dump({"spk01": template, "spk02": template * 1.01}, f)
+    (root / "splits.json").write_text(json.dumps(splits))
+    (root / "meta.json").write_text(json.dumps({"dataset": "synthetic", "tokens": ["a", "b", "c"]}))
+    return root

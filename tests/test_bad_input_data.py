@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import fake_corpus
 
 from jambatalk.cli import main
 from jambatalk.config import load_experiment
@@ -36,38 +37,6 @@ def test_absurd_train_threads_are_refused_with_the_config(capsys, tmp_path):
 
 
 # ----------------------------------------------------------------------------- a small processed corpus
-
-
-def _fake_corpus(root: Path, frames: dict[str, int] | None = None, seconds: dict[str, float] | None = None) -> Path:
-    """A processed synthetic-layout folder without espeak: sequences of the built-in head, 30 fps, noise for
-    speech. ``frames`` and ``seconds`` override a sequence's vertex frames and audio length."""
-    import json
-    import pickle
-
-    import numpy as np
-    import soundfile as sf
-
-    from jambatalk.synth.head import default_head
-
-    head = default_head()
-    splits = {"train": ["spk01_sent000", "spk02_sent001", "spk01_sent002", "spk02_sent003"],
-              "val": ["spk01_sent004"], "test": ["spk02_sent005"]}
-    for sub in ("vertices_npy", "wav"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    template = np.asarray(head.vertices, np.float32)
-    for name in sum(splits.values(), []):
-        n = (frames or {}).get(name, 24)
-        verts = template[None] + rng.normal(scale=1e-3, size=(n, *template.shape)).astype(np.float32)
-        np.save(root / "vertices_npy" / f"{name}.npy", verts.reshape(n, -1))
-        n_samples = int(round((seconds or {}).get(name, n / 30) * 16000))
-        sf.write(root / "wav" / f"{name}.wav", rng.integers(-3000, 3000, n_samples).astype(np.int16), 16000,
-                 subtype="PCM_16")
-    with open(root / "templates.pkl", "wb") as f:
-        pickle.dump({"spk01": template, "spk02": template * 1.01}, f)
-    (root / "splits.json").write_text(json.dumps(splits))
-    (root / "meta.json").write_text(json.dumps({"dataset": "synthetic", "tokens": ["a", "b", "c"]}))
-    return root
 
 
 def _train_args(root: Path, out: Path, *extra: str) -> list[str]:
@@ -133,7 +102,7 @@ def test_a_device_this_machine_lacks_is_refused_before_the_run_folder(tmp_path, 
 
 
 def test_n_subjects_below_the_datasets_names_the_right_count(tmp_path, capsys):
-    root = _fake_corpus(tmp_path / "data")  # two subjects; more embeddings than that would only go unused
+    root = fake_corpus(tmp_path / "data")  # two subjects; more embeddings than that would only go unused
     line = _cli_error(capsys, _train_args(root, tmp_path / "run", "model.n_subjects=1"))
     assert "model.n_subjects is 1" in line and "model.n_subjects=2 or more" in line
     assert not (tmp_path / "run").exists()
@@ -155,7 +124,7 @@ def test_resume_from_a_trainer_state_of_another_kind_is_a_checkpoint_error(tmp_p
 
     from jambatalk.train import Trainer
 
-    root = _fake_corpus(tmp_path / "data")
+    root = fake_corpus(tmp_path / "data")
     run = tmp_path / "run"
     Trainer(load_experiment(DEBUG, [f"data.root={root}", "data.generate=false"]), run, progress=False)._save("last")
     state = run / "last" / "trainer_state.pt"
@@ -173,7 +142,7 @@ def test_resume_from_a_trainer_state_of_another_kind_is_a_checkpoint_error(tmp_p
 
 @pytest.mark.parametrize("text", ["garbage{", "[1, 2]", '{"tokens": "abc"}', "\udcff"])
 def test_a_corrupt_meta_json_is_a_dataset_error_naming_it(tmp_path, capsys, text):
-    root = _fake_corpus(tmp_path / "data")
+    root = fake_corpus(tmp_path / "data")
     (root / "meta.json").write_bytes(text.encode("utf-8", "surrogateescape"))
     line = _cli_error(capsys, _train_args(root, tmp_path / "run"))
     assert f"'{root / 'meta.json'}'" in line and "regenerate" in line
@@ -226,7 +195,7 @@ def test_train_refuses_overrides_of_what_the_dataset_decides(tmp_path, capsys):
 def test_non_finite_training_vertices_are_named_when_read(tmp_path, capsys):
     import numpy as np
 
-    root = _fake_corpus(tmp_path / "data")
+    root = fake_corpus(tmp_path / "data")
     path = root / "vertices_npy" / "spk01_sent002.npy"
     verts = np.load(path)
     verts[5, 7] = np.nan
@@ -237,7 +206,7 @@ def test_non_finite_training_vertices_are_named_when_read(tmp_path, capsys):
 
 
 def test_a_diverged_run_without_checkpoints_does_not_claim_to_keep_them(tmp_path, capsys):
-    root = _fake_corpus(tmp_path / "data")
+    root = fake_corpus(tmp_path / "data")
     run = tmp_path / "run"
     line = _cli_error(capsys, _train_args(root, run, "train.max_steps=6", "train.lr=1e30", "train.batch_size=1"))
     assert "diverged at step" in line and "no checkpoint had been saved" in line and "are kept" not in line
@@ -485,7 +454,7 @@ def test_audio_and_vertices_of_grossly_different_lengths_are_reported_once(tmp_p
 
     from jambatalk.data import SequenceDataset, get_spec
 
-    root = _fake_corpus(tmp_path / "data", frames={"spk01_sent000": 1, "spk02_sent001": 80, "spk01_sent002": 30},
+    root = fake_corpus(tmp_path / "data", frames={"spk01_sent000": 1, "spk02_sent001": 80, "spk01_sent002": 30},
                         seconds={"spk01_sent000": 2.6, "spk02_sent001": 0.006, "spk01_sent002": 1.0 + 1 / 30})
     ds = SequenceDataset(get_spec("synthetic"), root, "train")
     with pytest.warns(UserWarning, match=r"spk01_sent000: its audio lasts 2.6 s but its 1 vertex frames last 0.0333 s"):
