@@ -71,6 +71,28 @@ class Animation:
     def duration(self) -> float:
         return len(self.vertices) / self.fps
 
+    def clip(self, start: float = 0.0, end: Optional[float] = None) -> Animation:
+        """The part from ``start`` to ``end`` seconds (default: to the end) as a new Animation: the frames whose
+        time ``i / fps`` lies in [start, end), and the speech of those frames (from the first one's time to the
+        last one's end), so that a video of it stays in sync. Every array is a copy."""
+        for name, value in (("start", start), ("end", end)):
+            if value is not None and not (is_real_number(value) and np.isfinite(value)):
+                raise InputError(f"clip {name} is {value!r}, not a number of seconds", "pass seconds, e.g. "
+                                 "anim.clip(1.5, 4.0)")
+        end = self.duration if end is None else float(end)
+        if not 0 <= start < end:
+            raise InputError(f"clip({start!r}, {end!r}) is not a span of this {self.duration:.2f} s animation",
+                             "pass 0 <= start < end, in seconds")
+        first = int(np.ceil(start * self.fps - 1e-6))
+        stop = min(len(self.vertices), int(np.ceil(end * self.fps - 1e-6)))
+        if first >= stop:
+            raise InputError(f"clip({start!r}, {end!r}) holds no frame: this animation has {len(self.vertices)} "
+                             f"at {self.fps:g} fps ({self.duration:.2f} s)", "pass a span that holds a frame")
+        audio = np.asarray(self.audio)
+        a, b = (min(len(audio), int(round(i / self.fps * SAMPLE_RATE))) for i in (first, stop))
+        return Animation(np.array(self.vertices[first:stop]), np.array(self.template),
+                         None if self.faces is None else np.array(self.faces), self.fps, audio[a:b].copy())
+
     def save(self, path: Union[str, os.PathLike], *, size: int = 800, mesh_format: Optional[str] = None,
              progress: bool = True) -> Path:
         """Save by extension: .npy (vertices), .npz (everything), .mp4 (rendered with the audio, ``size`` pixels

@@ -405,3 +405,23 @@ def test_debug_shows_the_traceback_given_before_or_after_the_command(where, tmp_
     args = ["animate", str(tmp_path / "nope.wav"), "--out", str(tmp_path / "x.npy")]
     with pytest.raises(InputError, match="does not exist"):  # raised, not turned into one line
         _run(*(["--debug", *args] if where == "before" else [*args, "--debug"]))
+
+
+def test_a_clip_keeps_its_frames_and_their_speech_in_step(model_dir, wav):
+    anim = animate(wav, model=model_dir)
+    part = anim.clip(0.5, 1.3)
+    times = np.arange(len(anim)) / anim.fps
+    first, stop = np.flatnonzero((times >= 0.5) & (times < 1.3))[[0, -1]] + [0, 1]  # the frames in [0.5, 1.3) s
+    np.testing.assert_array_equal(part.vertices, anim.vertices[first:stop])
+    a, b = (round(i / anim.fps * 16000) for i in (first, stop))
+    np.testing.assert_array_equal(part.audio, anim.audio[a:b])
+    assert len(part.audio) == round(part.duration * 16000) and part.fps == anim.fps
+    part.vertices[:] = 0  # copies: the animation it came from is untouched
+    assert np.abs(anim.vertices[first:stop]).max() > 0
+    tail = anim.clip(anim.duration - 0.2)  # to the end
+    assert len(tail) == round(0.2 * anim.fps) and len(tail.audio) == len(anim.audio) - round(
+        (len(anim) - len(tail)) / anim.fps * 16000)
+    for args, match in [((1.0, 0.5), "not a span"), ((anim.duration + 1,), "not a span"), (("1",), "not a number"),
+                        ((0.0, float("nan")), "not a number"), ((0.001, 0.002), "holds no frame")]:
+        with pytest.raises(InputError, match=match):
+            anim.clip(*args)
