@@ -136,7 +136,8 @@ def test_a_list_of_clips_and_a_rate_given_for_a_file(speech, tmp_path):
 
 def test_predict_checks_its_arguments_as_animate_and_stream_do(speech):
     """predict read stereo as one interleaved clip twice as long, took int16 unscaled and NaN samples, and raised
-    torch's IndexError / RuntimeError for a subject or frame count out of range."""
+    torch's IndexError / RuntimeError for a subject or frame count out of range; audio shorter than a frame gave
+    no frames or torch's RuntimeError, and empty audio with n_frames gave motion from nothing."""
     cfg = model_preset("tiny")
     cfg.n_subjects = 2
     model = JambaTalk(cfg).eval()
@@ -150,9 +151,16 @@ def test_predict_checks_its_arguments_as_animate_and_stream_do(speech):
         (np.stack([speech, speech], 1), r"predict takes a 1-D array of 16 kHz mono samples, got shape \(16000, 2\)"),
         (np.full(1600, np.nan, np.float32), "the audio given to predict contains NaN"),
         ("speech.wav", r"predict takes audio samples .* not a file name.*jambatalk.load_audio\(path\)"),
+        # less than a frame gave 0 frames, or torch's 'Input and output sizes should be greater than 0' at 639 samples
+        (speech[:639], r"the audio lasts 39.9 ms, shorter than one frame \(40.0 ms at 25 fps\).*or n_frames"),
+        (speech[:100], "the audio lasts 6.2 ms, shorter than one frame"),
+        (speech[:0], "the audio is empty"),
     ]:
         with pytest.raises(InputError, match=message):
             model.predict(bad)
+    with pytest.raises(InputError, match="the audio is empty"):  # n_frames of motion from no speech at all
+        model.predict(speech[:0], n_frames=5)
+    assert model.predict(speech[:640]).shape == (1, 64, 3) and model.predict(speech[:100], n_frames=2).shape[0] == 2
     for kwargs, message in [
         ({"n_frames": 0}, "n_frames is 0; pass a whole number of frames >= 1"),
         ({"n_frames": 2.5}, "n_frames is 2.5"),

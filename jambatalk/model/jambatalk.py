@@ -263,6 +263,12 @@ class JambaTalk(nn.Module):
             raise InputError(f"n_frames is {n_frames!r}", "pass a whole number of frames >= 1, or None (the "
                              "audio's length)")
         n_frames = None if n_frames is None else int(n_frames)
+        sr, fps = self.cfg.audio.sample_rate, self.cfg.fps
+        if len(audio) == 0:
+            raise InputError("predict: the audio is empty", "pass the speech to animate")
+        if n_frames is None and frames_for_samples(len(audio), fps, sr) < 1:  # 0 frames, or torch's error
+            raise InputError(f"predict: the audio lasts {len(audio) / sr * 1000:.1f} ms, shorter than one frame "
+                             f"({1000 / fps:.1f} ms at {fps:g} fps)", "pass a longer recording, or n_frames")
         for name, value in (("window_seconds", window_seconds), ("context_seconds", context_seconds)):
             if not (is_real_number(value) and 0 <= value < float("inf")):
                 raise InputError(f"{name} is {value!r}", f"pass {name} as a number of seconds >= 0")
