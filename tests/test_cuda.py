@@ -31,7 +31,8 @@ def _conv() -> bool:
     return torch.cuda.is_available() and conv_kernel() is not None
 
 
-needs_mamba_ssm = pytest.mark.skipif(not _kernel(), reason="mamba-ssm is not installed (pip install 'jambatalk[kernels]')")
+needs_mamba_ssm = pytest.mark.skipif(not _kernel(),
+                                     reason="mamba-ssm is not installed (pip install 'jambatalk[kernels]')")
 
 
 @pytest.fixture(autouse=True)

@@ -12,10 +12,11 @@ Shapes follow mamba-ssm: ``u, delta, z: (batch, d_inner, L)``, ``A: (d_inner, d_
 The PyTorch path has two forms. Without gradients on the CPU (inference, streaming) it runs a step
 at a time in time-major blocks of bounded size (:func:`_scan_inference`): three vectorised passes
 per block build the decays and inputs, one in-place multiply-add per step advances the state, and
-one contraction per block reads the outputs; its memory does not grow with the length. On a GPU,
-where each of those steps costs kernel launches, and whenever a gradient is needed, it never loops
-over every time step (without gradients it runs in segments of bounded memory, :func:`_scan_segments`). It cuts the sequence into ``n_chunks`` chunks
-of ``T`` steps and lays every per-step tensor out as ``(T, batch, n_chunks, d_inner, d_state)``:
+one contraction per block reads the outputs; its memory does not grow with the length. When a
+gradient is needed, and on a GPU, where each of those steps would cost kernel launches, it never
+loops over every time step (on a GPU without gradients, in segments of bounded memory:
+:func:`_scan_segments`). It cuts the sequence into ``n_chunks`` chunks of ``T`` steps and lays
+every per-step tensor out as ``(T, batch, n_chunks, d_inner, d_state)``:
 
 1. a loop over the ``T`` positions inside a chunk, vectorised over all chunks at once, runs the
    recurrence from a zero state (one in-place multiply-add per position);
@@ -314,12 +315,12 @@ def _launch_bound(u: torch.Tensor) -> bool:
     return u.device.type != "cpu"
 
 
-def _scan_segments(u, delta, A, B, C, h0, segment_floats: Optional[int] = None):
+def _scan_segments(u, delta, A, B, C, h0):
     """Forward-only scan for GPUs: the chunked form, about ``2 sqrt(L)`` launches where :func:`_scan_inference`
     makes one per step, in segments that carry the state so that its memory stays bounded
     (:data:`SEGMENT_FLOATS`). Returns (y (batch, d_inner, L), last state)."""
     batch, d_inner, length = u.shape
-    seg = max(64, (segment_floats or SEGMENT_FLOATS) // max(1, batch * d_inner * A.shape[1]))
+    seg = max(64, SEGMENT_FLOATS // max(1, batch * d_inner * A.shape[1]))
     ys, h = [], h0
     for s in range(0, length, seg):
         e = min(length, s + seg)
@@ -346,6 +347,11 @@ def autocast_on(device_type: str) -> bool:
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
+def _records_grad(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether autograd records an operation on these tensors (grad mode on and one of them requires grad)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state,
                 use_kernels="never"):
     if autocast_on(u.device.type):  # the scan is float32 throughout: autocast would hand bf16 gradients back to it
@@ -359,7 +365,7 @@ def _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last
     if delta_softplus:
         delta = F.softplus(delta)
     h0 = initial_state.float() if initial_state is not None else None
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, delta, A, B, C, h0)):
+    if _records_grad(u, delta, A, B, C, h0):
         y, last = _ScanCore.apply(u, delta, A, B, C, h0, chunk_size_for(u.shape[-1]))
     elif use_kernels == "auto" and _compiled_scan_applies(u, delta, A, delta_softplus):
         from .cpu_scan import scan_forward
@@ -389,11 +395,6 @@ def _import_kernel():
         else:
             _KERNEL["fn"], _KERNEL["error"] = selective_scan_fn, None
     return _KERNEL["fn"]
-
-
-def _records_grad(*tensors: Optional[torch.Tensor]) -> bool:
-    """Whether autograd records an operation on these tensors (grad mode on and one of them requires grad)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def kernel_available() -> bool:
