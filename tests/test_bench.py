@@ -211,3 +211,18 @@ def test_bench_gpu_leaves_out_a_section_that_runs_out_of_memory_and_runs_the_res
     monkeypatch.setattr(gpu, "rtf_records", lambda *a, **k: 1 / 0)  # other errors still stop it
     with pytest.raises(ZeroDivisionError):
         gpu.run(quick=True)
+
+
+def test_each_benchmark_is_named_on_stderr_as_it_starts(monkeypatch, capsys):
+    """`jambatalk bench` ran for minutes without a word until its table."""
+    import jambatalk.bench as bench
+
+    order = []
+    monkeypatch.setattr(bench, "_call", lambda target, **kw: order.append(target) or [])
+    monkeypatch.setattr(bench, "CONDITIONAL", {})
+    run_benchmarks(None, quick=True)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"bench: {name} ({i} of {len(bench.BENCHMARKS)}) ..." for i, name in enumerate(bench.BENCHMARKS, 1)]
+    assert len(order) == len(bench.BENCHMARKS) > 1
+    run_benchmarks(["scan"])
+    assert capsys.readouterr().err == "bench: scan ...\n"

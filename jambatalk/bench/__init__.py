@@ -84,7 +84,7 @@ def check_names(names: list[str]) -> None:
 
 def run_benchmarks(names: list[str] | None = None, quick: bool = False) -> list[Record]:
     """The records of the benchmarks ``names`` (default: all of them, less those of :data:`CONDITIONAL` that cannot
-    run here, each said on stderr)."""
+    run here, each said on stderr), each named on stderr as it starts."""
     if not names:
         names = []
         for name in BENCHMARKS:
@@ -97,7 +97,9 @@ def run_benchmarks(names: list[str] | None = None, quick: bool = False) -> list[
                 names.append(name)
     check_names(names)
     records: list[Record] = []
-    for name in names:
+    for i, name in enumerate(names, 1):  # each takes seconds to minutes: say which one is running
+        print(f"bench: {name}" + (f" ({i} of {len(names)})" if len(names) > 1 else "") + " ...", file=sys.stderr,
+              flush=True)
         records.extend(_call(BENCHMARKS[name], quick=quick))
     return records
 
