@@ -32,12 +32,19 @@ def resample_frames(vertices: np.ndarray, src_fps: float, dst_fps: float,
 
     ``duration``: the seconds the frames should cover (the speech's), so that the new rate has as many whole
     frames as the speech holds (the last source frame is held where they reach past it); else the source
-    frames' own span, T / ``src_fps``.
+    frames' own span, T / ``src_fps``. At equal rates the frames come back as they are (not copied), cut or
+    held to ``duration``.
     """
-    if abs(src_fps - dst_fps) < 1e-9 or len(vertices) < 1:
+    if len(vertices) < 1:
         return vertices
-    duration = len(vertices) / src_fps if duration is None else duration
-    n = max(1, int(duration * dst_fps + 1e-6))
+    n = None if duration is None else max(1, int(duration * dst_fps + 1e-6))
+    if abs(src_fps - dst_fps) < 1e-9:
+        if n is None or n == len(vertices):
+            return vertices
+        return vertices[:n] if n < len(vertices) else np.concatenate(
+            [vertices, np.repeat(np.asarray(vertices[-1:]), n - len(vertices), axis=0)])
+    if n is None:
+        n = max(1, int(len(vertices) / src_fps * dst_fps + 1e-6))
     t = np.arange(n) / dst_fps * src_fps
     i0 = np.clip(np.floor(t).astype(int), 0, len(vertices) - 1)
     i1 = np.clip(i0 + 1, 0, len(vertices) - 1)

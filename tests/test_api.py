@@ -93,6 +93,11 @@ def test_fps_resampling(model_dir, wav):
     seq = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32)
     up = resample_frames(seq, 10, 20)
     assert len(up) == 20 and up[1, 0, 0] == pytest.approx(0.5)
+    # at equal rates the duration was ignored: 10 frames came back for 0.5 s or 1.3 s at 10 fps
+    assert resample_frames(seq, 10, 10) is seq
+    np.testing.assert_array_equal(resample_frames(seq, 10, 10, duration=0.5), seq[:5])
+    held = resample_frames(seq, 10, 10, duration=1.3)
+    assert len(held) == 13 and (held[10:] == seq[-1]).all() and (held[:10] == seq).all()
     # large meshes are interpolated a few frames at a time (into the output): each frame, blocks' edges included,
     # lies between its two neighbours at its own instant
     big = np.random.default_rng(1).standard_normal((7, 700_000, 3), dtype=np.float32)
