@@ -245,3 +245,40 @@ def test_a_scan_whose_last_state_needs_a_gradient_stays_off_the_kernel(monkeypat
     with torch.no_grad():
         selective_scan(**x, delta_softplus=True, return_last_state=True, use_kernels="always")
     assert calls == ["scan", "scan"]
+
+
+@pytest.mark.parametrize("failure", ["ModuleNotFoundError(\"No module named 'tilelang'\", name='tilelang')",
+                                     "ImportError('selective_scan_cuda.so: undefined symbol: _ZN3c10')"])
+def test_a_kernel_package_that_is_installed_but_fails_to_import_is_named_once(monkeypatch, tmp_path, failure):
+    """mamba-ssm and causal-conv1d that were installed but failed to import (a module they need missing, a CUDA
+    build for another torch) left CUDA on the PyTorch paths without a word, several times slower."""
+    import importlib
+    import sys
+    import warnings
+
+    scan_ops = importlib.import_module("jambatalk.ops.selective_scan")
+
+    def packages(raise_in_init: str) -> None:
+        for package in ("mamba_ssm", "causal_conv1d"):
+            (tmp_path / package).mkdir(exist_ok=True)
+            (tmp_path / package / "__init__.py").write_text(f"raise {raise_in_init.format(package=package)}\n")
+            monkeypatch.delitem(sys.modules, package, raising=False)
+        monkeypatch.setattr(scan_ops, "_KERNEL", {})
+        monkeypatch.setattr(scan_ops, "_CONV_KERNEL", {})
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(scan_ops, "on_cuda", lambda t: True)  # as on a GPU
+    packages(failure)
+    mixer, x = _mixer(3, use_kernels="auto"), torch.randn(1, 9, 16)
+    with pytest.warns(UserWarning) as seen:
+        mixer(x)
+    text = [str(w.message) for w in seen]
+    assert len(text) == 2, text
+    assert any(t.startswith("mamba_ssm is installed but could not be imported") and "PyTorch scan runs" in t
+               and "--force-reinstall --no-build-isolation mamba-ssm" in t for t in text), text
+    assert any(t.startswith("causal_conv1d is installed but could not be imported") for t in text), text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mixer(x)  # once per process
+        packages("ModuleNotFoundError(\"No module named '{package}'\", name='{package}')")  # as if not installed
+        mixer(x)  # nothing to say

@@ -397,6 +397,27 @@ def _import_kernel():
     return _KERNEL["fn"]
 
 
+def _installed_but_broken(exc: Optional[BaseException], package: str) -> bool:
+    """Whether an import of ``package`` failed for another reason than its absence: a module it needs is missing,
+    or its CUDA build does not load (an undefined symbol after a torch upgrade)."""
+    return exc is not None and not (isinstance(exc, ModuleNotFoundError) and exc.name == package)
+
+
+def _warn_broken_once(store: dict, package: str, what: str) -> None:
+    """Warn, once per process, that ``package`` is installed but failed to import, so that CUDA runs ``what``."""
+    if store.get("warned") or not _installed_but_broken(store.get("error"), package):
+        return
+    store["warned"] = True
+    exc = store["error"]
+    import warnings
+
+    warnings.warn(f"{package} is installed but could not be imported ({type(exc).__name__}: "
+                  f"{str(exc).splitlines()[0] if str(exc) else ''}), so {what} runs on the GPU instead, several "
+                  f"times slower; reinstall it for this torch and CUDA (pip install --no-cache-dir --force-reinstall "
+                  f"--no-build-isolation {package.replace('_', '-')}), or set decoder.use_kernels: never to go without it",
+                  stacklevel=4)
+
+
 def kernel_available() -> bool:
     """True when mamba-ssm's CUDA selective-scan kernel can be imported."""
     return _import_kernel() is not None
@@ -408,8 +429,8 @@ def conv_kernel():
     if "fn" not in _CONV_KERNEL:
         try:
             from causal_conv1d import causal_conv1d_fn
-        except Exception:  # ImportError, or a broken CUDA build raising at import
-            causal_conv1d_fn = None
+        except Exception as exc:  # ImportError, or a broken CUDA build raising at import
+            causal_conv1d_fn, _CONV_KERNEL["error"] = None, exc
         _CONV_KERNEL["fn"] = causal_conv1d_fn
     return _CONV_KERNEL["fn"]
 
@@ -429,7 +450,10 @@ def conv_kernel_for(x: torch.Tensor, width: int, use_kernels: str):
     if x.dim() == 3 and x.stride(1) == 1 and x.shape[2] > 1 and (
             x.shape[1] % 8 or x.stride(0) % 8 or x.stride(2) % 8):
         return None
-    return conv_kernel()
+    fn = conv_kernel()
+    if fn is None and use_kernels == "auto":
+        _warn_broken_once(_CONV_KERNEL, "causal_conv1d", "PyTorch's conv")
+    return fn
 
 
 def _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, use_kernels) -> None:
@@ -521,6 +545,8 @@ def selective_scan(
                 "gives no gradient through the last state, so every input's gradient would miss the last state's share",
                 "use use_kernels='auto' (the PyTorch scan then runs), return_last_state=False, or run the scan "
                 "under torch.no_grad()")
+        if fn is None and on_cuda(u):
+            _warn_broken_once(_KERNEL, "mamba_ssm", "the PyTorch scan")
         if fn is not None and on_cuda(u) and initial_state is None and not state_grad:
             return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
                       return_last_state=return_last_state)
