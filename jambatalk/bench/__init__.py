@@ -84,7 +84,7 @@ def check_names(names: list[str]) -> None:
 
 def run_benchmarks(names: list[str] | None = None, quick: bool = False) -> list[Record]:
     """The records of the benchmarks ``names`` (default: all of them, less those of :data:`CONDITIONAL` that cannot
-    run here, each said on stderr), each named on stderr as it starts."""
+    run here). Each one left out, and each one as it starts, is named on stderr."""
     if not names:
         names = []
         for name in BENCHMARKS:

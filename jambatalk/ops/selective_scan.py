@@ -36,6 +36,7 @@ the same chunked scan, and the other gradients are batched contractions.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional, Union
 
 import torch
@@ -409,8 +410,6 @@ def _warn_broken_once(store: dict, package: str, what: str) -> None:
         return
     store["warned"] = True
     exc = store["error"]
-    import warnings
-
     warnings.warn(f"{package} is installed but could not be imported ({type(exc).__name__}: "
                   f"{str(exc).splitlines()[0] if str(exc) else ''}), so {what} runs on the GPU instead, several "
                   f"times slower; reinstall it for this torch and CUDA (pip install --no-cache-dir --force-reinstall "
