@@ -97,3 +97,23 @@ def fake_corpus(root: Path, frames: dict[str, int] | None = None, seconds: dict[
     (root / "splits.json").write_text(json.dumps(splits))
     (root / "meta.json").write_text(json.dumps({"dataset": "synthetic", "tokens": ["a", "b", "c"]}))
     return root
+
+
+def scan_inputs(batch, d_inner, d_state, length, *, seed=0, softplus=True, delta_scale=0.5) -> dict:
+    """Random inputs of a selective scan in mamba-ssm's layout (jambatalk.ops.selective_scan), an initial state
+    included."""
+    g = torch.Generator().manual_seed(seed)
+    delta = torch.randn(batch, d_inner, length, generator=g) * delta_scale
+    if not softplus:  # the scan needs a positive step size when nothing maps it to one
+        delta = delta.abs() + 0.05
+    return {
+        "u": torch.randn(batch, d_inner, length, generator=g),
+        "delta": delta,
+        "A": -torch.rand(d_inner, d_state, generator=g) * 4 - 0.1,
+        "B": torch.randn(batch, d_state, length, generator=g),
+        "C": torch.randn(batch, d_state, length, generator=g),
+        "D": torch.randn(d_inner, generator=g),
+        "z": torch.randn(batch, d_inner, length, generator=g),
+        "delta_bias": torch.randn(d_inner, generator=g) * 0.5,
+        "initial_state": torch.randn(batch, d_inner, d_state, generator=g),
+    }

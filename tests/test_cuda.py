@@ -14,7 +14,7 @@ import importlib
 import numpy as np
 import pytest
 import torch
-from conftest import fake_corpus
+from conftest import fake_corpus, scan_inputs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none here)")
 
@@ -50,17 +50,10 @@ def _rel(x, ref) -> float:
 
 
 def _scan_inputs(batch: int, d_inner: int, d_state: int, length: int, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "u": torch.randn(batch, d_inner, length, generator=g),
-        "delta": torch.randn(batch, d_inner, length, generator=g) * 0.5,
-        "A": -torch.rand(d_inner, d_state, generator=g) * 4 - 0.1,
-        "B": torch.randn(batch, d_state, length, generator=g),
-        "C": torch.randn(batch, d_state, length, generator=g),
-        "D": torch.randn(d_inner, generator=g),
-        "z": torch.randn(batch, d_inner, length, generator=g),
-        "delta_bias": torch.randn(d_inner, generator=g) * 0.5,
-    }
+    """conftest's scan inputs without the initial state, which mamba-ssm's kernel does not take."""
+    x = scan_inputs(batch, d_inner, d_state, length, seed=seed)
+    del x["initial_state"]
+    return x
 
 
 def _scan(fn, inputs: dict, device, grad: bool, state: bool = True, **options):

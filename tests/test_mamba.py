@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import scan_inputs
 
 from jambatalk.config import DecoderConfig
 from jambatalk.errors import InputError, MissingDependencyError
@@ -233,10 +234,9 @@ def test_a_scan_whose_last_state_needs_a_gradient_stays_off_the_kernel(monkeypat
     from jambatalk.ops.selective_scan import selective_scan
 
     calls = _fake_kernels(monkeypatch)
-    g = torch.Generator().manual_seed(0)
-    x = {"u": torch.randn(1, 4, 9, generator=g, requires_grad=True), "delta": torch.randn(1, 4, 9, generator=g),
-         "A": -torch.rand(4, 3, generator=g) - 0.1, "B": torch.randn(1, 3, 9, generator=g),
-         "C": torch.randn(1, 3, 9, generator=g), "D": torch.randn(4, generator=g), "delta_bias": torch.zeros(4)}
+    x = scan_inputs(1, 4, 3, 9)
+    del x["initial_state"]  # (a continued state stays on PyTorch whatever the rest)
+    x["u"].requires_grad_()
     y, last = selective_scan(**x, delta_softplus=True, return_last_state=True)
     assert calls == [] and last.requires_grad
     with pytest.raises(InputError, match="no gradient through the last state.*use_kernels='auto'"):

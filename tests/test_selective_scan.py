@@ -6,6 +6,7 @@ import importlib
 
 import pytest
 import torch
+from conftest import scan_inputs
 
 from jambatalk.errors import InputError, MissingDependencyError
 from jambatalk.ops import selective_scan, selective_scan_ref
@@ -16,24 +17,6 @@ RTOL = 1e-4
 
 def _rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return ((x - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
-
-
-def _inputs(batch, d_inner, d_state, length, *, seed=0, softplus=True, delta_scale=0.5):
-    g = torch.Generator().manual_seed(seed)
-    delta = torch.randn(batch, d_inner, length, generator=g) * delta_scale
-    if not softplus:  # the scan needs a positive step size when nothing maps it to one
-        delta = delta.abs() + 0.05
-    return {
-        "u": torch.randn(batch, d_inner, length, generator=g),
-        "delta": delta,
-        "A": -torch.rand(d_inner, d_state, generator=g) * 4 - 0.1,
-        "B": torch.randn(batch, d_state, length, generator=g),
-        "C": torch.randn(batch, d_state, length, generator=g),
-        "D": torch.randn(d_inner, generator=g),
-        "z": torch.randn(batch, d_inner, length, generator=g),
-        "delta_bias": torch.randn(d_inner, generator=g) * 0.5,
-        "initial_state": torch.randn(batch, d_inner, d_state, generator=g),
-    }
 
 
 def _run(fn, tensors: dict, options: dict):
@@ -60,7 +43,7 @@ SHAPES = [  # batch, d_inner, d_state, L
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("full", [True, False], ids=["D-z-bias-softplus-h0", "bare"])
 def test_scan_matches_loop_reference(shape, full):
-    tensors = _inputs(*shape, seed=sum(shape), softplus=full)
+    tensors = scan_inputs(*shape, seed=sum(shape), softplus=full)
     if not full:
         tensors = {k: tensors[k] for k in ("u", "delta", "A", "B", "C")}
     options = {"delta_softplus": full}
@@ -78,7 +61,7 @@ def test_scan_matches_loop_reference(shape, full):
 @pytest.mark.parametrize("block", [None, 16, 5], ids=["auto-block", "block16", "block5"])
 def test_forward_only_scan_matches_loop_reference(shape, block):
     """Without gradients the scan runs step by step in blocks carrying the state: same values."""
-    t = _inputs(*shape, seed=sum(shape) + 1)
+    t = scan_inputs(*shape, seed=sum(shape) + 1)
     delta = torch.nn.functional.softplus(t["delta"] + t["delta_bias"][:, None])
     args = (t["u"], delta, t["A"], t["B"], t["C"])
     for h0 in (None, t["initial_state"]):
@@ -93,7 +76,7 @@ def test_public_scan_takes_the_forward_only_path_without_gradients(monkeypatch):
     module = importlib.import_module("jambatalk.ops.selective_scan")
     calls = []
     monkeypatch.setattr(module, "_scan_inference", lambda *a, **k: calls.append(1) or _scan_inference(*a, **k))
-    t = _inputs(2, 4, 4, 70, seed=5)
+    t = scan_inputs(2, 4, 4, 70, seed=5)
     args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True)
     y_ref = selective_scan_ref(*args)
     with torch.no_grad():
@@ -115,7 +98,7 @@ def test_forward_only_blocks_are_bounded():
 
 @pytest.mark.parametrize("option", ["D", "z", "delta_bias"])
 def test_each_optional_input_alone(option):
-    tensors = _inputs(2, 4, 4, 45, seed=7)
+    tensors = scan_inputs(2, 4, 4, 45, seed=7)
     tensors = {k: tensors[k] for k in ("u", "delta", "A", "B", "C", option)}
     y, last, grads = _run(selective_scan, tensors, {"delta_softplus": True})
     y_ref, last_ref, grads_ref = _run(selective_scan_ref, tensors, {"delta_softplus": True})
@@ -126,7 +109,7 @@ def test_each_optional_input_alone(option):
 
 def test_strong_decay_stays_finite_and_exact():
     """Decays of exp(-40) per step: a factorised exp(-cumsum) form would overflow; products do not."""
-    tensors = _inputs(1, 4, 16, 200, seed=3, softplus=False)
+    tensors = scan_inputs(1, 4, 16, 200, seed=3, softplus=False)
     tensors["delta"] = tensors["delta"] * 20
     tensors["A"] = tensors["A"] * 4
     y, last, grads = _run(selective_scan, tensors, {})
@@ -141,7 +124,7 @@ def test_strong_decay_stays_finite_and_exact():
 
 
 def test_two_halves_with_initial_state_equal_one_pass():
-    t = _inputs(2, 6, 8, 131, seed=11)
+    t = scan_inputs(2, 6, 8, 131, seed=11)
     common = {"D": t["D"], "delta_bias": t["delta_bias"], "delta_softplus": True, "return_last_state": True}
     y_all, last_all = selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], z=t["z"], **common)
     cut = 58
@@ -157,13 +140,13 @@ def test_two_halves_with_initial_state_equal_one_pass():
 
 
 def test_without_last_state_returns_a_tensor():
-    t = _inputs(1, 3, 2, 10)
+    t = scan_inputs(1, 3, 2, 10)
     y = selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"])
     assert isinstance(y, torch.Tensor) and y.shape == (1, 3, 10)
 
 
 def test_output_dtype_follows_u():
-    t = _inputs(1, 3, 2, 10)
+    t = scan_inputs(1, 3, 2, 10)
     y = selective_scan(t["u"].double(), t["delta"], t["A"], t["B"], t["C"])
     assert y.dtype == torch.float64
     assert _rel_err(y.float(), selective_scan_ref(t["u"], t["delta"], t["A"], t["B"], t["C"])) <= RTOL
@@ -176,19 +159,19 @@ def test_chunk_sizes_bounded():
 
 
 def test_always_kernels_on_cpu_names_the_extra():
-    t = _inputs(1, 3, 2, 5)
+    t = scan_inputs(1, 3, 2, 5)
     with pytest.raises(MissingDependencyError, match="kernels"):
         selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], use_kernels="always")
 
 
 def test_never_and_auto_agree_on_cpu():
-    t = _inputs(1, 3, 2, 20)
+    t = scan_inputs(1, 3, 2, 20)
     args = (t["u"], t["delta"], t["A"], t["B"], t["C"])
     assert torch.equal(selective_scan(*args, use_kernels="never"), selective_scan(*args, use_kernels="auto"))
 
 
 def test_bad_inputs_are_named():
-    t = _inputs(1, 3, 2, 5)
+    t = scan_inputs(1, 3, 2, 5)
     with pytest.raises(InputError, match="use_kernels"):
         selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], use_kernels="sometimes")
     with pytest.raises(InputError, match="B has shape"):
@@ -204,7 +187,7 @@ def test_on_a_gpu_inference_runs_the_chunked_scan_in_segments_carrying_the_state
     There it now runs the chunked form in segments of bounded memory, with the step loop's results."""
     ops = importlib.import_module("jambatalk.ops.selective_scan")
 
-    x = _inputs(2, 4, 3, 700, seed=3)
+    x = scan_inputs(2, 4, 3, 700, seed=3)
     if not with_state:
         del x["initial_state"]
     want_y, want_last = selective_scan_ref(**x, delta_softplus=True, return_last_state=True)
